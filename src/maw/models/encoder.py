@@ -1,0 +1,162 @@
+"""The dense encoder: a Hugging Face BERT-family backbone, mean pooling, L2 normalisation.
+
+This is the sentence-transformers recipe of all-MiniLM-L6-v2, written so that the layer stack is
+run explicitly. That gives two things the rest of the package relies on:
+
+* ``prefix`` / ``suffix``: run layers ``[0, k)`` once (a frozen prefix, cacheable on disk) and
+  layers ``[k, N)`` many times (the trainable part; MAW layers, GRPO samples).
+* MAW injection (``maw.models.maw_encoder``) swaps ``layer.attention.self`` modules in place;
+  the residual, LayerNorm and FFN of each layer are untouched.
+
+Shapes: ``input_ids, attention_mask: (B, L)``; hidden states ``(B, L, d_model)``;
+embeddings ``(B, d_model)``. Layer indices in this module are 0-indexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+
+def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) 1/0 mask -> (B, 1, 1, L) additive bias: 0 where attended, dtype-min on padding."""
+    bias = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+    return bias
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the non-padding token states. hidden (B, L, d), mask (B, L) -> (B, d)."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class Encoder(nn.Module):
+    """Backbone + mean pooling (+ L2 norm). ``forward(input_ids, attention_mask) -> (B, d)``."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, model_name: str, normalize: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.normalize = normalize
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, num_layers: int | None = None, normalize: bool = True) -> Encoder:
+        """Load any Hugging Face encoder (id or local path), optionally keeping only the first N layers."""
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        total = config.num_hidden_layers
+        if num_layers is not None:
+            if not 1 <= num_layers <= total:
+                raise ValueError(f"--num-layers: must be in 1..{total} for {model_name_or_path}, got {num_layers}")
+        backbone = AutoModel.from_pretrained(model_name_or_path, add_pooling_layer=False)
+        if num_layers is not None and num_layers < total:
+            backbone.encoder.layer = backbone.encoder.layer[:num_layers]
+            backbone.config.num_hidden_layers = num_layers
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        return cls(backbone, tokenizer, str(model_name_or_path), normalize=normalize)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.backbone.encoder.layer
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token + position (+ type) embeddings and LayerNorm: (B, L) -> (B, L, d)."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        return self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int | None = None) -> torch.Tensor:
+        """Run layers ``[start, end)`` on hidden states (B, L, d) with a (B, L) padding mask."""
+        end = self.num_layers if end is None else end
+        bias = additive_mask(attention_mask, hidden.dtype)
+        for layer in self.layers[start:end]:
+            out = layer(hidden, attention_mask=bias)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) -> (B, d): masked mean, then L2 normalisation when enabled."""
+        emb = mean_pool(hidden, attention_mask)
+        return F.normalize(emb, p=2, dim=-1) if self.normalize else emb
+
+    def prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, upto: int) -> torch.Tensor:
+        """Hidden states after layers ``[0, upto)`` (upto=0: after the embeddings)."""
+        return self.run_layers(self.embed(input_ids), attention_mask, 0, upto)
+
+    def suffix(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """Embeddings from hidden states entering layer ``start``: runs ``[start, N)`` and pools."""
+        return self.pool(self.run_layers(hidden, attention_mask, start), attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.suffix(self.embed(input_ids), attention_mask, 0)
+
+    # ------------------------------------------------------------------ text in, vectors out
+    def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str],
+        max_length: int,
+        batch_size: int = 128,
+        show_progress: bool = False,
+        description: str = "encode",
+    ) -> np.ndarray:
+        """Encode texts to a float32 array (N, d), in input order.
+
+        Texts are sorted by length so each batch pads to similar lengths (the main CPU speed-up),
+        and run under ``torch.inference_mode``. Autocast to fp16/bf16 is left to the caller.
+        """
+        was_training = self.training
+        self.eval()
+        device = self.device
+        n = len(texts)
+        out = np.empty((n, self.hidden_size), dtype=np.float32)
+        if n == 0:
+            return out
+        # Character length is a cheap, monotone-enough proxy for token length.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = range(0, n, batch_size)
+        if show_progress:
+            from rich.progress import track
+
+            batches = track(batches, description=description, total=len(batches), transient=True)
+        for start in batches:
+            idx = order[start : start + batch_size]
+            tok = self.tokenize([texts[i] for i in idx], max_length)
+            emb = self(tok["input_ids"].to(device), tok["attention_mask"].to(device))
+            out[idx] = emb.float().cpu().numpy()
+        self.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ persistence (plain encoder)
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save backbone (safetensors) and tokenizer in Hugging Face format."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
