@@ -113,6 +113,8 @@ class MAWConfig:
     policy_lr: float | None = None  # router learning rate (default: the trainer's)
     # supervised router
     oracle_every: int = 1
+    # project mode only: width g' of each depth's query/key slice (None = head_size / depth_dim)
+    depth_width: int | None = None
 
     def validate(self) -> None:
         if self.router not in ROUTERS:
@@ -129,6 +131,17 @@ class MAWConfig:
             raise ConfigError(f"--depth-dim: must be >= 1, got {self.depth_dim}")
         if self.tile_size < 1:
             raise ConfigError(f"--tile-size: must be >= 1, got {self.tile_size}")
+        if self.implementation not in ("tiled", "naive"):
+            raise ConfigError(f"--implementation: unknown {self.implementation!r}; choose tiled or naive")
+        if self.router_hidden < 0:
+            raise ConfigError(f"--router-hidden: must be >= 0, got {self.router_hidden}")
+        if self.tau <= 0 or self.gumbel_tau_start <= 0 or self.gumbel_tau_end <= 0:
+            raise ConfigError("--tau / --gumbel-tau-start / --gumbel-tau-end: temperatures must be > 0")
+        if self.depth_width is not None:
+            if self.depth_projection != "project":
+                raise ConfigError("--depth-width: only used with --depth-projection project")
+            if self.depth_width < 1:
+                raise ConfigError(f"--depth-width: must be >= 1, got {self.depth_width}")
         if self.group_size < 2 and self.router == "grpo":
             raise ConfigError(f"--group-size: GRPO needs a group of at least 2 samples, got {self.group_size}")
 
@@ -160,6 +173,40 @@ class TrainConfig:
     device: str | None = None  # None = cuda if available else cpu
     num_threads: int | None = None
     save_checkpoints: bool = True
+    # --- added by the training module (maw.training) ---
+    checkpoint_every: int = 100  # save run_dir/latest every N optimiser steps (and at every epoch end); 0 = epoch ends only
+    resume: bool = True  # continue from run_dir/latest when it exists (same config required)
+    cache_dir: str | None = None  # frozen-prefix cache folder (default run_dir/cache); shareable between runs
+    prefix_cache_dtype: Literal["float16", "float32"] = "float16"  # storage dtype of cached hidden states
+    val_top_k: int = 100  # depth of the full-corpus retrieval used for validation metrics
+    progress: bool = True  # rich progress bars (rank 0 only)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first invalid value."""
+        checks = [
+            (self.num_epochs >= 1, "--num-epochs", "must be >= 1", self.num_epochs),
+            (self.batch_size >= 1, "--batch-size", "must be >= 1", self.batch_size),
+            (self.learning_rate > 0, "--learning-rate", "must be > 0", self.learning_rate),
+            (self.weight_decay >= 0, "--weight-decay", "must be >= 0", self.weight_decay),
+            (0 <= self.warmup_ratio <= 1, "--warmup-ratio", "must be in [0, 1]", self.warmup_ratio),
+            (self.max_grad_norm > 0, "--max-grad-norm", "must be > 0", self.max_grad_norm),
+            (self.grad_accum >= 1, "--grad-accum", "must be >= 1", self.grad_accum),
+            (self.temperature > 0, "--temperature", "must be > 0", self.temperature),
+            (self.hard_negatives >= 0, "--hard-negatives", "must be >= 0", self.hard_negatives),
+            (self.hard_negative_depth >= self.hard_negatives, "--hard-negative-depth",
+             "must be >= --hard-negatives", self.hard_negative_depth),
+            (self.patience >= 1, "--patience", "must be >= 1", self.patience),
+            (self.lora_rank >= 1, "--lora-rank", "must be >= 1", self.lora_rank),
+            (0 <= self.lora_dropout < 1, "--lora-dropout", "must be in [0, 1)", self.lora_dropout),
+            (self.precision in ("fp32", "bf16", "fp16"), "--precision", "must be fp32, bf16 or fp16", self.precision),
+            (self.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0", self.checkpoint_every),
+            (self.prefix_cache_dtype in ("float16", "float32"), "--prefix-cache-dtype", "must be float16 or float32",
+             self.prefix_cache_dtype),
+            (self.val_top_k >= 10, "--val-top-k", "must be >= 10 (validation reports nDCG@10)", self.val_top_k),
+        ]
+        for ok, flag, why, value in checks:
+            if not ok:
+                raise ConfigError(f"{flag}: {why}, got {value!r}")
 
 
 @dataclass

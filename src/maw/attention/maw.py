@@ -1,0 +1,623 @@
+"""The MAW (Multi-Attention-Weight) self-attention block. Definition: ``shared/design/maw-spec.md``.
+
+Read top to bottom. Notation: ``B`` batch, ``L`` tokens, ``H`` heads, ``d_h`` head size, ``D``
+depths, ``g`` width of one depth slice (``d_h / D`` in ``split`` mode), ``T`` rows of a query tile.
+
+    q, k        : (B, H, D, L, g)     depth slices, q pre-scaled by 1/sqrt(d_h)   (depth-major)
+    S[b,h,d,i,j] = <q[b,h,d,i], k[b,h,d,j]>                                      (B, H, D, Lq, Lk)
+    w            = router(state)      depth weights, sum to 1 over d              (granularity)
+    A[b,h,i,j]   = D * sum_d w[..., d] * S[b,h,d,i,j]                             (B, H, Lq, Lk)
+    P            = softmax_j(A + mask_bias);  out = dropout(P) @ V                (B, H, Lq, d_h)
+
+The block replaces a BERT layer's ``attention.self``; it inherits that module's pretrained
+query/key/value ``nn.Linear`` weights. The layer's output projection, residual, LayerNorm and FFN
+stay untouched. Uniform ``w`` (all-zero router logits, the state at init) gives exactly
+``A = q.k / sqrt(d_h)``, the pretrained attention.
+
+Design decisions (the spec leaves them to us):
+
+* **The router's input state is always detached** (stop-gradient). q/k/v learn through the
+  combined score ``A`` only; the router learns through ``w`` (``soft``: softmax; ``gumbel``:
+  straight-through) or, for ``grpo``/``supervised``, only through its own losses computed from
+  :class:`RoutingRecord` (policy surrogate + KL, or cross-entropy on oracle labels). For those two
+  routers ``w`` is one-hot from a sample/argmax, so the embedding (InfoNCE) loss cannot reach the
+  router at all. Detaching also lets the state be computed without keeping anything for backward.
+* Router states (``F`` features per depth, router is ``F*D -> D`` per head):
+  ``pair``: ``S[b,h,:,i,j]``; ``query``: ``[mean_j S, max_j S]`` over valid keys;
+  ``head``: ``[mean, std, max]`` of ``S`` over valid (i, j) (population std).
+* Masking: a routing unit is valid when its query (and, for pairs, its key) is a real token.
+  Padded keys never enter a state, records or statistics; padded query rows get a choice that
+  is never used (their outputs are ignored by pooling and by every later layer's valid rows).
+* ``project`` depth mode: new ``depth_query``/``depth_key`` projections ``d_model -> H*D*g'``
+  (``g' = depth_width``, default ``d_h / D``) replace the layer's query/key. They are initialised
+  from the pretrained Q/K slices (extra width: random for queries, zero for keys), so ``S`` sums
+  to the pretrained score at step 0. With the default width this is a reparametrisation of
+  ``split`` with separately named parameters.
+
+Implementations (``cfg.implementation``):
+
+* ``naive``: materialises the full 5D ``S``; the reference used by tests and the benchmark.
+* ``tiled`` (default): never materialises the full 5D tensor.
+  - ``pair``: query tiles of ``tile_size`` rows, each in ``torch.utils.checkpoint`` (non-reentrant)
+    so backward recomputes the tile; peak memory grows with the tile. The soft router's tile uses a
+    fused autograd function (:class:`_SoftPairScore`) whose backward recomputes ``S`` instead of
+    saving it.
+  - ``query`` / ``head``: exact algebraic shortcuts. The weighted score is
+    ``A = <q * (D w expanded over g), k>`` so attention runs as ordinary (memory-efficient)
+    ``scaled_dot_product_attention`` on re-weighted queries. States: ``mean_j S = <q, mean_j k>``;
+    ``sum_ij S^2 = trace(Q_d^T Q_d K_d^T K_d)``; ``max`` for ``g = 1`` from the extreme values
+    of ``k`` (and ``q``) since ``q*k`` is monotone in ``k`` (bit-exact in floating point); for
+    ``g > 1`` a no-grad pass over query tiles.
+  Records and statistics are reduced per tile (sums and counts), so they stay small.
+
+Randomness (Gumbel noise, GRPO samples) is a pure function of a per-forward seed and the query
+row (:class:`maw.attention.routers.RowNoise`), so it is identical in tiled, naive and the checkpoint
+recompute. Attention dropout uses torch's global RNG, which ``torch.utils.checkpoint`` restores for
+the recompute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from maw.attention.routers import POLICY_ROUTERS, DepthRouter, RowNoise, freeze_copy, route
+from maw.config import ConfigError, MAWConfig
+
+
+# ---------------------------------------------------------------------------------------------- records
+@dataclass
+class RoutingRecord:
+    """Per-text routing summaries of one MAW module's last training forward (grpo / supervised).
+
+    All tensors have shape ``(B,)`` (``log_probs_per_depth``: ``(B, D)``) and carry gradient to
+    the router parameters only (the state is detached). Means are over the text's valid routing
+    units (all heads).
+
+    ratio_mean: ``exp(m - m.detach())`` with ``m`` the mean of ``log pi(a | s)`` over units. Value 1,
+        gradient ``mean_u grad log pi(a_u | s_u)`` -- the same value and gradient as the mean of
+        per-unit ratios ``exp(logp - logp.detach())``. Since samples are drawn from the current
+        policy and used for one update, this is the exact PPO clipped-surrogate ratio for one
+        on-policy update per sampled group (clipping is inactive at ratio 1).
+    entropy_mean: mean policy entropy (nats).
+    kl_ref_mean: mean ``KL(pi_theta || pi_ref)``; ``None`` until :func:`refresh_reference`.
+    log_probs_per_depth: mean over units of ``log pi(d | s)``; supervised CE is
+        ``-log_probs_per_depth[b, label_b]``.
+    units: number of valid routing units per text (no gradient).
+    """
+
+    ratio_mean: torch.Tensor
+    entropy_mean: torch.Tensor
+    kl_ref_mean: torch.Tensor | None
+    log_probs_per_depth: torch.Tensor
+    units: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------- masks
+def key_validity(attention_mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
+    """(B, Lk) bool, True = real token, from any mask convention a BERT layer may receive.
+
+    * ``None`` -> all valid;
+    * bool (True = attend), shapes (B, L), (B, 1, 1, L), (B, 1, L, L) -> a key is valid if any
+      query may attend to it;
+    * float additive bias (0 = attend, large negative = padding), same shapes -> valid where
+      the bias is > -1 (for 4D: at any query row);
+    * float/int (B, L) 0/1 keep-mask -> valid where nonzero.
+    Only padding masks are supported (MAW is for bidirectional encoders).
+    """
+    if attention_mask is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
+    m = attention_mask
+    if m.dim() == 2:
+        valid = m.bool() if m.dtype == torch.bool else m != 0
+    elif m.dim() == 4:
+        if m.dtype == torch.bool:
+            valid = m.any(dim=-2)[:, 0]
+        else:
+            valid = (m > -1.0).any(dim=-2)[:, 0]
+    elif m.dim() == 3:
+        valid = m.bool().any(dim=-2) if m.dtype == torch.bool else (m > -1.0).any(dim=-2)
+    else:
+        raise ValueError(f"MAW attention: unsupported attention_mask shape {tuple(m.shape)}")
+    if valid.shape[-1] != length:
+        raise ValueError(f"MAW attention: mask has {valid.shape[-1]} keys, hidden states have {length} tokens")
+    return valid.expand(batch, length).to(device)
+
+
+def _bias_from_valid(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) bool -> (B, 1, 1, L) additive bias (0 keep, dtype-min pad), as the Encoder builds it."""
+    return (~valid)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def depth_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q (B, H, D, T, g), k (B, H, D, Lk, g) -> S (B, H, D, T, Lk)."""
+    if q.shape[-1] == 1:
+        return q * k.transpose(-1, -2)  # outer product, cheaper than a K=1 matmul
+    return torch.matmul(q, k.transpose(-1, -2))
+
+
+def _entropy(logp: torch.Tensor, dim: int) -> torch.Tensor:
+    return -(logp.exp() * logp).sum(dim)
+
+
+class _Summaries:
+    """Per-tile sums for statistics (no grad) and records (grad to the router); added across tiles."""
+
+    @staticmethod
+    def stats(stat_logits: torch.Tensor, choice: torch.Tensor, unit_mask: torch.Tensor, dim: int, depth: int):
+        """Counts (H, D), entropy sum (H,), units per head () over valid units. No gradient.
+
+        stat_logits: logits with depth on ``dim``; choice: same without it, (B, H, ...);
+        unit_mask: broadcastable to ``choice`` (B, 1, ...) bool.
+        """
+        with torch.no_grad():
+            H = choice.shape[1]
+            mask = unit_mask.expand_as(choice)
+            ent = _entropy(torch.log_softmax(stat_logits.float(), dim), dim)  # (B, H, ...)
+            m = mask.to(ent.dtype)
+            red = [i for i in range(ent.dim()) if i != 1]
+            ent_sum = (ent * m).sum(red)
+            hoff = torch.arange(H, device=choice.device).view(1, H, *([1] * (choice.dim() - 2))) * depth
+            counts = torch.bincount((choice + hoff).flatten(), weights=m.flatten(), minlength=H * depth)
+            units = unit_mask.to(torch.float64).sum()  # unit_mask has a singleton head axis
+            return counts.view(H, depth).to(torch.float64), ent_sum.to(torch.float64), units.to(torch.float64)
+
+    @staticmethod
+    def record(logits, ref_logits, choice, unit_mask, dim: int):
+        """Sums per text: log pi(a) (B,), entropy (B,), KL to reference (B,) or None,
+        log pi(d) (B, D), units (B,). ``logits`` carry gradient to the router."""
+        dim = dim % logits.dim()
+        logp = torch.log_softmax(logits, dim)
+        m = unit_mask.expand_as(choice).to(logp.dtype)  # (B, H, ...)
+        red = tuple(range(1, m.dim()))
+        lp_a = logp.gather(dim, choice.unsqueeze(dim)).squeeze(dim)
+        sum_lp_a = (lp_a * m).sum(red)
+        sum_ent = (_entropy(logp, dim) * m).sum(red)
+        md = m.unsqueeze(dim)
+        red_d = tuple(i for i in range(1, logp.dim()) if i != dim)
+        sum_lp_depth = (logp * md).sum(red_d)  # (B, D)
+        sum_kl = None
+        if ref_logits is not None:
+            ref_lp = torch.log_softmax(ref_logits, dim)
+            kl = (logp.exp() * (logp - ref_lp)).sum(dim)
+            sum_kl = (kl * m).sum(red)
+        return sum_lp_a, sum_ent, sum_kl, sum_lp_depth, m.detach().sum(red)
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return tuple(_add(x, y) for x, y in zip(a, b, strict=True)) if isinstance(a, tuple) else a + b
+
+
+class _SoftPairScore(torch.autograd.Function):
+    """Fused soft pair combine: ``A = D * sum_d softmax(router(S)/tau)_d * S_d`` for one tile,
+    with ``S = q k^T`` per depth and the router state ``S`` detached.
+
+    Forward keeps only its inputs (q, k, router weights); backward recomputes ``S``, the logits
+    and ``w`` and applies the closed form (with ``Abar = A / D``):
+
+        dS = D * dA * w                         (to q and k; the state is detached)
+        dz = D * dA * w * (S - Abar) / tau      (to the router: dW = dz S^T, db = sum dz)
+
+    Linear router only (``router_hidden == 0``). Shapes: q (B,H,D,T,g), k (B,H,D,Lk,g),
+    W (H,D,D), b (H,D) -> A (B,H,T,Lk).
+    """
+
+    @staticmethod
+    def _forward_parts(q, k, W, b, tau):
+        S = depth_scores(q, k)  # (B, H, D, T, Lk)
+        Bn, H, D, T, Lk = S.shape
+        z = torch.matmul(W, S.reshape(Bn, H, D, T * Lk)).view(Bn, H, D, T, Lk) + b[:, :, None, None]
+        if tau != 1.0:
+            z = z / tau
+        w = torch.softmax(z, dim=2)
+        return S, z, w
+
+    @staticmethod
+    def forward(ctx, q, k, W, b, tau: float):
+        S, z, w = _SoftPairScore._forward_parts(q, k, W, b, tau)
+        D = S.shape[2]
+        A = (w * S).sum(2) * D
+        ctx.save_for_backward(q, k, W, b)
+        ctx.tau = tau
+        z = z.detach()
+        ctx.mark_non_differentiable(z)
+        return A, z
+
+    @staticmethod
+    def backward(ctx, dA, _dz_unused):
+        q, k, W, b = ctx.saved_tensors
+        tau = ctx.tau
+        S, _, w = _SoftPairScore._forward_parts(q, k, W, b, tau)
+        Bn, H, D, T, Lk = S.shape
+        Abar = (w * S).sum(2, keepdim=True)  # (B, H, 1, T, Lk)
+        dAw = w * (dA.unsqueeze(2) * D)  # (B, H, D, T, Lk) = dS
+        dq = dk = dW = db = None
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            dz = dAw * (S - Abar)
+            if tau != 1.0:
+                dz = dz / tau
+            dz2 = dz.reshape(Bn, H, D, T * Lk)
+            if ctx.needs_input_grad[2]:
+                dW = torch.matmul(dz2, S.reshape(Bn, H, D, T * Lk).transpose(-1, -2)).sum(0)
+            if ctx.needs_input_grad[3]:
+                db = dz2.sum((0, 3))
+            del dz, dz2
+        g = q.shape[-1]
+        if ctx.needs_input_grad[0]:
+            dq = torch.matmul(dAw, k) if g > 1 else (dAw * k.transpose(-1, -2)).sum(-1, keepdim=True)
+        if ctx.needs_input_grad[1]:
+            dk = torch.matmul(dAw.transpose(-1, -2), q) if g > 1 else (dAw * q).sum(-2).unsqueeze(-1)
+        return dq, dk, dW, db, None
+
+
+# ---------------------------------------------------------------------------------------------- block
+class MAWSelfAttention(nn.Module):
+    """Drop-in replacement of a BERT ``attention.self``: ``forward(hidden (B, L, d_model),
+    attention_mask=None, **kw) -> (out (B, L, H*d_h), None)``.
+
+    Attributes the trainer uses: ``last_record`` (:class:`RoutingRecord` or ``None``),
+    ``forced_depth`` (set by ``force_depth``), ``gumbel_tau``, ``reference`` (frozen router copy).
+    """
+
+    def __init__(
+        self,
+        cfg: MAWConfig,
+        num_heads: int,
+        head_size: int,
+        query: nn.Linear,
+        key: nn.Linear,
+        value: nn.Linear,
+        dropout_p: float = 0.0,
+        layer_number: int = 0,
+    ):
+        super().__init__()
+        cfg.validate()
+        D = cfg.depth_dim
+        if head_size % D != 0:
+            raise ConfigError(
+                f"--depth-dim: D={D} must divide the head size d_h={head_size} (choose a divisor of {head_size})"
+            )
+        if cfg.depth_projection == "split" and cfg.depth_width not in (None, head_size // D):
+            raise ConfigError("--depth-width: only used with --depth-projection project")
+        self.cfg = cfg
+        self.layer_number = layer_number
+        self.num_heads, self.head_size, self.depth = num_heads, head_size, D
+        self.width = head_size // D if cfg.depth_width is None else cfg.depth_width  # g
+        self.scale = head_size**-0.5
+        self.dropout_p = float(dropout_p)
+        self.value = value
+        if cfg.depth_projection == "split":
+            self.query, self.key = query, key
+        else:
+            self.depth_query = self._init_projection(query, random_extra=True)
+            self.depth_key = self._init_projection(key, random_extra=False)
+        n_stats = {"pair": 1, "query": 2, "head": 3}[cfg.granularity]
+        self.router = DepthRouter(num_heads, n_stats * D, D, cfg.router_hidden)
+        self.reference: DepthRouter | None = None
+        self.forced_depth: int | None = None
+        self.gumbel_tau = float(cfg.gumbel_tau_start)
+        self.track_statistics = True
+        self.checkpoint_tiles = True  # pair tiles in torch.utils.checkpoint when grad is needed
+        self.last_record: RoutingRecord | None = None
+        self._stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_bert(cls, module: nn.Module, cfg: MAWConfig, layer_number: int = 0) -> MAWSelfAttention:
+        """Wrap a Hugging Face ``BertSelfAttention``-like module (query/key/value Linears)."""
+        H = int(getattr(module, "num_attention_heads"))
+        d_h = int(getattr(module, "attention_head_size"))
+        p = float(module.dropout.p) if isinstance(getattr(module, "dropout", None), nn.Dropout) else 0.0
+        return cls(cfg, H, d_h, module.query, module.key, module.value, p, layer_number)
+
+    def _init_projection(self, pre: nn.Linear, random_extra: bool) -> nn.Linear:
+        """``d_model -> H*D*g'`` initialised from the pretrained ``d_model -> H*d_h`` projection."""
+        H, D, g0, g = self.num_heads, self.depth, self.head_size // self.depth, self.width
+        d_model = pre.in_features
+        lin = nn.Linear(d_model, H * D * g, bias=pre.bias is not None).to(pre.weight.device, pre.weight.dtype)
+        with torch.no_grad():
+            W = torch.zeros(H, D, g, d_model, dtype=pre.weight.dtype, device=pre.weight.device)
+            if random_extra and g > g0:
+                W.normal_(0.0, pre.weight.std().item())
+            k = min(g, g0)
+            W[:, :, :k] = pre.weight.view(H, D, g0, d_model)[:, :, :k]
+            lin.weight.copy_(W.view(H * D * g, d_model))
+            if pre.bias is not None:
+                bvec = torch.zeros(H, D, g, dtype=pre.bias.dtype, device=pre.bias.device)
+                bvec[:, :, :k] = pre.bias.view(H, D, g0)[:, :, :k]
+                lin.bias.copy_(bvec.view(-1))
+        return lin
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def kind(self) -> str:
+        return self.cfg.router
+
+    def _project(self, x: torch.Tensor):
+        """x (B, L, d_model) -> q, k (B, H, D, L, g) with q pre-scaled; v (B, H, L, d_h)."""
+        B, L, _ = x.shape
+        H, D, g = self.num_heads, self.depth, self.width
+        qproj, kproj = (self.query, self.key) if self.cfg.depth_projection == "split" else (self.depth_query, self.depth_key)
+        q = (qproj(x) * self.scale).view(B, L, H, D, g).permute(0, 2, 3, 1, 4)
+        k = kproj(x).view(B, L, H, D, g).permute(0, 2, 3, 1, 4)
+        v = self.value(x).view(B, L, H, -1).transpose(1, 2)
+        return q, k, v
+
+    def _stat_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits of the distribution whose entropy is logged (soft: w itself)."""
+        return logits / self.cfg.tau if self.kind == "soft" else logits
+
+    def _want_record(self) -> bool:
+        return self.training and self.kind in POLICY_ROUTERS
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
+        if kwargs.get("encoder_hidden_states") is not None:
+            raise ValueError("MAW attention is self-attention only (no cross-attention)")
+        B, L, _ = hidden_states.shape
+        valid = key_validity(attention_mask, B, L, hidden_states.device)  # (B, L)
+        q, k, v = self._project(hidden_states)
+        noise = None
+        if self.training and self.forced_depth is None and self.kind in ("gumbel", "grpo"):
+            noise = RowNoise.draw(hidden_states.device)
+        if self.cfg.implementation == "naive":
+            out, stats, rec = self._naive(q, k, v, valid, noise)
+        elif self.cfg.granularity == "pair":
+            out, stats, rec = self._tiled_pair(q, k, v, valid, noise)
+        else:
+            out, stats, rec = self._folded(q, k, v, valid, noise)
+        if stats is not None:
+            self._stats = _add(self._stats, stats)
+        self.last_record = self._finish_record(rec) if rec is not None else None
+        return out.transpose(1, 2).reshape(B, L, -1), None
+
+    def _finish_record(self, rec) -> RoutingRecord:
+        sum_lp_a, sum_ent, sum_kl, sum_lp_depth, units = rec
+        n = units.clamp_min(1.0)
+        m = sum_lp_a / n
+        return RoutingRecord(
+            ratio_mean=torch.exp(m - m.detach()),
+            entropy_mean=sum_ent / n,
+            kl_ref_mean=None if sum_kl is None else sum_kl / n,
+            log_probs_per_depth=sum_lp_depth / n[:, None],
+            units=units,
+        )
+
+    # ------------------------------------------------------------------ pair granularity
+    def _pair_block(self, q_t, k, v, key_bias, unit_mask, noise, i0: int):
+        """One block of query rows [i0, i0+T) at pair granularity.
+
+        q_t (B,H,D,T,g), k (B,H,D,Lk,g), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), unit_mask (B,1,T,Lk).
+        Returns out (B,H,T,d_h), stats sums (or None), record sums (or None).
+        """
+        B, H, D, T, _ = q_t.shape
+        Lk = k.shape[-2]
+        kind, forced = self.kind, self.forced_depth
+        use_fused = (
+            kind == "soft" and forced is None and self.cfg.router_hidden == 0 and torch.is_grad_enabled()
+        )
+        if use_fused:
+            A, logits = _SoftPairScore.apply(q_t, k, self.router.weight, self.router.bias, self.cfg.tau)
+            choice = logits.argmax(2)
+            stat_logits = logits  # already divided by tau
+        else:
+            S = depth_scores(q_t, k)  # (B, H, D, T, Lk)
+            logits = self.router.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
+            u = noise.rows(i0, i0 + T, (B, H, D, Lk), axis=3) if noise is not None else None
+            r = route(logits, kind, self.training, 2, self.cfg.tau, self.gumbel_tau, u, forced)
+            if r.weights is None:
+                A = S.gather(2, r.choice.unsqueeze(2)).squeeze(2) * D
+            else:
+                A = (r.weights * S).sum(2) * D
+            choice = r.choice
+            stat_logits = self._stat_logits(logits)
+        P = torch.softmax(A + key_bias, dim=-1)  # (B, H, T, Lk) softmax over KEYS
+        if self.training and self.dropout_p > 0:
+            P = F.dropout(P, self.dropout_p, True)
+        out = torch.matmul(P, v)  # (B, H, T, d_h)
+        stats = _Summaries.stats(stat_logits, choice, unit_mask, 2, D) if self.track_statistics else None
+        rec = None
+        if self._want_record():
+            ref = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = self.reference.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
+            rec = _Summaries.record(logits, ref, choice, unit_mask, 2)
+        return out, stats, rec
+
+    def _tiled_pair(self, q, k, v, valid, noise):
+        B, H, D, L, _ = q.shape
+        key_bias = _bias_from_valid(valid, q.dtype)
+        T = self.cfg.tile_size
+        needs_grad = any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in self.router.parameters())
+        use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad
+        outs, stats, rec = [], None, None
+        for i0 in range(0, L, T):
+            i1 = min(L, i0 + T)
+            unit_mask = (valid[:, i0:i1, None] & valid[:, None, :])[:, None]  # (B, 1, T, Lk)
+            args = (q[:, :, :, i0:i1], k, v, key_bias, unit_mask, noise, i0)
+            if use_ckpt:
+                o, s, r = checkpoint(self._pair_block, *args, use_reentrant=False)
+            else:
+                o, s, r = self._pair_block(*args)
+            outs.append(o)
+            stats, rec = _add(stats, s), _add(rec, r)
+        return torch.cat(outs, dim=2), stats, rec
+
+    # ------------------------------------------------------------------ query / head: states
+    def _route_small(self, state, row_valid, noise):
+        """Route query- or head-level states. state (B,H,L,F) or (B,H,F); row_valid (B,1,L) or (B,1)."""
+        logits = self.router(state)  # (B, H, [L,] D)
+        u = None
+        if noise is not None:
+            shape = logits.shape
+            if self.cfg.granularity == "query":
+                u = noise.rows(0, shape[2], (shape[0], shape[1], shape[3]), axis=2)
+            else:
+                u = noise.uniform(-1, tuple(shape))
+        r = route(logits, self.kind, self.training, -1, self.cfg.tau, self.gumbel_tau, u, self.forced_depth)
+        stats = _Summaries.stats(self._stat_logits(logits), r.choice, row_valid, -1, self.depth) if self.track_statistics else None
+        rec = None
+        if self._want_record():
+            ref = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = self.reference(state)
+            rec = _Summaries.record(logits, ref, r.choice, row_valid, -1)
+        return r, stats, rec
+
+    def _max_pass(self, q, k, valid, over_rows: bool):
+        """No-grad tiled max of S over valid keys: (B,H,D,L) (or over valid (i,j): (B,H,D))."""
+        B, H, D, L, _ = q.shape
+        kmask = (~valid)[:, None, None, None, :]  # (B,1,1,1,Lk)
+        T = self.cfg.tile_size
+        parts = []
+        for i0 in range(0, L, T):
+            S = depth_scores(q[:, :, :, i0 : i0 + T], k).masked_fill(kmask, float("-inf"))
+            parts.append(S.amax(-1))  # (B, H, D, T)
+        mx = torch.cat(parts, dim=-1)
+        if over_rows:
+            mx = mx.masked_fill((~valid)[:, None, None, :], float("-inf")).amax(-1)
+        return mx
+
+    @torch.no_grad()
+    def _query_state(self, q, k, valid):
+        """[mean_j S, max_j S] over valid keys: (B, H, L, 2D), without the 5D tensor when g = 1."""
+        qd, kd = q.detach(), k.detach()
+        km = valid[:, None, None, :, None].to(q.dtype)  # (B,1,1,Lk,1)
+        n = km.sum(3, keepdim=True).clamp_min(1.0)
+        kmean = (kd * km).sum(3, keepdim=True) / n  # (B,H,D,1,g)
+        mean = (qd * kmean).sum(-1)  # (B,H,D,L)
+        if self.width == 1:
+            big = torch.finfo(q.dtype).max
+            kmax = kd.masked_fill(km == 0, -big).amax(3, keepdim=True)  # (B,H,D,1,1)
+            kmin = kd.masked_fill(km == 0, big).amin(3, keepdim=True)
+            mx = (qd * torch.where(qd >= 0, kmax, kmin)).squeeze(-1)  # (B,H,D,L)
+        else:
+            mx = self._max_pass(qd, kd, valid, over_rows=False)
+        mx = mx.masked_fill(~valid.any(-1)[:, None, None, None], 0.0)
+        return torch.cat([mean, mx], dim=2).transpose(2, 3)  # (B, H, L, 2D)
+
+    @torch.no_grad()
+    def _head_state(self, q, k, valid):
+        """[mean, std, max] of S over valid (i, j): (B, H, 3D), without the 5D tensor when g = 1."""
+        qd, kd = q.detach(), k.detach()
+        vm = valid[:, None, None, :, None].to(q.dtype)  # (B,1,1,L,1)
+        qm, km = qd * vm, kd * vm
+        n = (vm.sum((1, 2, 3, 4)) ** 2).clamp_min(1.0)[:, None, None]  # (B,1,1) valid pairs
+        s1 = (qm.sum(3) * km.sum(3)).sum(-1)  # (B,H,D) sum_ij S
+        gq = torch.matmul(qm.transpose(-1, -2), qm)  # (B,H,D,g,g)
+        gk = torch.matmul(km.transpose(-1, -2), km)
+        s2 = (gq * gk).sum((-1, -2))  # (B,H,D) sum_ij S^2
+        mean = s1 / n
+        std = (s2 / n - mean**2).clamp_min(0.0).sqrt()
+        if self.width == 1:
+            big = torch.finfo(q.dtype).max
+            m = vm == 0
+            qmax, qmin = qd.masked_fill(m, -big).amax(3), qd.masked_fill(m, big).amin(3)  # (B,H,D,1)
+            kmax, kmin = kd.masked_fill(m, -big).amax(3), kd.masked_fill(m, big).amin(3)
+            corners = torch.stack([qmax * kmax, qmax * kmin, qmin * kmax, qmin * kmin], -1)
+            mx = corners.amax(-1).squeeze(-1)
+        else:
+            mx = self._max_pass(qd, kd, valid, over_rows=True)
+        mx = mx.masked_fill(~valid.any(-1)[:, None, None], 0.0)
+        return torch.cat([mean, std, mx], dim=-1)  # (B, H, 3D)
+
+    def _folded(self, q, k, v, valid, noise):
+        """Query/head granularity: route, fold D*w into the queries, run ordinary attention."""
+        B, H, D, L, g = q.shape
+        if self.cfg.granularity == "query":
+            state = self._query_state(q, k, valid)
+            row_valid = valid[:, None, :]  # (B, 1, L)
+        else:
+            state = self._head_state(q, k, valid)
+            row_valid = valid.any(-1)[:, None]  # (B, 1)
+        r, stats, rec = self._route_small(state, row_valid, noise)
+        if r.weights is None:
+            coef = F.one_hot(r.choice, D).to(q.dtype) * D
+        else:
+            coef = r.weights * D
+        coef = coef.transpose(-1, -2) if self.cfg.granularity == "query" else coef  # (B,H,D,L) or (B,H,D)
+        coef = coef.unsqueeze(-1) if self.cfg.granularity == "query" else coef[..., None, None]
+        qw = (q * coef).permute(0, 1, 3, 2, 4).reshape(B, H, L, D * g)
+        kf = k.permute(0, 1, 3, 2, 4).reshape(B, H, L, D * g)
+        bias = _bias_from_valid(valid, q.dtype)
+        p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(qw, kf, v, attn_mask=bias, dropout_p=p, scale=1.0)
+        return out, stats, rec
+
+    # ------------------------------------------------------------------ naive reference
+    def _naive(self, q, k, v, valid, noise):
+        """Materialise the full 5D S (B,H,D,L,L). Reference for tests and the benchmark."""
+        B, H, D, L, _ = q.shape
+        key_bias = _bias_from_valid(valid, q.dtype)
+        if self.cfg.granularity == "pair":
+            unit_mask = (valid[:, :, None] & valid[:, None, :])[:, None]
+            return self._pair_block(q, k, v, key_bias, unit_mask, noise, 0)
+        S = depth_scores(q, k)  # (B, H, D, L, L)
+        Sd = S.detach()
+        kmask = valid[:, None, None, None, :]  # (B,1,1,1,Lk)
+        nk = kmask.sum(-1).clamp_min(1)
+        has = valid.any(-1)
+        if self.cfg.granularity == "query":
+            mean = (Sd * kmask).sum(-1) / nk  # (B,H,D,L)
+            mx = Sd.masked_fill(~kmask, float("-inf")).amax(-1).masked_fill(~has[:, None, None, None], 0.0)
+            state = torch.cat([mean, mx], dim=2).transpose(2, 3)  # (B,H,L,2D)
+            row_valid = valid[:, None, :]
+        else:
+            pm = kmask & valid[:, None, None, :, None]  # (B,1,1,L,L)
+            n = pm.sum((-1, -2)).clamp_min(1)
+            mean = (Sd * pm).sum((-1, -2)) / n
+            std = ((Sd**2 * pm).sum((-1, -2)) / n - mean**2).clamp_min(0.0).sqrt()
+            mx = Sd.masked_fill(~pm, float("-inf")).amax((-1, -2)).masked_fill(~has[:, None, None], 0.0)
+            state = torch.cat([mean, std, mx], dim=-1)  # (B,H,3D)
+            row_valid = has[:, None]
+        r, stats, rec = self._route_small(state, row_valid, noise)
+        if r.weights is None:
+            idx = r.choice.unsqueeze(2) if self.cfg.granularity == "query" else r.choice[:, :, None, None]
+            idx = idx.unsqueeze(-1).expand(B, H, 1, L, L)
+            A = S.gather(2, idx).squeeze(2) * D
+        else:
+            w = r.weights.transpose(-1, -2)[..., None] if self.cfg.granularity == "query" else r.weights[..., None, None]
+            A = (w * S).sum(2) * D  # (B, H, L, L)
+        P = torch.softmax(A + key_bias, dim=-1)
+        if self.training and self.dropout_p > 0:
+            P = F.dropout(P, self.dropout_p, True)
+        return torch.matmul(P, v), stats, rec
+
+    # ------------------------------------------------------------------ statistics / reference
+    def reset_statistics(self) -> None:
+        self._stats = None
+
+    def statistics(self) -> dict:
+        """{"counts": [[D] x H], "entropy": [H] mean entropy per unit (nats), "units": int per head}."""
+        H, D = self.num_heads, self.depth
+        if self._stats is None:
+            return {"counts": [[0] * D for _ in range(H)], "entropy": [0.0] * H, "units": 0}
+        counts, ent, units = (t.detach().cpu() for t in self._stats)
+        n = float(units)
+        return {
+            "counts": [[int(round(c)) for c in row] for row in counts.tolist()],
+            "entropy": [e / n if n > 0 else 0.0 for e in ent.tolist()],
+            "units": int(round(n)),
+        }
+
+    def refresh_reference(self) -> None:
+        self.reference = freeze_copy(self.router)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"layer={self.layer_number}, heads={self.num_heads}, head_size={self.head_size}, D={self.depth}, "
+            f"g={self.width}, router={c.router}, granularity={c.granularity}, projection={c.depth_projection}, "
+            f"implementation={c.implementation}, tile={c.tile_size}"
+        )

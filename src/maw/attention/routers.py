@@ -1,0 +1,195 @@
+"""Depth routers of the MAW block: the network that scores depths, and the policies that turn scores
+into depth weights ``w``.
+
+The *network* (:class:`DepthRouter`) is a per-head linear map (or a small per-head MLP) from a
+routing state of ``F`` features to ``D`` depth logits, shared across positions. Its last layer is
+zero-initialised, so every router starts with all-zero logits (a uniform distribution over depths).
+
+The *policy* (:func:`route`) is what each ``--router`` does with the logits ``z`` (last axis = D):
+
+=============  ===============================================  ============================
+router         training                                          eval
+=============  ===============================================  ============================
+``soft``       ``w = softmax(z / tau)``                          same
+``gumbel``     straight-through Gumbel-softmax (tau annealed)    one-hot argmax
+``grpo``       one-hot sample ``a ~ pi = softmax(z)``            one-hot argmax
+``supervised`` one-hot argmax of the classifier                  one-hot argmax
+=============  ===============================================  ============================
+
+Randomness (Gumbel noise for ``gumbel``; Gumbel-max sampling, i.e. an exact categorical sample,
+for ``grpo``) comes from :class:`RowNoise`: one seed per forward is drawn from torch's global CPU
+generator (so ``torch.manual_seed`` makes runs reproducible), and the noise of query row ``i`` is
+drawn from a generator seeded by ``(seed, i)``. The noise is therefore a pure function of the seed
+and the position, independent of how rows are grouped into tiles: the tiled implementation (and
+its checkpoint recompute in backward) sees exactly the noise of the naive one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROUTER_KINDS = ("soft", "gumbel", "grpo", "supervised")
+HARD_ROUTERS = ("gumbel", "grpo", "supervised")
+POLICY_ROUTERS = ("grpo", "supervised")  # routers whose state is detached and that keep RoutingRecords
+
+
+class DepthRouter(nn.Module):
+    """Per-head network ``F -> D`` (linear, or MLP ``F -> hidden -> D`` with GELU).
+
+    Weights are stored per head like ``nn.Linear`` (``(H, out, in)``), so the same parameters serve
+    both layouts used by the MAW block:
+
+    * :meth:`forward`: features last, ``(B, H, ..., F) -> (B, H, ..., D)``;
+    * :meth:`forward_dmajor`: features on axis 2, ``(B, H, F, N) -> (B, H, D, N)`` (the pair
+      granularity keeps the 5D score depth-major so the router is one batched matmul).
+
+    The last layer (weight and bias) is zero-initialised: all-zero logits at init.
+    """
+
+    def __init__(self, num_heads: int, in_features: int, depth: int, hidden: int = 0):
+        super().__init__()
+        self.num_heads, self.in_features, self.depth, self.hidden = num_heads, in_features, depth, hidden
+        if hidden > 0:
+            self.w1 = nn.Parameter(torch.empty(num_heads, hidden, in_features))
+            self.b1 = nn.Parameter(torch.zeros(num_heads, hidden))
+            bound = 1.0 / math.sqrt(in_features)
+            nn.init.uniform_(self.w1, -bound, bound)
+            last_in = hidden
+        else:
+            last_in = in_features
+        self.weight = nn.Parameter(torch.zeros(num_heads, depth, last_in))  # zero-init: uniform start
+        self.bias = nn.Parameter(torch.zeros(num_heads, depth))
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """``(B, H, *, F) -> (B, H, *, D)``."""
+        shape = state.shape
+        x = state.reshape(shape[0], shape[1], -1, shape[-1])  # (B, H, N, F)
+        if self.hidden > 0:
+            x = F.gelu(torch.matmul(x, self.w1.transpose(1, 2)) + self.b1[:, None, :])  # (B, H, N, hidden)
+        z = torch.matmul(x, self.weight.transpose(1, 2)) + self.bias[:, None, :]  # (B, H, N, D)
+        return z.reshape(*shape[:-1], self.depth)
+
+    def forward_dmajor(self, state: torch.Tensor) -> torch.Tensor:
+        """``(B, H, F, N) -> (B, H, D, N)``."""
+        x = state
+        if self.hidden > 0:
+            x = F.gelu(torch.matmul(self.w1, x) + self.b1[:, :, None])  # (B, H, hidden, N)
+        return torch.matmul(self.weight, x) + self.bias[:, :, None]  # (B, H, D, N)
+
+
+def freeze_copy(router: DepthRouter) -> DepthRouter:
+    """A frozen deep copy whose tensors are non-persistent buffers (``requires_grad=False``).
+
+    Buffers follow ``.to(device)`` but are left out of ``state_dict`` and ``parameters()``, so the
+    reference policy never reaches an optimiser or a checkpoint of the model weights.
+    """
+    import copy
+
+    ref = copy.deepcopy(router)
+    for mod in ref.modules():
+        for name, p in list(mod.named_parameters(recurse=False)):
+            del mod._parameters[name]
+            mod.register_buffer(name, p.detach().clone(), persistent=False)
+    return ref
+
+
+# ---------------------------------------------------------------------------------------------- noise
+class RowNoise:
+    """Uniform noise that is a pure function of (seed, query row): tiling-independent.
+
+    ``rows(i0, i1, shape, axis)``: for each row ``i`` a tensor of ``shape`` from a generator
+    seeded with a hash of ``(seed, i)``, stacked on ``axis``.
+    ``row=-1`` is used for per-sequence (head granularity) draws.
+    """
+
+    def __init__(self, seed: int, device: torch.device):
+        self.seed = int(seed)
+        self.device = torch.device(device)
+
+    @classmethod
+    def draw(cls, device: torch.device) -> RowNoise:
+        """A fresh seed from torch's global CPU generator (reproducible under ``torch.manual_seed``)."""
+        return cls(int(torch.randint(0, 2**62, (1,)).item()), device)
+
+    def _generator(self, row: int) -> torch.Generator:
+        # splitmix64-style mixing of (seed, row); mt19937 uses the low 32 bits of the seed.
+        x = (self.seed + (row + 2) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+        g = torch.Generator(device=self.device)
+        g.manual_seed(x & 0x7FFFFFFFFFFFFFFF)
+        return g
+
+    def uniform(self, row: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.rand(shape, generator=self._generator(row), device=self.device)
+
+    def rows(self, i0: int, i1: int, shape: tuple[int, ...], axis: int = 2) -> torch.Tensor:
+        return torch.stack([self.uniform(i, shape) for i in range(i0, i1)], dim=axis)
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log u)`` (u clamped away from 0)."""
+    return -torch.log(-torch.log(u.clamp_min(1e-20)))
+
+
+# ---------------------------------------------------------------------------------------------- policy
+@dataclass
+class Routed:
+    """Result of :func:`route` for a block of routing units (depth on axis ``dim``).
+
+    weights: depth weights ``w`` (sum to 1 over depth; one-hot for hard routers), gradient as the
+        router defines (soft: softmax; gumbel: straight-through; grpo/supervised: none).
+    choice: the chosen depth per unit (argmax of ``w`` for soft), ``long``, depth axis removed.
+    hard: whether ``weights`` is exactly one-hot (then ``A = D * S[choice]``).
+    """
+
+    weights: torch.Tensor | None
+    choice: torch.Tensor
+    hard: bool
+
+
+def route(
+    logits: torch.Tensor,
+    kind: str,
+    training: bool,
+    dim: int,
+    tau: float = 1.0,
+    gumbel_tau: float = 1.0,
+    uniform_noise: torch.Tensor | None = None,
+    forced_depth: int | None = None,
+) -> Routed:
+    """Turn router logits into depth weights (see the module table). ``uniform_noise`` has the
+    shape of ``logits`` and is needed for ``gumbel`` and ``grpo`` in training mode.
+
+    For hard routers ``weights`` is ``None`` (callers gather ``S`` at ``choice``) except for the
+    straight-through Gumbel estimator, whose one-hot weights carry the soft gradient.
+    """
+    dim = dim % logits.dim()
+    depth = logits.shape[dim]
+    if forced_depth is not None:
+        choice = torch.full(
+            logits.shape[:dim] + logits.shape[dim + 1 :], forced_depth, dtype=torch.long, device=logits.device
+        )
+        return Routed(None, choice, True)
+    if kind == "soft":
+        w = torch.softmax(logits / tau, dim=dim)
+        return Routed(w, w.detach().argmax(dim), False)
+    if kind in ("gumbel", "grpo") and training:
+        if uniform_noise is None:
+            raise ValueError(f"router {kind!r} needs noise in training mode")
+        gumbel = gumbel_from_uniform(uniform_noise)
+        if kind == "grpo":  # Gumbel-max: an exact sample from softmax(logits)
+            return Routed(None, (logits.detach() + gumbel).argmax(dim), True)
+        y = torch.softmax((logits + gumbel) / gumbel_tau, dim=dim)
+        choice = y.detach().argmax(dim)
+        hard = F.one_hot(choice, depth).to(y.dtype).movedim(-1, dim)
+        return Routed(hard - y.detach() + y, choice, True)
+    if kind in ROUTER_KINDS:
+        return Routed(None, logits.detach().argmax(dim), True)
+    raise ValueError(f"unknown router {kind!r}")

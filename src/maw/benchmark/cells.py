@@ -1,0 +1,133 @@
+"""Cell storage: one JSON file per (dataset, method, seed), written atomically when the cell ends.
+
+A run folder holds ``cells/<dataset>/<method>-seed<seed>.json``. Reports are always rebuilt from
+the cells on disk, so an interrupted run (Ctrl-C, a killed process) leaves a consistent folder
+and a rerun picks up where it stopped: a cell whose file exists with ``status == "ok"`` is done
+and skipped; a missing cell or one that ``failed`` is (re)run.
+
+Cell schema (keys always present; extra keys are allowed and kept)::
+
+    {"dataset", "method", "seed", "status": "ok"|"failed", "error": str|None,
+     "metrics": {name: value|None}, "per_query": {metric: {qid: value}}, "history": [...],
+     "router_stats": {...}, "params": {"total": int, "trainable": int},
+     "runtimes": {"train_s", "encode_s", "search_s", "query_latency_ms", "qps", "index_bytes",
+                  "encode_docs_per_s"},
+     "checkpoint": path|None, "config": {...}}
+
+Extra keys written by the runner: ``seed_independent`` (bm25 and zeroshot do not depend on the
+seed: they run once and the result is reused for every seed), ``reused_from_seed``,
+``dataset_info`` (name, fingerprint, source, counts, split provenance), ``traceback``,
+``finished_at``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from maw.utils.io import atomic_write_json, read_json
+
+SEED_INDEPENDENT = ("bm25", "zeroshot")
+RUNTIME_KEYS = ("train_s", "encode_s", "search_s", "query_latency_ms", "qps", "index_bytes", "encode_docs_per_s")
+REQUIRED_KEYS = (
+    "dataset", "method", "seed", "status", "error", "metrics", "per_query", "history", "router_stats",
+    "params", "runtimes", "checkpoint", "config",
+)
+
+
+class CellError(ValueError):
+    """A cell file is unreadable or does not follow the schema; the message names the file."""
+
+
+def dataset_key(name_or_path: str) -> str:
+    """Folder-safe name of a dataset argument: "demo" -> "demo", "../x/scifact/" -> "scifact"."""
+    base = Path(str(name_or_path).rstrip("/\\")).name or str(name_or_path)
+    key = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")
+    if not key:
+        raise ValueError(f"--datasets: cannot derive a folder name from {name_or_path!r}")
+    return key
+
+
+def cell_path(run_dir: str | Path, dataset: str, method: str, seed: int) -> Path:
+    """``run_dir/cells/<dataset>/<method>-seed<seed>.json`` (dataset is a :func:`dataset_key`)."""
+    return Path(run_dir) / "cells" / dataset / f"{method}-seed{seed}.json"
+
+
+def new_cell(dataset: str, method: str, seed: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An empty cell with every schema key present (status "failed" until filled)."""
+    return {
+        "dataset": dataset,
+        "method": method,
+        "seed": int(seed),
+        "status": "failed",
+        "error": None,
+        "metrics": {},
+        "per_query": {},
+        "history": [],
+        "router_stats": {},
+        "params": {"total": None, "trainable": None},
+        "runtimes": {k: None for k in RUNTIME_KEYS},
+        "checkpoint": None,
+        "config": config or {},
+        "seed_independent": method in SEED_INDEPENDENT,
+    }
+
+
+def validate_cell(cell: Any, source: str = "<cell>") -> dict[str, Any]:
+    """Check the schema; raise CellError naming ``source`` and the problem."""
+    if not isinstance(cell, dict):
+        raise CellError(f"{source}: a cell must be a JSON object, got {type(cell).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in cell]
+    if missing:
+        raise CellError(f"{source}: missing key(s) {missing}")
+    if cell["status"] not in ("ok", "failed"):
+        raise CellError(f"{source}: status must be 'ok' or 'failed', got {cell['status']!r}")
+    if cell["status"] == "failed" and not cell["error"]:
+        raise CellError(f"{source}: a failed cell must carry its error")
+    for key in ("metrics", "per_query", "router_stats", "params", "runtimes", "config"):
+        if not isinstance(cell[key], dict):
+            raise CellError(f"{source}: {key!r} must be an object")
+    if not isinstance(cell["history"], list):
+        raise CellError(f"{source}: 'history' must be a list")
+    return cell
+
+
+def write_cell(run_dir: str | Path, cell: dict[str, Any]) -> Path:
+    """Validate and atomically write a cell; returns its path."""
+    cell = dict(cell)
+    cell.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    path = cell_path(run_dir, cell.get("dataset", "?"), cell.get("method", "?"), cell.get("seed", 0))
+    validate_cell(cell, str(path))
+    atomic_write_json(path, cell)
+    return path
+
+
+def read_cell(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise CellError(f"{path}: not valid JSON ({exc})") from None
+    return validate_cell(data, str(path))
+
+
+def is_done(run_dir: str | Path, dataset: str, method: str, seed: int) -> bool:
+    """True when the cell file exists and its status is "ok" (failed cells are retried)."""
+    path = cell_path(run_dir, dataset, method, seed)
+    if not path.exists():
+        return False
+    try:
+        return read_cell(path)["status"] == "ok"
+    except CellError:
+        return False
+
+
+def load_cells(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every cell on disk, sorted by (dataset, method, seed). Unreadable files raise CellError."""
+    root = Path(run_dir) / "cells"
+    if not root.is_dir():
+        return []
+    cells = [read_cell(p) for p in sorted(root.glob("*/*-seed*.json"))]
+    return sorted(cells, key=lambda c: (c["dataset"], c["method"], c["seed"]))

@@ -1,0 +1,387 @@
+"""``maw benchmark``: every (dataset, method, seed) cell, resumable, then the reports.
+
+A run lives in one folder ``<out>/<run_name>/`` (``run_name`` defaults to a timestamp)::
+
+    config.json                  the resolved BenchmarkConfig (CLI > --config TOML > --quick > defaults)
+    environment.json             library versions, device, threads (maw.utils.io.environment_info)
+    cells/<dataset>/<method>-seed<seed>.json   one result per cell, written atomically when it ends
+    checkpoints/<dataset>/<method>-seed<seed>/ the trainer's run_dir (best/, latest/, history.json)
+    prefix_cache/<dataset>/      frozen-prefix hidden states shared by the trained methods
+    results/, results.json, results.csv, summary.txt, plots/, REPORT.md   (rebuilt from the cells)
+
+Cells:
+
+* ``bm25`` (bm25s) and ``zeroshot`` (the backbone as is) do not depend on the seed: they run once
+  and their cell is copied for every other seed with ``reused_from_seed`` recorded.
+* ``lora``, ``finetune``, ``maw``, ``full`` train with ``maw.training.trainer.train`` (training seed
+  = the cell's seed; the data splits use ``data.split_seed`` and are the same for every seed), then
+  the best checkpoint retrieves the test queries from the full corpus.
+
+Robustness: a cell whose file says ``ok`` is skipped on a rerun of the same command (same ``--out``
+and ``--run-name``), failed cells run again, and an interrupted training resumes from its
+``latest`` checkpoint. A failing cell (bad data, non-finite loss, out of memory) is written with
+status ``failed`` and its error, and the run goes on; the exit code is 1 when any cell of the run
+failed. Reports are rebuilt from all cells on disk at the end, also after Ctrl-C.
+Rerunning a run folder with a configuration that changes results (other epochs, model, ...) is
+refused with the list of differences: use a new ``--run-name``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maw.benchmark.cells import (
+    SEED_INDEPENDENT,
+    cell_path,
+    dataset_key,
+    is_done,
+    new_cell,
+    read_cell,
+    write_cell,
+)
+from maw.benchmark.report import PRIMARY_METRICS, build_reports
+from maw.benchmark.tracking import make_tracker
+from maw.config import TRAINED_METHODS, BenchmarkConfig, ConfigError, to_dict
+from maw.utils.io import atomic_write_json, environment_info, read_json
+
+# Options that may differ between two invocations on the same run folder: they say what to run
+# and where, not how; everything else must match the saved config.
+RESUMABLE_KEYS = (
+    "datasets", "methods", "seeds", "out", "run_name", "tracker", "data.data_dir", "eval.cache_dir",
+    "train.progress", "train.device", "train.num_threads", "train.cache_dir", "train.resume",
+)
+
+
+@dataclass
+class BenchmarkOutcome:
+    run_dir: Path
+    ran: list[tuple[str, str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str, int]] = field(default_factory=list)
+    failed: list[tuple[str, str, int, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+
+def default_run_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def run_folder(cfg: BenchmarkConfig) -> Path:
+    return Path(cfg.out) / (cfg.run_name or default_run_name())
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Result-changing differences between a run folder's config and the current one."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted((set(a) | set(b)) - set(RESUMABLE_KEYS))
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def check_dataset_keys(datasets: list[str]) -> list[str]:
+    keys = [dataset_key(d) for d in datasets]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ConfigError(f"--datasets: several datasets map to the same results folder {dup}; rename one folder")
+    return keys
+
+
+class _Dataset:
+    """A loaded dataset, its splits and the test queries (loaded on first use)."""
+
+    def __init__(self, name: str, key: str, cfg: BenchmarkConfig):
+        self.name, self.key, self.cfg = name, key, cfg
+        self.dataset = self.splits = self.queries = None
+        self.info: dict[str, Any] = {}
+        self.error: str | None = None
+
+    def load(self) -> None:
+        from maw.data import load_dataset, make_splits
+        from maw.data.types import DataError
+
+        data_cfg = dataclasses.replace(self.cfg.data, dataset=self.name)
+        self.dataset = load_dataset(self.name, data_cfg.data_dir)
+        self.splits = make_splits(self.dataset, data_cfg)
+        missing = sorted(q for q in self.splits.test if q not in self.dataset.queries)
+        if missing:
+            raise DataError(f"{self.dataset.source or self.name}: {len(missing)} judged test queries have no text, e.g. {missing[:5]}")
+        if not self.splits.test:
+            raise DataError(f"{self.dataset.source or self.name}: the test split {data_cfg.test_split!r} has no judged query")
+        self.queries = {q: self.dataset.queries[q] for q in self.splits.test}
+        self.info = {
+            "name": self.dataset.name,
+            "argument": self.name,
+            "source": self.dataset.source,
+            "fingerprint": self.dataset.fingerprint,
+            "counts": {"docs": len(self.dataset.corpus), "queries": len(self.dataset.queries),
+                       "train_queries": len(self.splits.train), "val_queries": len(self.splits.val),
+                       "test_queries": len(self.splits.test)},
+            "provenance": self.splits.provenance,
+            "loader_report": self.dataset.report,
+        }
+
+
+def _device(cfg: BenchmarkConfig) -> str:
+    import torch
+
+    return cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dense_cell(cell: dict[str, Any], encoder, ds: _Dataset, cfg: BenchmarkConfig, cache_dir: str | None) -> None:
+    """Test retrieval with a dense encoder over the full corpus: metrics + runtimes into ``cell``."""
+    from maw.evaluation.metrics import evaluate_run
+    from maw.retrieval.dense import DenseRetriever
+
+    retriever = DenseRetriever(
+        encoder,
+        query_max_length=cfg.model.query_max_length,
+        doc_max_length=cfg.model.doc_max_length,
+        batch_size=cfg.eval.eval_batch_size,
+        cache_dir=cache_dir,
+        device=_device(cfg),
+        show_progress=cfg.train.progress,
+    )
+    run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=cfg.eval.top_k)
+    t = retriever.timings
+    result = evaluate_run(ds.splits.test, run)
+    cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
+    cell["runtimes"].update(
+        encode_s=t.get("doc_encode_seconds"),
+        search_s=(t.get("query_encode_seconds") or 0.0) + (t.get("search_seconds") or 0.0),
+        query_latency_ms=t.get("query_latency_ms"),
+        qps=t.get("qps"),
+        index_bytes=t.get("index_bytes"),
+        encode_docs_per_s=t.get("docs_per_second"),
+    )
+    cell["timings"] = dict(t)
+
+
+def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, latency_queries: int = 50) -> None:
+    from maw.evaluation.metrics import evaluate_run
+    from maw.retrieval.bm25 import BM25Retriever
+
+    retriever = BM25Retriever(ds.dataset.corpus)
+    run = retriever.retrieve(ds.queries, k=cfg.eval.top_k)
+    t = dict(retriever.timings)
+    # Latency as for dense retrieval: one query at a time, over the first ``latency_queries`` queries.
+    times = []
+    for q in list(ds.queries)[:latency_queries]:
+        t0 = time.perf_counter()
+        retriever.retrieve({q: ds.queries[q]}, k=cfg.eval.top_k)
+        times.append(1000.0 * (time.perf_counter() - t0))
+    result = evaluate_run(ds.splits.test, run)
+    cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
+    cell["params"] = {"total": 0, "trainable": 0}
+    cell["runtimes"].update(
+        train_s=0.0, encode_s=t["index_seconds"], search_s=t["query_seconds"],
+        query_latency_ms=sum(times) / len(times) if times else None, qps=t["qps"],
+        index_bytes=t["index_bytes"], encode_docs_per_s=t["index_docs_per_second"],
+    )
+    cell["timings"] = {**t, "latency_queries": len(times), "retriever": retriever.params}
+
+
+def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None:
+    from maw.models.encoder import Encoder
+    from maw.training.methods import count_parameters
+    from maw.utils.io import default_cache_dir
+
+    try:
+        encoder = Encoder.from_pretrained(cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize)
+    except OSError as exc:
+        raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
+    cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
+    cell["runtimes"]["train_s"] = 0.0
+    _dense_cell(cell, encoder, ds, cfg, cfg.eval.cache_dir or str(default_cache_dir("embeddings")))
+
+
+def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_dir: Path, seed: int) -> None:
+    from maw.training.trainer import train
+
+    cell_dir = run_dir / "checkpoints" / ds.key / f"{cell['method']}-seed{seed}"
+    train_cfg = dataclasses.replace(
+        cfg.train, seed=seed, cache_dir=cfg.train.cache_dir or str(run_dir / "prefix_cache" / ds.key)
+    )
+    result = train(cell["method"], ds.dataset, ds.splits, cfg.model, cfg.maw, train_cfg, cfg.eval, cell_dir)
+    cell["history"] = list(result.history)
+    cell["router_stats"] = dict(result.router_stats or {})
+    cell["params"] = dict(result.params)
+    cell["checkpoint"] = str(result.best_dir) if result.best_dir else None
+    cell["best_epoch"] = result.best_epoch
+    cell["train_setup"] = {**dict(result.setup), "plan": result.plan, "resumed_from": result.resumed_from}
+    cell["runtimes"]["train_s"] = float(result.train_seconds)
+    _dense_cell(cell, result.encoder, ds, cfg, cache_dir=None)  # fresh weights: nothing to reuse
+
+
+def cell_config(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> dict[str, Any]:
+    """The part of the resolved config that defines one cell."""
+    out: dict[str, Any] = {"dataset": dataset, "method": method, "seed": seed,
+                           "data": to_dict(cfg.data), "eval": to_dict(cfg.eval)}
+    if method != "bm25":
+        out["model"] = to_dict(cfg.model)
+    if method in TRAINED_METHODS:
+        out["train"] = {**to_dict(cfg.train), "seed": seed}
+    if method == "maw":
+        out["maw"] = to_dict(cfg.maw)
+    return out
+
+
+def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None) -> BenchmarkOutcome:
+    """Run every missing cell of ``cfg``, then rebuild the reports. See the module docstring."""
+    log = log or (lambda msg: None)
+    cfg.validate()
+    cfg.train.validate()
+    if cfg.data.candidate_pool:
+        raise ConfigError("candidate_pool: maw benchmark always retrieves from the full corpus")
+    keys = check_dataset_keys(cfg.datasets)
+    if cfg.run_name is None:
+        cfg = dataclasses.replace(cfg, run_name=default_run_name())
+    run_dir = run_folder(cfg)
+    current = to_dict(cfg)
+    saved_path = run_dir / "config.json"
+    if saved_path.exists():
+        conflicts = config_conflicts(read_json(saved_path), current)
+        if conflicts:
+            raise ConfigError(
+                f"--run-name {cfg.run_name}: {run_dir} was made with a different configuration "
+                f"({'; '.join(conflicts)}); use a new --run-name, or the same options to resume it"
+            )
+    tracker = make_tracker(cfg.tracker, run_dir)  # fails before any work when the package is missing
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(saved_path, current)
+    atomic_write_json(run_dir / "environment.json", environment_info())
+    outcome = BenchmarkOutcome(run_dir=run_dir)
+    t_start = time.perf_counter()
+    total = len(cfg.datasets) * len(cfg.methods) * len(cfg.seeds)
+    done = 0
+    failed_once: dict[tuple[str, str], dict[str, Any]] = {}  # seed-independent failures of this invocation
+    log(f"run folder {run_dir} ({total} cells)")
+    try:
+        for name, key in zip(cfg.datasets, keys, strict=True):
+            ds = _Dataset(name, key, cfg)
+            for method in cfg.methods:
+                for seed in cfg.seeds:
+                    done += 1
+                    tag = f"[{done}/{total}] {key} {method} seed {seed}"
+                    if is_done(run_dir, key, method, seed):
+                        outcome.skipped.append((key, method, seed))
+                        log(f"{tag}: done before, skipped")
+                        continue
+                    if method in SEED_INDEPENDENT and _reuse(run_dir, key, method, seed, cfg.seeds):
+                        outcome.skipped.append((key, method, seed))
+                        log(f"{tag}: seed-independent, reused")
+                        continue
+                    if (key, method) in failed_once:  # the same computation: do not repeat it per seed
+                        cell = {**failed_once[(key, method)], "seed": seed, "reused_from_seed": failed_once[(key, method)]["seed"]}
+                        write_cell(run_dir, cell)
+                    else:
+                        cell = _run_cell(ds, method, seed, cfg, run_dir)
+                    if cell["status"] == "ok":
+                        try:
+                            tracker.log_cell(cell)
+                        except Exception as exc:  # tracking is optional; the result is already safe on disk
+                            log(f"{tag}: tracker error {type(exc).__name__}: {exc}")
+                        outcome.ran.append((key, method, seed))
+                        shown = ", ".join(f"{m} {cell['metrics'].get(m, float('nan')):.4f}" for m in PRIMARY_METRICS
+                                          if cell["metrics"].get(m) is not None)
+                        log(f"{tag}: ok in {cell['cell_seconds']:.1f} s ({shown})")
+                    else:
+                        if method in SEED_INDEPENDENT:
+                            failed_once.setdefault((key, method), cell)
+                        outcome.failed.append((key, method, seed, cell["error"]))
+                        log(f"{tag}: FAILED: {cell['error']}")
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        log("interrupted: finished cells are kept; rebuilding the reports from them")
+    finally:
+        tracker.close()
+        build_reports(run_dir)
+        outcome.seconds = time.perf_counter() - t_start
+    # cells of this configuration that are failed on disk (e.g. from an earlier invocation) also count
+    for key in keys:
+        for method in cfg.methods:
+            for seed in cfg.seeds:
+                path = cell_path(run_dir, key, method, seed)
+                if path.exists() and (key, method, seed) not in {f[:3] for f in outcome.failed}:
+                    c = read_cell(path)
+                    if c["status"] != "ok":
+                        outcome.failed.append((key, method, seed, c["error"]))
+    log(f"reports in {run_dir} (REPORT.md, summary.txt); {len(outcome.ran)} ran, {len(outcome.skipped)} skipped, "
+        f"{len(outcome.failed)} failed, {outcome.seconds:.1f} s")
+    return outcome
+
+
+def _reuse(run_dir: Path, key: str, method: str, seed: int, seeds: list[int]) -> bool:
+    """Copy a seed-independent cell computed for another seed; False when there is none yet."""
+    for other in seeds:
+        if other != seed and is_done(run_dir, key, method, other):
+            src = read_cell(cell_path(run_dir, key, method, other))
+            origin = src.get("reused_from_seed") or src["seed"]
+            copy = {**src, "seed": seed, "reused_from_seed": origin, "seed_independent": True}
+            copy["config"] = {**src.get("config", {}), "seed": seed}
+            write_cell(run_dir, copy)
+            return True
+    return False
+
+
+def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_dir: Path) -> dict[str, Any]:
+    """Run one cell; never raises except KeyboardInterrupt. The cell file is written either way."""
+    cell = new_cell(ds.key, method, seed, cell_config(cfg, ds.name, method, seed))
+    t0 = time.perf_counter()
+    try:
+        if ds.dataset is None and ds.error is None:
+            try:
+                ds.load()
+            except Exception as exc:
+                ds.error = f"{type(exc).__name__}: {exc}"
+                raise
+        if ds.error is not None:
+            raise RuntimeError(f"dataset {ds.name!r} could not be loaded: {ds.error}")
+        cell["dataset_info"] = ds.info
+        if method == "bm25":
+            _bm25_cell(cell, ds, cfg)
+        elif method == "zeroshot":
+            _zeroshot_cell(cell, ds, cfg)
+        elif method in TRAINED_METHODS:
+            _trained_cell(cell, ds, cfg, run_dir, seed)
+        else:  # pragma: no cover - validate() rejects unknown methods
+            raise ConfigError(f"--methods: unknown method {method!r}")
+        cell["status"], cell["error"] = "ok", None
+    except Exception as exc:  # one failing cell must not stop the benchmark
+        cell["status"] = "failed"
+        cell["error"] = f"{type(exc).__name__}: {exc}".strip()
+        cell["traceback"] = traceback.format_exc()
+    finally:
+        gc.collect()
+        _empty_cuda_cache()
+    cell["cell_seconds"] = time.perf_counter() - t0
+    if method in SEED_INDEPENDENT:
+        cell["reused_from_seed"] = None
+    write_cell(run_dir, cell)
+    return cell
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,182 @@
+"""The ``maw`` command line (typer + rich).
+
+Each command builds the config dataclasses of ``maw.config`` from its flags and hands them to one
+library function; it holds no logic of its own. User errors (``ConfigError``, ``DataError``) are
+printed as one red line naming the flag or file, with exit code 2.
+
+Adding a command: define a function decorated with ``@app.command()`` below the existing ones,
+build its config, and call the library inside ``with user_errors():``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from maw.config import ConfigError, DataConfig, EvalConfig, ModelConfig, default_model
+
+app = typer.Typer(
+    name="maw",
+    help="Multi-Attention-Weight (MAW) transformers for dense retrieval, and a benchmark harness.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Multi-Attention-Weight (MAW) transformers for dense retrieval, and a benchmark harness."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``message`` as an error on stderr and exit with ``code``."""
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn configuration and data errors into a one-line message and exit code 2."""
+    from maw.data.types import DataError
+
+    try:
+        yield
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="Dataset name (demo, scifact, ...) or path to a BEIR-format folder.")] = "demo",
+    method: Annotated[str, typer.Option(help="Retrieval method: bm25 | zeroshot.")] = "bm25",
+    model: Annotated[str | None, typer.Option(help="Encoder (HF id or path) for zeroshot; default all-MiniLM-L6-v2.")] = None,
+    split: Annotated[str, typer.Option(help="Qrels split to evaluate (qrels/<split>.tsv).")] = "test",
+    out: Annotated[str | None, typer.Option(help="Result JSON (default runs/evaluate/<dataset>-<method>-<split>.json).")] = None,
+    test_samples: Annotated[int | None, typer.Option(help="Evaluate a seeded random subset of N queries.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 128,
+    query_max_length: Annotated[int, typer.Option(help="Max query length in tokens.")] = 64,
+    doc_max_length: Annotated[int, typer.Option(help="Max document length in tokens.")] = 256,
+    top_k: Annotated[int, typer.Option(help="Documents retrieved per query.")] = 1000,
+    num_layers: Annotated[int | None, typer.Option(help="Keep only the first N encoder layers.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where named datasets are looked for.")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="Embedding cache folder (default ~/.cache/maw/embeddings).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+    latency_queries: Annotated[int, typer.Option(help="Queries timed one at a time for the latency figure.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of --test-samples subsampling.")] = 13,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No table, no progress bars.")] = False,
+) -> None:
+    """Retrieve one split's queries from the full corpus and write all metrics to one JSON file."""
+    from maw.evaluation.evaluate import EvaluateConfig, run_evaluation
+
+    with user_errors():
+        cfg = EvaluateConfig(
+            method=method,
+            data=DataConfig(dataset=dataset, data_dir=data_dir, test_samples=test_samples, split_seed=seed),
+            model=ModelConfig(
+                model=model or default_model(),
+                num_layers=num_layers,
+                query_max_length=query_max_length,
+                doc_max_length=doc_max_length,
+            ),
+            eval=EvalConfig(split=split, top_k=top_k, eval_batch_size=batch_size, cache_dir=cache_dir),
+            out=out,
+            use_cache=not no_cache,
+            device=device,
+            latency_queries=latency_queries,
+            show_progress=not quiet,
+        )
+        if method == "bm25" and model is not None:
+            raise ConfigError("--model: only used by --method zeroshot")
+        cfg.validate()
+        run_evaluation(cfg, console=None if quiet else Console())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
+
+
+@app.command()
+def benchmark(
+    datasets: Annotated[str | None, typer.Option(help="Comma-separated dataset names or BEIR folders [default: demo].")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated: bm25,zeroshot,lora,finetune,maw,full [default: all but full].")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated training seeds [default: 42].")] = None,
+    train_samples: Annotated[int | None, typer.Option(help="Subsample N training queries (seeded).")] = None,
+    val_samples: Annotated[int | None, typer.Option(help="Subsample N validation queries.")] = None,
+    test_samples: Annotated[int | None, typer.Option(help="Subsample N test queries [default: all].")] = None,
+    num_epochs: Annotated[int | None, typer.Option(help="Training epochs [default: 3].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size [default: 32].")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(help="Encoding batch size for retrieval [default: 128].")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate [default: 2e-5].")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="Keep only the first N encoder layers.")] = None,
+    maw_layers: Annotated[str | None, typer.Option(help="1-indexed MAW layers: '6', '5,6', 'all', 'last' [default: last].")] = None,
+    finetune_layers: Annotated[str | None, typer.Option(help="Layers that train for finetune/maw [default: the MAW layers].")] = None,
+    lora_layers: Annotated[str | None, typer.Option(help="Layers with LoRA adapters [default: last].")] = None,
+    depth_dim: Annotated[int | None, typer.Option(help="MAW depth dimension D (divides the head size) [default: 8].")] = None,
+    router: Annotated[str | None, typer.Option(help="MAW router: soft | gumbel | grpo | supervised [default: soft].")] = None,
+    granularity: Annotated[str | None, typer.Option(help="Routing granularity: pair | query | head [default: query].")] = None,
+    model: Annotated[str | None, typer.Option(help="Backbone (HF id or path) [default: all-MiniLM-L6-v2].")] = None,
+    query_max_length: Annotated[int | None, typer.Option(help="Max query tokens [default: 64].")] = None,
+    doc_max_length: Annotated[int | None, typer.Option(help="Max document tokens [default: 256].")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Documents retrieved per test query [default: 1000].")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where named datasets are looked for.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda [default: cuda when available].")] = None,
+    out: Annotated[str | None, typer.Option(help="Parent folder of run folders [default: runs].")] = None,
+    run_name: Annotated[str | None, typer.Option(help="Run folder name under --out [default: a timestamp]; rerun to resume.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Resume an existing run folder with its saved config.")] = None,
+    quick: Annotated[bool | None, typer.Option("--quick", help="Small documented preset for a first try (see maw.benchmark.presets).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="TOML file with the same options; flags override it.")] = None,
+    tracker: Annotated[str | None, typer.Option(help="none | tensorboard | mlflow (local files) [default: none].")] = None,
+    report_only: Annotated[bool, typer.Option("--report-only", help="Only rebuild the reports of --resume / --run-name.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+) -> None:
+    """Run the benchmark grid (datasets x methods x seeds), resumable; write reports and REPORT.md.
+
+    With no options: the built-in demo collection, all methods but full, offline.
+    """
+    from pathlib import Path
+
+    from maw.benchmark.presets import overrides_from_flags, resolve_config
+    from maw.benchmark.report import build_reports
+    from maw.benchmark.runner import run_benchmark, run_folder
+    from maw.utils.io import read_json
+
+    console = Console(stderr=True, quiet=quiet)
+    with user_errors():
+        flags = dict(locals())
+        flags = {k: flags[k] for k in (
+            "datasets", "methods", "seeds", "train_samples", "val_samples", "test_samples", "num_epochs", "batch_size",
+            "eval_batch_size", "learning_rate", "num_layers", "maw_layers", "finetune_layers", "lora_layers", "depth_dim",
+            "router", "granularity", "model", "query_max_length", "doc_max_length", "top_k", "data_dir", "device", "out",
+            "run_name", "quick", "tracker")}
+        base = None
+        if resume is not None:
+            folder = Path(resume)
+            if not (folder / "config.json").is_file():
+                raise ConfigError(f"--resume: {folder} is not a benchmark run folder (no config.json)")
+            if out is not None or run_name is not None:
+                raise ConfigError("--resume: give either --resume FOLDER or --out/--run-name, not both")
+            base = read_json(folder / "config.json")
+            flags["out"], flags["run_name"] = str(folder.parent), folder.name
+        cfg = resolve_config(overrides_from_flags(flags), config_file=config, base=base)
+        cfg.train.progress = cfg.train.progress and not quiet
+        if report_only:
+            if cfg.run_name is None:
+                raise ConfigError("--report-only: name the run with --resume FOLDER or --run-name NAME")
+            folder = run_folder(cfg)
+            if not (folder / "cells").is_dir():
+                raise ConfigError(f"--report-only: {folder} has no cells/ folder")
+            build_reports(folder)
+            console.print(f"reports rebuilt in {folder}")
+            return
+        outcome = run_benchmark(cfg, log=lambda msg: console.print(msg, highlight=False, markup=False, soft_wrap=True))
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.failed:
+        console.print(f"[bold red]{len(outcome.failed)} cell(s) failed[/bold red]; see {outcome.run_dir}/summary.txt")
+        raise typer.Exit(1)

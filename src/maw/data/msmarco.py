@@ -1,0 +1,134 @@
+"""Loader for the MS MARCO passage-ranking release (``collectionandqueries.tar.gz`` layout).
+
+A folder holds::
+
+    collection.tsv            pid<TAB>passage
+    queries.<set>.tsv         qid<TAB>query        (sets: train, dev, eval, dev.small, ...)
+    qrels.<set>.tsv           TREC format: qid<SPACE|TAB>0<SPACE|TAB>pid<SPACE|TAB>grade
+
+Every ``qrels.<set>.tsv`` becomes split ``<set>`` (so the official release gives "train", "dev"
+and "dev.small"). Queries of all ``queries.*.tsv`` files are merged; a query id repeated inside
+one file, or with different texts across files, is an error. Judgements naming unknown queries
+or passages are dropped, counted in ``dataset.report`` and logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from maw.data.beir import iter_lines
+from maw.data.types import DataError, Document, Qrels, RetrievalDataset
+from maw.utils.io import fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+def is_msmarco_folder(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "collection.tsv").is_file() and any(folder.glob("qrels.*.tsv"))
+
+
+def read_id_text_tsv(path: Path, kind: str, hasher: Any | None = None) -> dict[str, str]:
+    """Read ``id<TAB>text`` lines; a missing tab or a repeated id is a DataError naming file:line."""
+    out: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for lineno, line in iter_lines(path, hasher):
+        ident, sep, text = line.partition("\t")
+        ident = ident.strip()
+        if not sep or not ident:
+            raise DataError(f"{path}:{lineno}: expected '<{kind} id><TAB><text>'")
+        if ident in out:
+            raise DataError(f"{path}:{lineno}: duplicate {kind} id {ident!r} (first at line {first[ident]})")
+        first[ident] = lineno
+        out[ident] = text
+    return out
+
+
+def read_trec_qrels(
+    path: Path, queries: dict[str, str], corpus: dict[str, Document], hasher: Any | None = None
+) -> tuple[Qrels, dict[str, int]]:
+    """Read TREC qrels (``qid iter docid grade``); unknown ids are dropped and counted."""
+    qrels: Qrels = {}
+    stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "duplicate_pairs": 0}
+    for lineno, line in iter_lines(path, hasher):
+        cols = line.split()
+        if len(cols) != 4:
+            raise DataError(f"{path}:{lineno}: expected 4 columns 'qid iteration docid grade' (TREC qrels), got {len(cols)}")
+        qid, _, doc_id, grade_s = cols
+        try:
+            grade = int(grade_s)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: grade {grade_s!r} is not an integer") from None
+        stats["rows"] += 1
+        if qid not in queries:
+            stats["dropped_unknown_query"] += 1
+            continue
+        if doc_id not in corpus:
+            stats["dropped_unknown_doc"] += 1
+            continue
+        judged = qrels.setdefault(qid, {})
+        if doc_id in judged:
+            stats["duplicate_pairs"] += 1
+        judged[doc_id] = grade
+    if stats["dropped_unknown_query"] or stats["dropped_unknown_doc"]:
+        logger.warning(
+            "%s: dropped %d judgement(s) for unknown queries and %d for unknown passages",
+            path,
+            stats["dropped_unknown_query"],
+            stats["dropped_unknown_doc"],
+        )
+    stats["queries"] = len(qrels)
+    stats["kept"] = sum(len(v) for v in qrels.values())
+    return qrels, stats
+
+
+def load_msmarco(folder: str | Path, name: str | None = None) -> RetrievalDataset:
+    """Load an MS MARCO passage folder (see module doc) into a :class:`RetrievalDataset`."""
+    folder = Path(folder)
+    collection = folder / "collection.tsv"
+    query_files = sorted(folder.glob("queries.*.tsv"))
+    qrels_files = sorted(folder.glob("qrels.*.tsv"))
+    missing = [label for ok, label in ((collection.is_file(), "collection.tsv"), (query_files, "queries.<set>.tsv"),
+                                       (qrels_files, "qrels.<set>.tsv")) if not ok]
+    if missing:
+        raise DataError(f"{folder} is not a complete MS MARCO passage folder; missing: {', '.join(missing)}")
+
+    hashes: dict[str, str] = {}
+    report: dict[str, Any] = {"format": "msmarco"}
+    h = hashlib.sha256()
+    corpus = {pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()}
+    hashes[collection.name] = h.hexdigest()
+    report[collection.name] = {"documents": len(corpus)}
+
+    queries: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for path in query_files:
+        h = hashlib.sha256()
+        part = read_id_text_tsv(path, "query", h)
+        hashes[path.name] = h.hexdigest()
+        report[path.name] = {"queries": len(part)}
+        for qid, text in part.items():
+            if qid in queries and queries[qid] != text:
+                raise DataError(f"{path}: query id {qid!r} also in {origin[qid]} with a different text")
+            queries[qid] = text
+            origin.setdefault(qid, path.name)
+
+    qrels: dict[str, Qrels] = {}
+    for path in qrels_files:
+        split = path.name[len("qrels."):-len(".tsv")]
+        h = hashlib.sha256()
+        qrels[split], report[path.name] = read_trec_qrels(path, queries, corpus, h)
+        hashes[path.name] = h.hexdigest()
+
+    return RetrievalDataset(
+        name=name or folder.resolve().name,
+        corpus=corpus,
+        queries=queries,
+        qrels=qrels,
+        fingerprint=fingerprint(f"{k}={v}" for k, v in sorted(hashes.items())),
+        source=str(folder),
+        report={"sha256": hashes, **report},
+    )

@@ -1,0 +1,343 @@
+"""Checkpoints: ``run_dir/latest`` (resumable) and ``run_dir/best`` (the selected weights).
+
+A checkpoint folder holds, and nothing in it needs unpickling:
+
+* ``model.safetensors`` — the checkpointed part of the model: every tensor of the trainable
+  modules (layers holding a trainable parameter, the embeddings when they train, every MAW module
+  with its router and frozen reference router, LoRA adapters with their base layers). The frozen
+  rest is rebuilt from the base model named in ``config.json``.
+* ``config.json`` — what defines the structure (method, model, resolved layer plan, MAW / LoRA
+  configuration) plus the training settings that define the run (``"run"``).
+* ``training_state.safetensors`` — optimizer state tensors (``optimizer.<param_index>.<name>``),
+  the torch CPU RNG state and the CUDA RNG states (``latest`` only).
+* ``training_state.json`` — scalars: optimizer param groups (with the parameter names, checked on
+  load), scheduler state, GradScaler state, epoch, step within the epoch, global step, history,
+  early-stopping state, numpy and python RNG states (``latest`` only).
+
+Writes go to a temporary sibling folder that is renamed into place (the previous folder is
+moved aside first and removed after), so a crash leaves either the old or the new checkpoint;
+``recover_checkpoint_dir`` puts a moved-aside folder back if a crash hit between the two renames.
+
+Loading into a different configuration raises ``CheckpointError`` listing every differing key
+with the saved and the current value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from maw.utils.io import atomic_write_json, read_json
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+REFERENCE_PREFIX = "maw_reference."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or was made with a different configuration."""
+
+
+@dataclass
+class TrainingState:
+    """Where training stands. ``epoch`` is the 1-indexed epoch in progress (or next to start)."""
+
+    epoch: int = 1
+    step_in_epoch: int = 0  # micro-batches of ``epoch`` already done (always at an optimiser-step boundary)
+    global_step: int = 0  # optimiser steps done
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0  # epochs since the best (early stopping)
+    finished: bool = False
+    train_seconds: float = 0.0
+    epoch_partial: dict[str, Any] = field(default_factory=dict)  # running sums of the epoch in progress
+    last_ref_refresh: int = 0  # global step of the last GRPO reference refresh
+
+
+# ---------------------------------------------------------------------------------- model tensors
+def checkpoint_module_prefixes(encoder: nn.Module) -> list[str]:
+    """Names of the modules whose full state is checkpointed (see the module docstring)."""
+    prefixes: list[str] = []
+    backbone = encoder.backbone
+    if any(p.requires_grad for p in backbone.embeddings.parameters()):
+        prefixes.append("backbone.embeddings.")
+    for i, layer in enumerate(encoder.layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            prefixes.append(f"backbone.encoder.layer.{i}.")
+    from maw.models.maw_encoder import maw_modules
+
+    names = {id(m): n for n, m in encoder.named_modules()}
+    for module in maw_modules(encoder):
+        name = names[id(module)] + "."
+        if not any(name.startswith(p) for p in prefixes):
+            prefixes.append(name)
+    return prefixes
+
+
+def model_tensors(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpointed tensors: every state-dict entry under :func:`checkpoint_module_prefixes`."""
+    prefixes = tuple(checkpoint_module_prefixes(encoder))
+    state = encoder.state_dict()
+    extra = {n for n, p in encoder.named_parameters() if p.requires_grad}  # e.g. a trainable tensor outside layers
+    out = {k: v.detach().clone().contiguous() for k, v in state.items() if k.startswith(prefixes) or k in extra}
+    from maw.models.maw_encoder import reference_state
+
+    # GRPO's frozen reference routers are non-persistent buffers (not in state_dict): keep them too
+    out.update({f"{REFERENCE_PREFIX}{k}": v.contiguous() for k, v in reference_state(encoder).items()})
+    return out
+
+
+def load_model_tensors(encoder: nn.Module, tensors: dict[str, torch.Tensor], source: str = "") -> None:
+    """Copy ``tensors`` into ``encoder``; the key sets must match :func:`model_tensors` exactly."""
+    expected = set(model_tensors(encoder))
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: the checkpoint's tensors do not match this model: "
+            f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+            f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
+        )
+    state = {**encoder.state_dict(), **{k: v for k, v in model_tensors(encoder).items() if k.startswith(REFERENCE_PREFIX)}}
+    bad = [k for k, v in tensors.items() if tuple(v.shape) != tuple(state[k].shape)]
+    if bad:
+        raise CheckpointError(
+            f"{source}: tensor shapes differ: "
+            + ", ".join(f"{k}: saved {tuple(tensors[k].shape)} vs model {tuple(state[k].shape)}" for k in bad[:10])
+        )
+    reference = {k[len(REFERENCE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(REFERENCE_PREFIX)}
+    with torch.no_grad():
+        for k, v in tensors.items():
+            if not k.startswith(REFERENCE_PREFIX):
+                state[k].copy_(v.to(state[k].device, state[k].dtype))
+        if reference:
+            from maw.models.maw_encoder import load_reference_state
+
+            load_reference_state(encoder, reference)
+
+
+# ---------------------------------------------------------------------------------- configs
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def config_differences(saved: dict, current: dict, ignore: Iterable[str] = ()) -> list[str]:
+    """Lines ``key: saved=..., current=...`` for every differing (flattened) key."""
+    a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
+    ignore = tuple(ignore)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key.startswith(ignore):
+            continue
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if va != vb:
+            lines.append(f"{key}: saved={va!r}, current={vb!r}")
+    return lines
+
+
+def check_config(folder: str | Path, current: dict, ignore: Iterable[str] = ()) -> dict:
+    """Read ``folder/config.json`` and raise CheckpointError listing what differs from ``current``."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        saved = read_json(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found (is {folder} a checkpoint folder?)") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    diffs = config_differences(saved, current, ignore)
+    if diffs:
+        raise CheckpointError(
+            f"{folder}: the checkpoint was made with a different configuration:\n  " + "\n  ".join(diffs)
+        )
+    return saved
+
+
+# ---------------------------------------------------------------------------------- RNG
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, json) capturing the torch CPU/CUDA, numpy and python RNGs."""
+    tensors = {"rng.torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    js = {
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    return tensors, js
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
+    n = js["numpy"]
+    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = js["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+# ---------------------------------------------------------------------------------- optimizer
+def optimizer_state(optimizer: torch.optim.Optimizer, param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors and JSON scalars (with the parameter names)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{name}"] = value.detach().clone().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars, "param_names": param_names}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], js: dict, param_names: list[str], source: str
+) -> None:
+    if js["param_names"] != param_names:
+        diff = config_differences({"params": js["param_names"]}, {"params": param_names})
+        raise CheckpointError(f"{source}: the optimizer's parameters differ from this model's: {diff[:5]}")
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, sc in js["scalars"].items():
+        state.setdefault(int(idx), {}).update(sc)
+    optimizer.load_state_dict({"state": state, "param_groups": js["param_groups"]})
+
+
+# ---------------------------------------------------------------------------------- folders
+def recover_checkpoint_dir(folder: str | Path) -> None:
+    """If a crash happened between the two renames of :func:`_replace_dir`, restore the old folder."""
+    folder = Path(folder)
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and old.exists():
+        os.rename(old, folder)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    for junk in folder.parent.glob(f".{folder.name}.*.tmp"):
+        shutil.rmtree(junk, ignore_errors=True)
+
+
+def _replace_dir(tmp: Path, folder: Path) -> None:
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def save_checkpoint(
+    folder: str | Path,
+    encoder: nn.Module,
+    config: dict,
+    state: TrainingState,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    param_names: list[str] | None = None,
+    include_rng: bool = True,
+) -> None:
+    """Write a checkpoint folder atomically (model, config, and the training state if given)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        save_file(model_tensors(encoder), str(tmp / MODEL_FILE), metadata={"format": str(FORMAT_VERSION)})
+        atomic_write_json(tmp / CONFIG_FILE, {**config, "format_version": FORMAT_VERSION})
+        tensors: dict[str, torch.Tensor] = {}
+        js: dict[str, Any] = {"state": asdict(state)}
+        if optimizer is not None:
+            opt_t, opt_js = optimizer_state(optimizer, param_names or [])
+            tensors.update(opt_t)
+            js["optimizer"] = opt_js
+        if scheduler is not None:
+            js["scheduler"] = scheduler.state_dict()
+        if scaler is not None:
+            js["scaler"] = scaler.state_dict()
+        if include_rng:
+            rng_t, rng_js = rng_state()
+            tensors.update(rng_t)
+            js["rng"] = rng_js
+        save_file(tensors or {"empty": torch.zeros(0)}, str(tmp / STATE_TENSORS))
+        atomic_write_json(tmp / STATE_JSON, js, indent=None)
+        _fsync_dir(tmp)
+        _replace_dir(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint(
+    folder: str | Path,
+    encoder: nn.Module,
+    config: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    param_names: list[str] | None = None,
+    restore_rng: bool = True,
+    ignore: Iterable[str] = (),
+) -> TrainingState:
+    """Check the config, load weights (and optimizer / scheduler / scaler / RNG when given)."""
+    folder = Path(folder)
+    check_config(folder, {**config, "format_version": FORMAT_VERSION}, ignore)
+    try:
+        tensors = load_file(str(folder / MODEL_FILE))
+        st_tensors = load_file(str(folder / STATE_TENSORS))
+        js = read_json(folder / STATE_JSON)
+    except (OSError, json.JSONDecodeError, Exception) as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{folder}: cannot read the checkpoint ({type(exc).__name__}: {exc})") from None
+    load_model_tensors(encoder, tensors, str(folder / MODEL_FILE))
+    if optimizer is not None:
+        if "optimizer" not in js:
+            raise CheckpointError(f"{folder}: holds no optimizer state (not a resumable checkpoint)")
+        load_optimizer_state(optimizer, st_tensors, js["optimizer"], param_names or [], str(folder))
+    if scheduler is not None and "scheduler" in js:
+        scheduler.load_state_dict(js["scheduler"])
+    if scaler is not None and "scaler" in js:
+        scaler.load_state_dict(js["scaler"])
+    if restore_rng and "rng" in js:
+        set_rng_state(st_tensors, js["rng"])
+    return TrainingState(**js["state"])
+
+
+def load_weights(folder: str | Path, encoder: nn.Module, config: dict | None = None) -> dict:
+    """Load only the model tensors of a checkpoint (config checked when given); returns its config.json."""
+    folder = Path(folder)
+    saved = check_config(folder, {**config, "format_version": FORMAT_VERSION}) if config is not None else read_json(folder / CONFIG_FILE)
+    load_model_tensors(encoder, load_file(str(folder / MODEL_FILE)), str(folder / MODEL_FILE))
+    return saved

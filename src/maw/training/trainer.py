@@ -1,0 +1,871 @@
+"""Contrastive fine-tuning of a dense encoder (methods lora / finetune / maw / full).
+
+``train(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir) -> TrainResult``
+
+Recipe
+------
+* Examples: one per (train query, positive doc). Each micro-batch of ``batch_size`` examples is
+  scored with InfoNCE (temperature ``train_cfg.temperature``) against all its documents: the
+  positives of the other queries (in-batch negatives) plus ``hard_negatives`` BM25-mined negatives
+  per example (see ``maw.training.negatives``); judged-relevant documents of a query are masked
+  out of its negatives (``maw.training.losses``).
+* AdamW (no weight decay on biases, LayerNorm weights and routers), linear warmup over
+  ``warmup_ratio`` of the optimiser steps (never more than exist) then linear decay
+  (``transformers.get_linear_schedule_with_warmup``), gradient clipping at ``max_grad_norm``,
+  ``grad_accum`` micro-batches per optimiser step (the loss is normalised by the number of
+  examples of the whole step), a fresh seeded example order every epoch, the last partial batch
+  kept (in a distributed run, a final batch with fewer examples than ranks is dropped).
+* Validation after every epoch and before training (epoch 0, the zero-shot score): nDCG@10 (plus
+  R@100, RR@10, AP) of full-corpus exact retrieval for the VAL queries only (the test split is
+  never touched). Early stopping after ``patience`` epochs without improvement; the result holds
+  the best epoch's weights (epoch 0 included: if training never helps, the untrained model wins
+  and ``best_epoch`` says so).
+* Frozen prefix: the embeddings and layers ``[0, k)`` (``k`` = first trainable layer) run in eval
+  mode (no dropout) and, with ``prefix_cache`` (default), are computed once for every training /
+  validation text and read from a memory-mapped cache (``maw.training.prefix_cache``); each step
+  then runs only layers ``[k, N)``. Without the cache the prefix is recomputed under ``no_grad``.
+* MAW routers: ``soft`` / ``gumbel`` train by backprop (Gumbel tau annealed linearly from
+  ``gumbel_tau_start`` to ``gumbel_tau_end`` over the optimiser steps); ``grpo`` and ``supervised``
+  use ``maw.training.router_objectives``. Per epoch the history logs the depth histogram per layer
+  and head, the policy entropy, GRPO's mean reward / advantage spread / policy loss / KL, and the
+  supervised router's oracle-label histogram.
+* Mixed precision (``precision`` bf16 / fp16 autocast, GradScaler for fp16) and gradient
+  checkpointing apply on CUDA only; on CPU both are ignored (with a warning) and training is
+  deterministic for a fixed seed (``torch.use_deterministic_algorithms``).
+* Checkpoints (``maw.training.checkpoint``): ``run_dir/latest`` every ``checkpoint_every``
+  optimiser steps and at every epoch end, ``run_dir/best`` when validation improves. Rerunning the
+  same call resumes from ``latest`` (same configuration required) and ends with the same weights
+  as an uninterrupted run: the epoch's example order and negatives are functions of
+  ``(seed, epoch)``, the position within the epoch is saved, and so are all RNG states.
+* A non-finite loss or gradient stops training with :class:`TrainingError` naming the epoch and
+  step; nothing is saved after it, so ``latest`` keeps the last good weights.
+* Multi-process data parallelism with ``torchrun`` (``maw.training.distributed``): only rank 0
+  validates and writes files.
+
+History (``run_dir/history.json``, and ``TrainResult.history``): one dict per epoch (epoch 0 =
+before training) with ``train_loss``, ``step_losses``, ``lr``, ``val`` metrics, seconds, and
+``router`` statistics for MAW.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint as grad_checkpoint
+
+from maw.config import ConfigError, EvalConfig, MAWConfig, ModelConfig, TrainConfig
+from maw.data.types import DataError, Qrels, RetrievalDataset, Splits
+from maw.models.encoder import Encoder, additive_mask
+from maw.training import distributed as dist_utils
+from maw.training.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    load_model_tensors,
+    model_tensors,
+    recover_checkpoint_dir,
+    save_checkpoint,
+)
+from maw.training.methods import (
+    ModelPlan,
+    build_model_with_plan,
+    count_parameters,
+    frozen_prefix_eval_mode,
+    router_parameters,
+    structure_config,
+)
+from maw.training.negatives import (
+    Batch,
+    Example,
+    epoch_batches,
+    epoch_negatives,
+    make_batch,
+    mine_hard_negatives,
+    relevant_documents,
+    training_examples,
+)
+from maw.training.prefix_cache import CachedPrefix, LivePrefix, PrefixCache
+from maw.training.router_objectives import (
+    LocalBatch,
+    ObjectiveOutput,
+    contrastive_objective,
+    grpo_objective,
+    supervised_objective,
+)
+from maw.utils.io import atomic_write_json, fingerprint
+
+log = logging.getLogger(__name__)
+
+VAL_METRICS = ("nDCG@10", "R@100", "RR@10", "AP")
+SELECTION_METRIC = "nDCG@10"
+# training settings that may change when a run is resumed (they do not change the computation)
+RESUME_IGNORED = ("run.patience", "run.checkpoint_every", "run.progress", "run.device", "run.num_threads",
+                  "run.save_checkpoints", "run.resume", "run.cache_dir", "run.eval_batch_size")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss or gradient, unusable data); names epoch and step."""
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns. ``encoder`` holds the best epoch's weights and is in eval mode.
+
+    router_stats (MAW only, else {}): ``{"router", "epochs": [per-epoch router logs],
+    "best_epoch": the best epoch's log, "eval_depth_statistics": depth histogram of the greedy
+    (inference) policy on the validation texts at the best epoch}``.
+    """
+
+    encoder: Encoder
+    history: list[dict[str, Any]]
+    best_dir: Path | None
+    latest_dir: Path | None
+    router_stats: dict[str, Any]
+    params: dict[str, int]
+    train_seconds: float
+    best_epoch: int
+    best_score: float | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+    resumed_from: dict[str, Any] | None = None
+    setup: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@contextmanager
+def _deterministic_cpu(enabled: bool, num_threads: int | None):
+    """Deterministic algorithms (and a thread count) for the duration of training; restored after."""
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_threads = torch.get_num_threads()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        torch.set_num_threads(prev_threads)
+
+
+def _merge_depth_stats(a: dict, b: dict) -> dict:
+    """Sum two ``depth_statistics`` dicts (counts and units add; entropy is the units-weighted mean)."""
+    out = {}
+    for layer in sorted(set(a) | set(b), key=int):
+        x, y = a.get(layer), b.get(layer)
+        if x is None or y is None:
+            out[layer] = x or y
+            continue
+        ux, uy = x["units"], y["units"]
+        out[layer] = {
+            "counts": [[i + j for i, j in zip(r1, r2, strict=True)] for r1, r2 in zip(x["counts"], y["counts"], strict=True)],
+            "entropy": [(ex * ux + ey * uy) / (ux + uy) if ux + uy else 0.0 for ex, ey in zip(x["entropy"], y["entropy"], strict=True)],
+            "units": ux + uy,
+        }
+    return out
+
+
+def _policy_entropy(stats: dict) -> float | None:
+    """Units-weighted mean router entropy (nats) over layers and heads of a depth histogram."""
+    num = den = 0.0
+    for s in stats.values():
+        for e in s["entropy"]:
+            num += e * s["units"]
+            den += s["units"]
+    return num / den if den else None
+
+
+def _depth_stats(encoder: Encoder) -> dict:
+    from maw.models.maw_encoder import depth_statistics
+
+    return {str(k): v for k, v in depth_statistics(encoder).items()}
+
+
+def run_config(train_cfg: TrainConfig, eval_cfg: EvalConfig, dataset: RetrievalDataset, splits: Splits) -> dict:
+    """The training settings and data identity a resumed run must share (see ``RESUME_IGNORED``)."""
+    out = asdict(train_cfg)
+    out["eval_batch_size"] = eval_cfg.eval_batch_size
+    out["dataset_fingerprint"] = dataset.fingerprint
+    out["train_queries"] = fingerprint(sorted(splits.train))
+    out["val_queries"] = fingerprint(sorted(splits.val))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """One training run; see the module docstring. Use :func:`train`."""
+
+    def __init__(
+        self,
+        method: str,
+        dataset: RetrievalDataset,
+        splits: Splits,
+        model_cfg: ModelConfig,
+        maw_cfg: MAWConfig,
+        train_cfg: TrainConfig,
+        eval_cfg: EvalConfig,
+        run_dir: str | Path,
+        ctx: dist_utils.DistributedContext,
+        retrieve: Callable | None = None,
+    ):
+        self.method, self.dataset, self.splits = method, dataset, splits
+        self.model_cfg, self.maw_cfg, self.train_cfg, self.eval_cfg = model_cfg, maw_cfg, train_cfg, eval_cfg
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx
+        self.device = ctx.device
+        self.retrieve = retrieve
+        self.is_cuda = self.device.type == "cuda"
+        self.autocast_dtype = None
+        if train_cfg.precision != "fp32":
+            if self.is_cuda:
+                self.autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else torch.float16
+            else:
+                log.warning("--precision %s applies on CUDA only; training in fp32 on %s", train_cfg.precision, self.device)
+        self.grad_ckpt = bool(train_cfg.gradient_checkpointing and self.is_cuda)
+        if train_cfg.gradient_checkpointing and not self.is_cuda:
+            log.warning("--gradient-checkpointing applies on CUDA only; ignored on %s", self.device)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.train_cfg
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+        from maw.data.splits import require_training_split
+
+        train_qrels = require_training_split(self.splits, self.dataset.name)
+        if not self.splits.val:
+            raise DataError(
+                f"dataset {self.dataset.name!r}: the validation split is empty; training needs validation queries "
+                "for model selection (use --val-fraction > 0 or a dataset with a dev split)"
+            )
+        self.encoder, self.plan = build_model_with_plan(self.method, self.model_cfg, self.maw_cfg, self.train_cfg)
+        self.encoder.to(self.device)
+        self.router = self.maw_cfg.router if self.plan.maw_layers else None
+        if self.ctx.enabled and cfg.batch_size < self.ctx.world_size:
+            raise ConfigError(f"--batch-size: {cfg.batch_size} is smaller than the number of processes ({self.ctx.world_size})")
+
+        self.examples = self._examples(train_qrels)
+        self.relevant = relevant_documents(self.dataset, train_qrels)
+        self.candidates = mine_hard_negatives(
+            self.dataset, train_qrels, cfg.hard_negative_depth if cfg.hard_negatives > 0 else 0, self.retrieve
+        )
+        if self.ctx.is_main:
+            atomic_write_json(self.run_dir / "hard_negatives.json", self.candidates, indent=None)
+        self.val_qrels: Qrels = {q: d for q, d in self.splits.val.items() if any(g > 0 for g in d.values())}
+        if not self.val_qrels:
+            raise DataError(f"dataset {self.dataset.name!r}: no validation query has a relevant document")
+        self.provider, self.cache_info = self._provider()
+
+        self.named_params = [(n, p) for n, p in self.encoder.named_parameters() if p.requires_grad]
+        if not self.named_params:
+            raise ConfigError(f"--method {self.method}: nothing to train (no trainable parameter)")
+        self.param_names = [n for n, _ in self.named_params]
+        self.optimizer = self._optimizer()
+        self.micro_per_epoch = self._micro_batches_per_epoch()
+        self.steps_per_epoch = -(-self.micro_per_epoch // cfg.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.num_epochs
+        warmup = min(int(round(cfg.warmup_ratio * self.total_steps)), self.total_steps)
+        from transformers import get_linear_schedule_with_warmup
+
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, max(self.total_steps, 1))
+        self.warmup_steps = warmup
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        self.config = {
+            "structure": structure_config(self.plan, self.model_cfg, self.maw_cfg, self.train_cfg),
+            "run": run_config(cfg, self.eval_cfg, self.dataset, self.splits),
+        }
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _examples(self, train_qrels: Qrels) -> list[Example]:
+        examples = training_examples(train_qrels)
+        missing = [e for e in examples if e.doc_id not in self.dataset.corpus or e.query_id not in self.dataset.queries]
+        if missing:
+            log.warning("%d training pairs point at unknown documents/queries and are skipped, e.g. %s", len(missing), missing[:3])
+            examples = [e for e in examples if e not in set(missing)]
+        if not examples:
+            raise DataError(f"dataset {self.dataset.name!r}: no (query, positive document) pair to train on")
+        return examples
+
+    def _micro_batches_per_epoch(self) -> int:
+        n, b = len(self.examples), self.train_cfg.batch_size
+        full, rest = divmod(n, b)
+        if rest and self.ctx.enabled and rest < self.ctx.world_size:
+            return full  # a last batch with fewer examples than ranks is dropped
+        return full + (1 if rest else 0)
+
+    def _provider(self):
+        cfg, k = self.train_cfg, self.plan.first_trainable
+        q_ids = sorted(set(self.splits.train) | set(self.splits.val))
+        d_ids = list(self.dataset.corpus)
+        q_texts = {q: self.dataset.queries[q] for q in q_ids}
+        d_texts = {d: self.dataset.corpus[d].full_text() for d in d_ids}
+        use_cache = cfg.prefix_cache and k > 0
+        if not use_cache:
+            live = LivePrefix(
+                self.encoder,
+                k,
+                {"query": q_texts, "doc": d_texts},
+                {"query": self.model_cfg.query_max_length, "doc": self.model_cfg.doc_max_length},
+                trainable=self.plan.train_embeddings,
+            )
+            return live, {"prefix_cache": False, "first_trainable": k}
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
+        t0 = time.perf_counter()
+        show = cfg.progress and self.ctx.is_main
+
+        def build():
+            qc = PrefixCache.open_or_build(
+                self.encoder, [q_texts[q] for q in q_ids], self.model_cfg.query_max_length, k, cache_dir,
+                cfg.prefix_cache_dtype, self.eval_cfg.eval_batch_size, "queries", show,
+            )
+            dc = PrefixCache.open_or_build(
+                self.encoder, [d_texts[d] for d in d_ids], self.model_cfg.doc_max_length, k, cache_dir,
+                cfg.prefix_cache_dtype, self.eval_cfg.eval_batch_size, "docs", show,
+            )
+            return qc, dc
+
+        if self.ctx.is_main:
+            qc, dc = build()
+        dist_utils.barrier(self.ctx)
+        if not self.ctx.is_main:
+            qc, dc = build()  # opens what rank 0 built
+        info = {
+            "prefix_cache": True,
+            "first_trainable": k,
+            "cache_dir": str(cache_dir),
+            "query_cache": str(qc.folder),
+            "doc_cache": str(dc.folder),
+            "cache_bytes": qc.nbytes + dc.nbytes,
+            "cache_seconds": time.perf_counter() - t0,
+            "dtype": cfg.prefix_cache_dtype,
+        }
+        return CachedPrefix(qc, q_ids, dc, d_ids), info
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.train_cfg
+        router_ids = {id(p) for _, p in router_parameters(self.encoder)} if self.plan.maw_layers else set()
+        decay, no_decay, router = [], [], []
+        names: list[str] = []
+        for group_name in ("decay", "no_decay", "router"):
+            for n, p in self.named_params:
+                if id(p) in router_ids:
+                    kind = "router"
+                elif p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias"):
+                    kind = "no_decay"
+                else:
+                    kind = "decay"
+                if kind == group_name:
+                    {"decay": decay, "no_decay": no_decay, "router": router}[kind].append(p)
+                    names.append(n)
+        self.param_names = names
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.learning_rate},
+            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.learning_rate},
+            {"params": router, "weight_decay": 0.0, "lr": self.maw_cfg.policy_lr or cfg.learning_rate},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]])
+
+    # ------------------------------------------------------------------ forward pieces
+    def _run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, end: int | None) -> torch.Tensor:
+        end = self.encoder.num_layers if end is None else end
+        if start >= end:
+            return hidden
+        if not (self.grad_ckpt and torch.is_grad_enabled()):
+            return self.encoder.run_layers(hidden, mask, start, end)
+        bias = additive_mask(mask, hidden.dtype)
+        for layer in self.encoder.layers[start:end]:
+            def run(h, layer=layer):
+                out = layer(h, attention_mask=bias)
+                return out[0] if isinstance(out, tuple) else out
+
+            hidden = grad_checkpoint(run, hidden, use_reentrant=False)
+        return hidden
+
+    def _sampling_layer(self) -> int:
+        """m: where the per-sample part starts (first MAW layer for grpo/supervised, else k)."""
+        if self.router in ("grpo", "supervised"):
+            return self.plan.first_maw
+        return self.plan.first_trainable
+
+    def _head(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder.pool(self._run_layers(hidden, mask, self._sampling_layer(), None), mask)
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        return dist_utils.gather_with_grad(x, self.ctx)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+
+    def _local_batch(self, batch: Batch, denom_q: float, denom_t: float) -> LocalBatch:
+        B, N = len(batch), len(batch.doc_ids)
+        e = dist_utils.shard(list(range(B)), self.ctx)
+        e0, e1 = (e[0], e[-1] + 1) if e else (0, 0)
+        d0 = int(batch.positive_index[e0]) if e0 < B else N
+        d1 = int(batch.positive_index[e1]) if e1 < B else N
+        k, m = self.plan.first_trainable, self._sampling_layer()
+        q_h, q_m = self.provider.hidden("query", batch.query_ids[e0:e1], self.device)
+        d_h, d_m = self.provider.hidden("doc", batch.doc_ids[d0:d1], self.device)
+        q_h, d_h = self._run_layers(q_h, q_m, k, m), self._run_layers(d_h, d_m, k, m)  # shared part (k <= m)
+        return LocalBatch(
+            q_hidden=q_h, q_mask=q_m, d_hidden=d_h, d_mask=d_m,
+            positive_index=batch.positive_index[e0:e1].to(self.device),
+            mask=batch.mask[e0:e1].to(self.device),
+            doc_owner=(batch.doc_owner[d0:d1] - e0).to(self.device),
+            denom_queries=denom_q, denom_texts=denom_t,
+        )
+
+    def _objective(self, lb: LocalBatch, global_step: int) -> ObjectiveOutput:
+        t = self.train_cfg.temperature
+        if self.router == "grpo":
+            return grpo_objective(self.encoder, self._head, lb, self._gather, t, self.maw_cfg)
+        if self.router == "supervised":
+            oracle = global_step % max(self.maw_cfg.oracle_every, 1) == 0
+            return supervised_objective(self.encoder, self._head, lb, self._gather, t, self.maw_cfg, oracle)
+        return contrastive_objective(self._head, lb, self._gather, t)
+
+    # ------------------------------------------------------------------ one optimiser step
+    def _train_step(self, group: list[list[int]], negatives: list[list[str]], epoch: int) -> dict[str, Any]:
+        state, cfg = self.state, self.train_cfg
+        step_no = state.global_step + 1
+        if self.router == "gumbel":
+            from maw.models.maw_encoder import set_gumbel_tau
+
+            frac = min(1.0, state.global_step / max(1, self.total_steps - 1))
+            set_gumbel_tau(self.encoder, self.maw_cfg.gumbel_tau_start + (self.maw_cfg.gumbel_tau_end - self.maw_cfg.gumbel_tau_start) * frac)
+        batches = [make_batch([self.examples[i] for i in mb], [negatives[i] for i in mb], self.relevant) for mb in group]
+        denom_q = float(sum(len(b) for b in batches))
+        denom_t = denom_q + float(sum(len(b.doc_ids) for b in batches))
+        self.optimizer.zero_grad(set_to_none=True)
+        infonce_sum = 0.0
+        n_queries = 0
+        stats: dict[str, float] = {}
+        labels = [0] * (self.maw_cfg.depth_dim if self.router == "supervised" else 0)
+        for batch in batches:
+            with self._autocast():
+                lb = self._local_batch(batch, denom_q, denom_t)
+                out = self._objective(lb, state.global_step)
+            if not torch.isfinite(out.loss.detach()).all():
+                raise TrainingError(
+                    f"non-finite loss ({float(out.loss.detach())}) at epoch {epoch}, optimiser step {step_no} "
+                    f"(global), micro-batch step {state.step_in_epoch + 1} of the epoch; the last good checkpoint "
+                    f"is {self.run_dir / 'latest'} (lower --learning-rate or check the data)"
+                )
+            loss = out.loss * self.ctx.world_size
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            infonce_sum += out.infonce_sum
+            n_queries += out.num_queries
+            for k2, v in out.stats.items():
+                stats[k2] = stats.get(k2, 0.0) + v
+            for lab in out.oracle_labels:
+                labels[lab] += 1
+        params = [p for _, p in self.named_params]
+        dist_utils.average_gradients(params, self.ctx)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if not torch.isfinite(norm) and self.scaler is None:
+            raise TrainingError(
+                f"non-finite gradient norm at epoch {epoch}, optimiser step {step_no}; the last good checkpoint is "
+                f"{self.run_dir / 'latest'} (lower --learning-rate)"
+            )
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        state.global_step += 1
+        if self.router == "grpo" and state.global_step - state.last_ref_refresh >= self.maw_cfg.ref_update:
+            from maw.models.maw_encoder import refresh_reference
+
+            refresh_reference(self.encoder)
+            state.last_ref_refresh = state.global_step
+        keys = sorted(stats)
+        summed = dist_utils.all_reduce_sum([infonce_sum, float(n_queries), *[stats[k2] for k2 in keys], *labels], self.ctx)
+        return {
+            "loss_sum": summed[0],
+            "n": summed[1],
+            "stats": dict(zip(keys, summed[2 : 2 + len(keys)], strict=True)),
+            "labels": [int(round(x)) for x in summed[2 + len(keys) :]],
+            "grad_norm": float(norm),
+        }
+
+    # ------------------------------------------------------------------ validation
+    @torch.inference_mode()
+    def _encode(self, kind: str, ids: list[str]) -> np.ndarray:
+        out = np.empty((len(ids), self.encoder.hidden_size), dtype=np.float32)
+        lengths = np.array(self.provider.lengths(kind, ids))
+        order = np.argsort(-lengths, kind="stable")
+        bs = self.eval_cfg.eval_batch_size
+        for start in range(0, len(ids), bs):
+            idx = order[start : start + bs]
+            with self._autocast():
+                hidden, mask = self.provider.hidden(kind, [ids[i] for i in idx], self.device)
+                emb = self.encoder.suffix(hidden, mask, self.plan.first_trainable)
+            out[idx] = emb.float().cpu().numpy()
+        return out
+
+    def validate(self) -> tuple[dict[str, float], dict]:
+        """Val metrics of full-corpus retrieval, and the inference depth histogram (MAW)."""
+        import ir_measures
+
+        from maw.evaluation.metrics import evaluate_run
+        from maw.retrieval.dense import search_embeddings
+
+        was_training = self.encoder.training
+        self.encoder.eval()
+        if self.router:
+            from maw.models.maw_encoder import reset_depth_statistics
+
+            reset_depth_statistics(self.encoder)
+        q_ids = sorted(self.val_qrels)
+        d_ids = list(self.dataset.corpus)
+        q_emb = self._encode("query", q_ids)
+        d_emb = self._encode("doc", d_ids)
+        run = search_embeddings(q_emb, q_ids, d_emb, d_ids, k=self.train_cfg.val_top_k)
+        res = evaluate_run(self.val_qrels, run, metrics=[ir_measures.parse_measure(m) for m in VAL_METRICS])
+        metrics = {m: res.aggregate[m] for m in VAL_METRICS}
+        depth = _depth_stats(self.encoder) if self.router else {}
+        self.encoder.train(was_training)
+        return metrics, depth
+
+    def _validate_all_ranks(self) -> tuple[dict[str, float], dict, float]:
+        t0 = time.perf_counter()
+        result = self.validate() if self.ctx.is_main else None
+        result = dist_utils.broadcast_object(result, self.ctx)
+        return result[0], result[1], time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ checkpoints
+    def _check_finite_weights(self, epoch: int) -> None:
+        bad = [n for n, p in self.named_params if not torch.isfinite(p.detach()).all()]
+        if bad:
+            raise TrainingError(
+                f"non-finite weights after epoch {epoch}, optimiser step {self.state.global_step} ({bad[:3]}); "
+                f"not saving; the last good checkpoint is {self.run_dir / 'latest'}"
+            )
+
+    def _save_latest(self, epoch: int) -> None:
+        if not self.train_cfg.save_checkpoints:
+            return
+        self._check_finite_weights(epoch)
+        self.state.train_seconds = self._elapsed()
+        if self.ctx.is_main:
+            save_checkpoint(
+                self.run_dir / "latest", self.encoder, self.config, self.state,
+                self.optimizer, self.scheduler, self.scaler, self.param_names,
+            )
+        dist_utils.barrier(self.ctx)
+
+    def _save_best(self, epoch: int) -> None:
+        self._check_finite_weights(epoch)
+        self.best_tensors = model_tensors(self.encoder)
+        if self.train_cfg.save_checkpoints and self.ctx.is_main:
+            best_state = TrainingState(epoch=epoch, global_step=self.state.global_step, best_score=self.state.best_score, best_epoch=epoch)
+            save_checkpoint(self.run_dir / "best", self.encoder, self.config, best_state, include_rng=False)
+
+    def _elapsed(self) -> float:
+        return self.seconds_before + (time.perf_counter() - self.t_start)
+
+    def _write_history(self) -> None:
+        if self.ctx.is_main:
+            atomic_write_json(self.run_dir / "history.json", self.state.history)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> TrainResult:
+        cfg = self.train_cfg
+        self.t_start = time.perf_counter()
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            recover_checkpoint_dir(self.run_dir / "latest")
+            recover_checkpoint_dir(self.run_dir / "best")
+        dist_utils.barrier(self.ctx)
+        self.setup()
+        self.state = TrainingState()
+        self.best_tensors: dict[str, torch.Tensor] | None = None
+        self.seconds_before = 0.0
+        resumed_from = None
+        latest = self.run_dir / "latest"
+        if cfg.resume and cfg.save_checkpoints and (latest / "config.json").is_file():
+            self.state = load_checkpoint(
+                latest, self.encoder, self.config, self.optimizer, self.scheduler, self.scaler, self.param_names,
+                restore_rng=True, ignore=RESUME_IGNORED,
+            )
+            self.seconds_before = self.state.train_seconds
+            self.t_start = time.perf_counter()
+            resumed_from = {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch, "global_step": self.state.global_step}
+            log.info("resuming %s from %s: %s", self.method, latest, resumed_from)
+            if (self.run_dir / "best" / "model.safetensors").is_file():
+                from safetensors.torch import load_file
+
+                self.best_tensors = load_file(str(self.run_dir / "best" / "model.safetensors"))
+        if not self.state.history:
+            metrics, depth, secs = self._validate_all_ranks()
+            entry: dict[str, Any] = {"epoch": 0, "val": metrics, "val_seconds": secs, "setup_seconds": self.setup_seconds}
+            if self.router:
+                entry["router"] = {"val_depth_statistics": depth}
+            self.state.history.append(entry)
+            self.state.best_score, self.state.best_epoch = metrics[SELECTION_METRIC], 0
+            self._save_best(0)
+            self._write_history()
+        if not self.state.finished:
+            self._loop()
+        return self._result(resumed_from)
+
+    def _loop(self) -> None:
+        cfg, state = self.train_cfg, self.state
+        progress = None
+        if cfg.progress and self.ctx.is_main:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} steps/s"), TimeRemainingColumn(),
+            )
+            progress.start()
+        try:
+            while state.epoch <= cfg.num_epochs and not state.finished:
+                self._epoch(state.epoch, progress)
+        finally:
+            if progress is not None:
+                progress.stop()
+
+    def _epoch(self, epoch: int, progress) -> None:
+        cfg, state = self.train_cfg, self.state
+        batches = epoch_batches(len(self.examples), cfg.batch_size, cfg.seed, epoch)[: self.micro_per_epoch]
+        negatives = epoch_negatives(self.examples, self.candidates, cfg.hard_negatives, cfg.seed, epoch)
+        if state.step_in_epoch == 0 or not state.epoch_partial:
+            state.epoch_partial = {"loss_sum": 0.0, "n": 0.0, "step_losses": [], "stats": {}, "labels": [],
+                                   "depth_statistics": {}, "train_seconds": 0.0, "grad_norms": []}
+        part = state.epoch_partial
+        if self.router:
+            from maw.models.maw_encoder import reset_depth_statistics
+
+            reset_depth_statistics(self.encoder)
+        frozen_prefix_eval_mode(self.encoder, self.plan)
+        task = None
+        if progress is not None:
+            task = progress.add_task(f"{self.method} epoch {epoch}/{cfg.num_epochs}", total=len(batches),
+                                     completed=state.step_in_epoch, loss="-", rate="-")
+        t_epoch = time.perf_counter()
+        t_rate, done_rate = time.perf_counter(), 0
+        i = state.step_in_epoch
+        while i < len(batches):
+            group = batches[i : i + cfg.grad_accum]
+            out = self._train_step(group, negatives, epoch)
+            i += len(group)
+            state.step_in_epoch = i
+            step_loss = out["loss_sum"] / max(out["n"], 1.0)
+            part["loss_sum"] += out["loss_sum"]
+            part["n"] += out["n"]
+            part["step_losses"].append(step_loss)
+            part["grad_norms"].append(out["grad_norm"])
+            for k, v in out["stats"].items():
+                part["stats"][k] = part["stats"].get(k, 0.0) + v
+            if out["labels"]:
+                part["labels"] = [a + b for a, b in zip(part["labels"] or [0] * len(out["labels"]), out["labels"], strict=True)]
+            if task is not None:
+                done_rate += len(group)
+                rate = done_rate / max(time.perf_counter() - t_rate, 1e-9)
+                progress.update(task, completed=i, loss=f"{step_loss:.4f}", rate=f"{rate:.2f}")
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0 and i < len(batches):
+                self._stash_partial(part, t_epoch)
+                t_epoch = time.perf_counter()
+                self._save_latest(epoch)
+        self._stash_partial(part, t_epoch)
+        train_seconds = part["train_seconds"]
+        train_depth = part["depth_statistics"]
+        metrics, val_depth, val_seconds = self._validate_all_ranks()
+        frozen_prefix_eval_mode(self.encoder, self.plan)
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": part["loss_sum"] / max(part["n"], 1.0),
+            "step_losses": part["step_losses"],
+            "grad_norms": part["grad_norms"],
+            "optimizer_steps": state.global_step,
+            "lr": self.scheduler.get_last_lr(),
+            "val": metrics,
+            "train_seconds": train_seconds,
+            "val_seconds": val_seconds,
+            "seconds": train_seconds + val_seconds,
+        }
+        if self.router:
+            entry["router"] = self._router_log(part, train_depth, val_depth)
+        state.history.append(entry)
+        score = metrics[SELECTION_METRIC]
+        improved = state.best_score is None or (score is not None and score > state.best_score)
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            self._save_best(epoch)
+        else:
+            state.bad_epochs += 1
+        state.epoch, state.step_in_epoch, state.epoch_partial = epoch + 1, 0, {}
+        if state.bad_epochs >= cfg.patience or epoch >= cfg.num_epochs:
+            state.finished = True
+            if state.bad_epochs >= cfg.patience and epoch < cfg.num_epochs:
+                entry["early_stopped"] = True
+        self._save_latest(epoch)
+        self._write_history()
+        if progress is not None:
+            progress.console.log(
+                f"{self.method} epoch {epoch}: train loss {entry['train_loss']:.4f}, val nDCG@10 {score:.4f} "
+                f"(best {state.best_score:.4f} @ epoch {state.best_epoch}), {train_seconds:.1f}s train + {val_seconds:.1f}s val"
+            )
+
+    def _stash_partial(self, part: dict, t_since: float) -> None:
+        """Fold the time and depth statistics since ``t_since`` into the epoch's running record."""
+        part["train_seconds"] += time.perf_counter() - t_since
+        if self.router:
+            from maw.models.maw_encoder import reset_depth_statistics
+
+            part["depth_statistics"] = _merge_depth_stats(part["depth_statistics"], _depth_stats(self.encoder))
+            reset_depth_statistics(self.encoder)
+
+    def _router_log(self, part: dict, train_depth: dict, val_depth: dict) -> dict[str, Any]:
+        s = part["stats"]
+        out: dict[str, Any] = {
+            "router": self.router,
+            "depth_statistics": train_depth,
+            "val_depth_statistics": val_depth,
+            "policy_entropy": _policy_entropy(train_depth),
+            "val_policy_entropy": _policy_entropy(val_depth),
+        }
+        if self.router == "gumbel":
+            out["gumbel_tau"] = float(self.encoder_gumbel_tau())
+        if self.router == "grpo":
+            out.update(
+                mean_reward=s["reward_sum"] / s["reward_count"] if s.get("reward_count") else None,
+                advantage_spread=s["reward_std_sum"] / s["reward_std_count"] if s.get("reward_std_count") else None,
+                policy_loss=s["policy_loss_sum"] / s["policy_count"] if s.get("policy_count") else None,
+                kl_ref=s["kl_sum"] / s["policy_count"] if s.get("policy_count") else None,
+                record_entropy=s["entropy_sum"] / s["entropy_count"] if s.get("entropy_count") else None,
+            )
+        if self.router == "supervised":
+            out.update(
+                oracle_label_histogram=part["labels"],
+                router_ce=s["ce_sum"] / s["ce_count"] if s.get("ce_count") else None,
+                record_entropy=s["entropy_sum"] / s["entropy_count"] if s.get("entropy_count") else None,
+            )
+        return out
+
+    def encoder_gumbel_tau(self) -> float:
+        from maw.models.maw_encoder import maw_modules
+
+        mods = maw_modules(self.encoder)
+        return mods[0].gumbel_tau if mods else float("nan")
+
+    def _result(self, resumed_from: dict | None) -> TrainResult:
+        state = self.state
+        if self.best_tensors is not None:
+            load_model_tensors(self.encoder, self.best_tensors, "best weights")
+        self.encoder.eval()
+        best_epoch = state.best_epoch if state.best_epoch is not None else 0
+        router_stats: dict[str, Any] = {}
+        if self.router:
+            logs = [h.get("router", {}) for h in state.history]
+            best = state.history[best_epoch].get("router", {}) if best_epoch < len(state.history) else {}
+            router_stats = {
+                "router": self.router,
+                "epochs": logs,
+                "best_epoch": best,
+                "eval_depth_statistics": best.get("val_depth_statistics", {}),
+            }
+        has_ckpt = self.train_cfg.save_checkpoints
+        return TrainResult(
+            encoder=self.encoder,
+            history=state.history,
+            best_dir=self.run_dir / "best" if has_ckpt else None,
+            latest_dir=self.run_dir / "latest" if has_ckpt else None,
+            router_stats=router_stats,
+            params=count_parameters(self.encoder),
+            train_seconds=self._elapsed(),
+            best_epoch=best_epoch,
+            best_score=state.best_score,
+            plan=self.plan.to_dict(),
+            resumed_from=resumed_from,
+            setup={**self.cache_info, "setup_seconds": self.setup_seconds, "examples": len(self.examples),
+                   "optimizer_steps_per_epoch": self.steps_per_epoch, "warmup_steps": self.warmup_steps,
+                   "world_size": self.ctx.world_size},
+        )
+
+
+def train(
+    method: str,
+    dataset: RetrievalDataset,
+    splits: Splits,
+    model_cfg: ModelConfig,
+    maw_cfg: MAWConfig,
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    run_dir: str | Path,
+    *,
+    ctx: dist_utils.DistributedContext | None = None,
+    retrieve: Callable | None = None,
+) -> TrainResult:
+    """Train ``method`` on ``splits.train``, select on ``splits.val``; see the module docstring.
+
+    ``ctx``: a distributed context (default: join the ``torchrun`` group if launched by it, else a
+    single process on ``train_cfg.device``). ``retrieve(queries, k) -> run`` overrides the BM25
+    retriever used to mine hard negatives (tests).
+    """
+    train_cfg.validate()
+    if method == "maw":
+        maw_cfg.validate()
+    own_ctx = ctx is None
+    ctx = ctx or dist_utils.init_distributed(train_cfg.device)
+    try:
+        with _deterministic_cpu(ctx.device.type == "cpu", train_cfg.num_threads):
+            trainer = Trainer(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir, ctx, retrieve)
+            return trainer.run()
+    finally:
+        if own_ctx:
+            dist_utils.shutdown(ctx)
+
+
+def plan_of(result: TrainResult) -> ModelPlan:
+    return ModelPlan(**result.plan)
+
+
+def load_trained_encoder(folder: str | Path, device: str | None = None) -> tuple[Encoder, dict]:
+    """Rebuild the model described by a checkpoint folder (``best`` or ``latest``) and load its weights."""
+    from maw.training.checkpoint import CheckpointError, load_weights
+    from maw.utils.io import read_json
+
+    folder = Path(folder)
+    try:
+        saved = read_json(folder / "config.json")
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no config.json (not a training checkpoint)") from None
+    s = saved["structure"]
+    plan = s["plan"]
+    model_cfg = ModelConfig(model=s["model"]["model"], num_layers=s["model"]["num_layers"], normalize=s["model"]["normalize"])
+    maw_cfg = MAWConfig(**s["maw"]) if "maw" in s else MAWConfig()
+    train_cfg = TrainConfig()
+    if plan["method"] == "lora":
+        train_cfg.lora_layers = ",".join(map(str, plan["lora_layers"]))
+        train_cfg.lora_rank, train_cfg.lora_alpha, train_cfg.lora_dropout = s["lora"]["rank"], s["lora"]["alpha"], s["lora"]["dropout"]
+    elif plan["method"] in ("finetune", "maw"):
+        train_cfg.finetune_layers = ",".join(map(str, plan["trainable_layers"])) or None
+    if plan["method"] == "maw":
+        maw_cfg.maw_layers = ",".join(map(str, plan["maw_layers"]))
+    encoder, _ = build_model_with_plan(plan["method"], model_cfg, maw_cfg, train_cfg)
+    load_weights(folder, encoder)
+    encoder.eval()
+    if device is not None:
+        encoder.to(device)
+    return encoder, saved
+
+
+__all__ = ["TrainResult", "TrainingError", "Trainer", "load_trained_encoder", "math", "train"]

@@ -1,0 +1,143 @@
+"""The runner in-process on a tiny BEIR folder: cells, seed reuse, skip on rerun, failures, config."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from maw.benchmark import runner as runner_mod
+from maw.benchmark.cells import cell_path, load_cells, read_cell
+from maw.benchmark.presets import QUICK_PRESET, overrides_from_flags, resolve_config
+from maw.benchmark.runner import run_benchmark
+from maw.benchmark.tracking import make_tracker
+from maw.config import ConfigError
+
+
+def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
+    flags = {"datasets": ",".join(map(str, datasets)), "methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
+             "out": str(tmp_path / "runs"), "run_name": "r", "query_max_length": 16, "doc_max_length": 32}
+    if model is not None:
+        flags["model"] = str(model)
+    cfg = resolve_config(overrides_from_flags(flags))
+    cfg.eval.cache_dir = str(tmp_path / "emb-cache")  # never the user's ~/.cache in tests
+    cfg.train.progress = False
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_resolve_config_layers(tmp_path):
+    cfg = resolve_config({})
+    assert cfg.datasets == ["demo"] and cfg.methods == ["bm25", "zeroshot", "lora", "finetune", "maw"] and not cfg.quick
+    quick = resolve_config({"quick": True})
+    assert quick.quick and quick.train.num_epochs == QUICK_PRESET["train"]["num_epochs"]
+    assert quick.data.train_samples == 200 and quick.data.test_samples is None
+    toml = tmp_path / "b.toml"
+    toml.write_text('quick = true\nseeds = "1, 2"\n[train]\nnum_epochs = 2\nbatch_size = 16\n[model]\ndoc_max_length = 200\n')
+    cfg = resolve_config(overrides_from_flags({"batch_size": 8}), config_file=toml)
+    # TOML beats the preset, flags beat the TOML, the preset fills the rest
+    assert (cfg.train.num_epochs, cfg.train.batch_size, cfg.model.doc_max_length) == (2, 8, 200)
+    assert cfg.data.val_samples == 50 and cfg.seeds == [1, 2] and cfg.quick
+    # a resumed run's saved config is the base; flags still win
+    base = json.loads(json.dumps(__import__("maw.config", fromlist=["to_dict"]).to_dict(cfg)))
+    again = resolve_config(overrides_from_flags({"num_epochs": 5}), base=base)
+    assert again.train.num_epochs == 5 and again.train.batch_size == 8 and again.model.doc_max_length == 200
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="--seeds"):
+        overrides_from_flags({"seeds": "1,x"})
+    with pytest.raises(ConfigError, match="--methods: unknown method"):
+        resolve_config(overrides_from_flags({"methods": "bm25,colbert"}))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nnum_epoch = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml.*num_epoch"):
+        resolve_config({}, config_file=bad)
+    with pytest.raises(ConfigError, match="--config: file not found"):
+        resolve_config({}, config_file=tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="same results folder"):
+        run_benchmark(make_cfg(tmp_path, [tmp_path / "a" / "x", tmp_path / "b" / "x"], ["bm25"]))
+
+
+def test_tracker_missing_package_is_a_clear_error(tmp_path):
+    for kind, module in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
+        try:
+            __import__(module)
+        except ImportError:
+            with pytest.raises(ConfigError, match=f"--tracker {kind}: the '{module}' package is not installed"):
+                make_tracker(kind, tmp_path)
+    with pytest.raises(ConfigError, match="--tracker: unknown tracker"):
+        make_tracker("wandb", tmp_path)
+
+
+def test_cells_reuse_skip_and_config_guard(tmp_path, tiny_beir, tiny_model):
+    cfg = make_cfg(tmp_path, [tiny_beir], ["bm25", "zeroshot"], model=tiny_model)
+    out = run_benchmark(cfg)
+    assert out.exit_code == 0 and not out.failed
+    assert out.ran == [("tinyset", "bm25", 1), ("tinyset", "zeroshot", 1)]
+    assert out.skipped == [("tinyset", "bm25", 2), ("tinyset", "zeroshot", 2)]  # seed-independent: reused
+    run = out.run_dir
+    c1, c2 = read_cell(cell_path(run, "tinyset", "zeroshot", 1)), read_cell(cell_path(run, "tinyset", "zeroshot", 2))
+    assert c2["reused_from_seed"] == 1 and c1["reused_from_seed"] is None and c2["seed_independent"]
+    assert c1["metrics"] == c2["metrics"] and c1["metrics"]["nDCG@10"] is not None
+    assert c1["params"]["trainable"] == 0 and c1["params"]["total"] > 0
+    assert set(c1["per_query"]["nDCG@10"]) == {f"q{i}" for i in range(0, 36, 4)}
+    for c in (c1, read_cell(cell_path(run, "tinyset", "bm25", 1))):
+        assert all(c["runtimes"][k] is not None for k in ("encode_s", "search_s", "query_latency_ms", "qps", "index_bytes"))
+    assert c1["dataset_info"]["counts"]["test_queries"] == 9 and c1["dataset_info"]["fingerprint"]
+    for name in ("results.json", "results.csv", "summary.txt", "REPORT.md", "results/tinyset.json", "config.json",
+                 "environment.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["methods"] == ["bm25", "zeroshot"]
+
+    mtimes = {p: p.stat().st_mtime_ns for p in (run / "cells").rglob("*.json")}
+    again = run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25", "zeroshot"], model=tiny_model))
+    assert again.ran == [] and len(again.skipped) == 4 and again.exit_code == 0
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (run / "cells").rglob("*.json")}
+
+    # an extra seed extends the run; a result-changing option is refused with the differences
+    more = run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25"], model=tiny_model, seeds=(1, 2, 3)))
+    assert more.skipped == [("tinyset", "bm25", 1), ("tinyset", "bm25", 2), ("tinyset", "bm25", 3)]
+    with pytest.raises(ConfigError, match=r"different configuration \(train.num_epochs: 3 -> 1\)"):
+        run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25"], model=tiny_model, num_epochs=1))
+
+
+def test_failures_are_recorded_and_the_run_goes_on(tmp_path, tiny_beir, monkeypatch):
+    missing = tmp_path / "no-such-dataset"
+    cfg = make_cfg(tmp_path, [missing, tiny_beir], ["bm25"], seeds=(1, 2))
+    calls = []
+    real = runner_mod._bm25_cell
+
+    def flaky(cell, ds, cfg, **kw):
+        calls.append(ds.key)
+        real(cell, ds, cfg, **kw)
+        cell["metrics"]["nDCG@10"] = float("nan")  # a non-finite figure is stored as null, not crash
+    monkeypatch.setattr(runner_mod, "_bm25_cell", flaky)
+    out = run_benchmark(cfg)
+    assert out.exit_code == 1
+    assert [f[:3] for f in out.failed] == [("no-such-dataset", "bm25", 1), ("no-such-dataset", "bm25", 2)]
+    assert "DataError" in out.failed[0][3] and "no-such-dataset" in out.failed[0][3]
+    assert calls == ["tinyset"]  # the failed dataset was tried once; the good one ran once
+    cells = {(c["dataset"], c["seed"]): c for c in load_cells(out.run_dir)}
+    bad = cells[("no-such-dataset", 1)]
+    assert bad["status"] == "failed" and "Traceback" in bad["traceback"]
+    assert cells[("tinyset", 1)]["status"] == "ok" and cells[("tinyset", 1)]["metrics"]["nDCG@10"] is None
+    assert "FAILED bm25 seed 1: DataError" in (out.run_dir / "summary.txt").read_text()
+    # failed cells are retried on the next invocation; finished ones are not
+    monkeypatch.setattr(runner_mod, "_bm25_cell", real)
+    again = run_benchmark(make_cfg(tmp_path, [missing, tiny_beir], ["bm25"], seeds=(1, 2)))
+    assert again.ran == [] and len(again.failed) == 2 and ("tinyset", "bm25", 1) in again.skipped
+
+
+def test_interrupt_keeps_finished_cells_and_rebuilds_reports(tmp_path, tiny_beir, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner_mod, "_zeroshot_cell", interrupted)
+    out = run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25", "zeroshot"], seeds=(1,)))
+    assert out.interrupted and out.exit_code == 130 and out.ran == [("tinyset", "bm25", 1)]
+    assert [p.name for p in (out.run_dir / "cells" / "tinyset").iterdir()] == ["bm25-seed1.json"]
+    assert "bm25" in (out.run_dir / "summary.txt").read_text()
+    assert not [p for p in out.run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert os.path.exists(out.run_dir / "REPORT.md")

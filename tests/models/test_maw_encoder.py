@@ -1,0 +1,248 @@
+"""MAW injection into encoders, controls, save / load, and the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from maw.attention.maw import MAWSelfAttention
+from maw.config import ConfigError, MAWConfig, ModelConfig, default_model
+from maw.models.encoder import Encoder
+from maw.models.maw_encoder import (
+    CONFIG_FILE,
+    depth_statistics,
+    inject_maw,
+    load_maw_encoder,
+    load_reference_state,
+    maw_modules,
+    reference_state,
+    refresh_reference,
+    router_parameters,
+    save_maw_encoder,
+    set_gumbel_tau,
+)
+
+SENTENCES = [
+    "Dense retrieval maps queries and documents to vectors.",
+    "MAW routes each attention score through one of several depths.",
+    "short one",
+    "A much longer sentence about padding, masks, and whether batched encoding matches encoding one text at a time.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT with the MiniLM tokenizer, saved as a local HF model folder."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(default_model())
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                     vocab_size=tok.vocab_size, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Encoder:
+    return Encoder.from_pretrained(default_model()).eval()
+
+
+def fresh(minilm: Encoder) -> Encoder:
+    """An independent copy of the pretrained MiniLM (cheaper than reloading it)."""
+    return copy.deepcopy(minilm).eval()
+
+
+def _encode(enc: Encoder, texts=SENTENCES, max_length=32) -> torch.Tensor:
+    tok = enc.tokenize(texts, max_length)
+    with torch.no_grad():
+        return enc(tok["input_ids"], tok["attention_mask"])
+
+
+# ---------------------------------------------------------------------------------------------- injection
+def test_inject_layers_and_modules(tiny_model_dir):
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    mods = inject_maw(enc, MAWConfig(maw_layers="1,3", depth_dim=4))
+    assert [m.layer_number for m in mods] == [1, 3] == [m.layer_number for m in maw_modules(enc)]
+    assert isinstance(enc.layers[0].attention.self, MAWSelfAttention)
+    assert not isinstance(enc.layers[1].attention.self, MAWSelfAttention)
+    # inherits the pretrained Q/K/V objects; output projection untouched
+    base = Encoder.from_pretrained(str(tiny_model_dir))
+    torch.testing.assert_close(mods[0].query.weight, base.layers[0].attention.self.query.weight)
+    assert len(router_parameters(enc)) == 4
+    enc2 = Encoder.from_pretrained(str(tiny_model_dir), num_layers=2)
+    assert [m.layer_number for m in inject_maw(enc2, MAWConfig(maw_layers="last"))] == [2]
+    enc3 = Encoder.from_pretrained(str(tiny_model_dir))
+    assert len(inject_maw(enc3, MAWConfig(maw_layers="all"))) == 3
+    with pytest.raises(ConfigError, match="already has MAW"):
+        inject_maw(enc3, MAWConfig(maw_layers="1"))
+
+
+@pytest.mark.parametrize(
+    "cfg,flag",
+    [
+        (MAWConfig(depth_dim=3), "--depth-dim"),  # d_h = 8
+        (MAWConfig(depth_dim=0), "--depth-dim"),
+        (MAWConfig(maw_layers="4"), "--maw-layers"),
+        (MAWConfig(maw_layers="0"), "--maw-layers"),
+        (MAWConfig(maw_layers="x"), "--maw-layers"),
+        (MAWConfig(router="ppo"), "--router"),
+        (MAWConfig(granularity="token"), "--granularity"),
+        (MAWConfig(depth_projection="other"), "--depth-projection"),
+        (MAWConfig(tile_size=0), "--tile-size"),
+        (MAWConfig(depth_width=4), "--depth-width"),
+        (MAWConfig(implementation="fast"), "--implementation"),
+    ],
+)
+def test_bad_config_names_the_option(tiny_model_dir, cfg, flag):
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    with pytest.raises(ConfigError, match=flag):
+        inject_maw(enc, cfg)
+
+
+def test_controls(tiny_model_dir):
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    inject_maw(enc, MAWConfig(maw_layers="all", router="gumbel", depth_dim=2))
+    set_gumbel_tau(enc, 0.25)
+    assert all(m.gumbel_tau == 0.25 for m in maw_modules(enc))
+    with pytest.raises(ValueError):
+        set_gumbel_tau(enc, 0.0)
+    refresh_reference(enc)
+    m = maw_modules(enc)[0]
+    assert m.reference is not None
+    assert not any(p.requires_grad for p in m.reference.buffers())
+    assert not any("reference" in k for k in enc.state_dict()), "the reference is not part of the weights"
+    assert not any("reference" in n for n, _ in enc.named_parameters())
+    state = reference_state(enc)
+    assert len(state) == 3 * 2
+    with torch.no_grad():
+        m.router.bias.add_(1.0)
+    refresh_reference(enc)  # now reference == changed router
+    load_reference_state(enc, state)  # back to the saved one
+    torch.testing.assert_close(m.reference.bias, state["layer1.bias"])
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+def test_save_load_round_trip_is_exact(tiny_model_dir, tmp_path):
+    cfg = MAWConfig(maw_layers="2,3", depth_dim=4, router="grpo", granularity="query", router_hidden=5)
+    model_cfg = ModelConfig(model=str(tiny_model_dir))
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    inject_maw(enc, cfg)
+    torch.manual_seed(3)
+    with torch.no_grad():  # "trained" weights: routers and the MAW layers differ from the base
+        for p in router_parameters(enc):
+            p.normal_()
+        enc.layers[2].attention.self.value.weight.add_(0.01)
+    enc.eval()
+    before = _encode(enc)
+    save_maw_encoder(enc, tmp_path / "ckpt", model_cfg, cfg)
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
+    assert meta["maw"]["depth_dim"] == 4 and meta["format_version"] == 1
+    loaded, loaded_cfg = load_maw_encoder(tmp_path / "ckpt", expected=cfg)
+    assert loaded_cfg == cfg
+    loaded.eval()
+    assert torch.equal(_encode(loaded), before)
+    for (k1, v1), (k2, v2) in zip(enc.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert k1 == k2 and torch.equal(v1, v2)
+    # tile size / implementation are runtime choices, not structure
+    load_maw_encoder(tmp_path / "ckpt", expected=dataclasses.replace(cfg, tile_size=7, implementation="naive"))
+
+
+def test_mismatched_config_errors(tiny_model_dir, tmp_path):
+    cfg = MAWConfig(maw_layers="3", depth_dim=4)
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    inject_maw(enc, cfg)
+    save_maw_encoder(enc, tmp_path / "c", ModelConfig(model=str(tiny_model_dir)), cfg)
+    with pytest.raises(ConfigError, match=r"depth_dim: expected 8, checkpoint has 4"):
+        load_maw_encoder(tmp_path / "c", expected=dataclasses.replace(cfg, depth_dim=8))
+    with pytest.raises(ConfigError, match=r"maw_layers: expected '2,3'"):
+        load_maw_encoder(tmp_path / "c", expected=dataclasses.replace(cfg, maw_layers="2,3"))
+    # weights from one config, config file of another -> strict load names the keys / shapes
+    shutil.copytree(tmp_path / "c", tmp_path / "d")
+    meta = json.loads((tmp_path / "d" / CONFIG_FILE).read_text())
+    meta["maw"]["granularity"] = "head"  # router input 3D instead of D
+    (tmp_path / "d" / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="shape mismatches.*router.weight"):
+        load_maw_encoder(tmp_path / "d")
+    meta["maw"]["granularity"] = "pair"
+    meta["maw"]["maw_layers"] = "2,3"
+    (tmp_path / "d" / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="missing keys"):
+        load_maw_encoder(tmp_path / "d")
+    meta["format_version"] = 99
+    (tmp_path / "d" / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="format_version"):
+        load_maw_encoder(tmp_path / "d")
+    with pytest.raises(FileNotFoundError, match="not a MAW checkpoint"):
+        load_maw_encoder(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------------------------------------- real MiniLM
+def test_minilm_soft_at_init_and_depth_one_equal_pretrained(minilm):
+    base = _encode(minilm)
+    tok = minilm.tokenize(SENTENCES, 32)
+    assert (tok["attention_mask"] == 0).any(), "the batch must contain padding"
+    cases = [
+        MAWConfig(maw_layers="6", depth_dim=32, granularity="pair", router="soft"),
+        MAWConfig(maw_layers="5,6", depth_dim=8, granularity="query", router="soft"),
+        MAWConfig(maw_layers="all", depth_dim=4, granularity="head", router="soft", depth_projection="project"),
+        MAWConfig(maw_layers="6", depth_dim=1, granularity="pair", router="grpo"),
+        MAWConfig(maw_layers="6", depth_dim=1, granularity="query", router="supervised"),
+    ]
+    for cfg in cases:
+        enc = fresh(minilm)
+        inject_maw(enc, cfg)
+        torch.testing.assert_close(_encode(enc), base, atol=1e-5, rtol=0, msg=lambda m, c=cfg: f"{c}: {m}")
+
+
+def test_minilm_hf_native_forward_matches_encoder_path(minilm):
+    """Hugging Face's own forward passes its own mask format; the MAW block must read it too."""
+    enc = fresh(minilm)
+    inject_maw(enc, MAWConfig(maw_layers="6", depth_dim=8, granularity="query", router="supervised"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in router_parameters(enc):
+            p.normal_(0, 0.5)
+    tok = enc.tokenize(SENTENCES, 32)
+    with torch.no_grad():
+        hidden = enc.backbone(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+        ours = enc.run_layers(enc.embed(tok["input_ids"]), tok["attention_mask"], 0)
+    valid = tok["attention_mask"].bool()
+    torch.testing.assert_close(hidden[valid], ours[valid], atol=1e-5, rtol=0)
+
+
+def test_minilm_hard_router_changes_the_model_at_step_zero(minilm):
+    """Measured on the real model: a one-hot depth scaled by D is a different attention, so the
+    hard routers start away from the zero-shot model (spec section 2: report, do not hide)."""
+    base = _encode(minilm)
+    enc = fresh(minilm)
+    inject_maw(enc, MAWConfig(maw_layers="6", depth_dim=8, granularity="query", router="supervised"))
+    out = _encode(enc)
+    cos = (out * base).sum(-1)  # both L2-normalised
+    assert (cos < 0.999).all(), f"cosine to the pretrained embeddings: {cos.tolist()}"
+    assert (cos > 0.5).all(), f"cosine to the pretrained embeddings: {cos.tolist()}"
+    stats = depth_statistics(enc)[6]
+    assert all(sum(r) == stats["units"] for r in stats["counts"])
+
+
+def test_minilm_batched_equals_one_by_one(minilm):
+    enc = fresh(minilm)
+    inject_maw(enc, MAWConfig(maw_layers="6", depth_dim=8, granularity="pair", router="soft", tile_size=8))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in router_parameters(enc):
+            p.normal_(0, 0.5)
+    batched = _encode(enc)
+    for i, s in enumerate(SENTENCES):
+        torch.testing.assert_close(_encode(enc, [s])[0], batched[i], atol=1e-5, rtol=0)
+    # the Encoder.encode path (length-sorted batches, inference mode) agrees too
+    enc_np = torch.from_numpy(enc.encode(SENTENCES, max_length=32, batch_size=3))
+    torch.testing.assert_close(enc_np, batched, atol=1e-5, rtol=0)
