@@ -50,38 +50,113 @@ DECADE_SHARE = 0.3  # share of query years written as a decade ("in the 1910s");
 # ---------------------------------------------------------------------------------------------
 
 VALUES: dict[str, list[tuple[str, str]]] = {
-    "bridge_material": [("granite", "stone"), ("red brick", "brick"), ("riveted steel", "iron and steel"), ("oak timber", "wood")],
-    "coast": [("the Ombra bay", "Ombra bay"), ("the Tessil strait", "Tessil strait"), ("the Varn cape", "Varn cape"), ("the Quellin reef", "Quellin reef")],
-    "library_subject": [("old sea charts", "historic nautical maps"), ("medieval music manuscripts", "early handwritten music"),
-                        ("botanical drawings", "illustrations of plants"), ("trade law", "commercial legal texts")],
+    "bridge_material": [
+        ("granite", "stone"),
+        ("red brick", "brick"),
+        ("riveted steel", "iron and steel"),
+        ("oak timber", "wood"),
+    ],
+    "coast": [
+        ("the Ombra bay", "Ombra bay"),
+        ("the Tessil strait", "Tessil strait"),
+        ("the Varn cape", "Varn cape"),
+        ("the Quellin reef", "Quellin reef"),
+    ],
+    "library_subject": [
+        ("old sea charts", "historic nautical maps"),
+        ("medieval music manuscripts", "early handwritten music"),
+        ("botanical drawings", "illustrations of plants"),
+        ("trade law", "commercial legal texts"),
+    ],
     "grape": [("Morvel", "Morvel"), ("Saskin", "Saskin"), ("Dulvane", "Dulvane"), ("Retaro", "Retaro")],
     "month": [("May", "May"), ("August", "August"), ("October", "October"), ("February", "February")],
-    "festival_theme": [("folk music", "traditional songs"), ("kites", "flying kites"), ("cheese", "dairy products"),
-                       ("lanterns", "paper lights"), ("horse racing", "equestrian races")],
-    "museum_collection": [("fossils", "prehistoric bones"), ("clocks", "timepieces"), ("textiles", "fabrics and weaving"),
-                          ("coins", "old money"), ("maps", "cartography")],
-    "uni_subject": [("mining engineering", "engineering for mines"), ("veterinary medicine", "animal doctors"),
-                    ("marine biology", "ocean life"), ("linguistics", "the study of languages")],
-    "beer": [("dark ale", "stout-like ale"), ("wheat beer", "beer brewed from wheat"), ("pale lager", "light lager"),
-             ("cherry beer", "fruit beer")],
-    "cloth": [("wool", "woollen cloth"), ("linen", "flax cloth"), ("silk", "silk fabric"), ("cotton", "cotton fabric")],
-    "club_colours": [("green and white", "green and white"), ("black and gold", "black and yellow"),
-                     ("sky blue", "light blue"), ("red and black", "red and black")],
-    "plants": [("orchids", "orchid species"), ("cacti", "desert plants"), ("ferns", "fern species"), ("roses", "rose varieties")],
+    "festival_theme": [
+        ("folk music", "traditional songs"),
+        ("kites", "flying kites"),
+        ("cheese", "dairy products"),
+        ("lanterns", "paper lights"),
+        ("horse racing", "equestrian races"),
+    ],
+    "museum_collection": [
+        ("fossils", "prehistoric bones"),
+        ("clocks", "timepieces"),
+        ("textiles", "fabrics and weaving"),
+        ("coins", "old money"),
+        ("maps", "cartography"),
+    ],
+    "uni_subject": [
+        ("mining engineering", "engineering for mines"),
+        ("veterinary medicine", "animal doctors"),
+        ("marine biology", "ocean life"),
+        ("linguistics", "the study of languages"),
+    ],
+    "beer": [
+        ("dark ale", "stout-like ale"),
+        ("wheat beer", "beer brewed from wheat"),
+        ("pale lager", "light lager"),
+        ("cherry beer", "fruit beer"),
+    ],
+    "cloth": [
+        ("wool", "woollen cloth"),
+        ("linen", "flax cloth"),
+        ("silk", "silk fabric"),
+        ("cotton", "cotton fabric"),
+    ],
+    "club_colours": [
+        ("green and white", "green and white"),
+        ("black and gold", "black and yellow"),
+        ("sky blue", "light blue"),
+        ("red and black", "red and black"),
+    ],
+    "plants": [
+        ("orchids", "orchid species"),
+        ("cacti", "desert plants"),
+        ("ferns", "fern species"),
+        ("roses", "rose varieties"),
+    ],
     "order": [("Tavine", "Tavine"), ("Corlish", "Corlish"), ("Ustrian", "Ustrian")],
-    "monastery_product": [("honey", "beekeeping"), ("cheese", "cheese making"), ("illuminated manuscripts", "decorated books"),
-                          ("herbal liqueur", "a herb liqueur")],
-    "satellite_mission": [("weather observation", "forecasting the weather"), ("ocean mapping", "charting the seas"),
-                          ("telecommunications", "relaying phone calls"), ("crop monitoring", "watching farmland")],
-    "hospital_specialty": [("children", "paediatric care"), ("burns", "burn injuries"), ("heart surgery", "cardiac operations"),
-                           ("eye diseases", "ophthalmology")],
-    "mineral": [("copper", "copper ore"), ("silver", "silver ore"), ("coal", "coal seams"), ("tin", "tin ore")],
+    "monastery_product": [
+        ("honey", "beekeeping"),
+        ("cheese", "cheese making"),
+        ("illuminated manuscripts", "decorated books"),
+        ("herbal liqueur", "a herb liqueur"),
+    ],
+    "satellite_mission": [
+        ("weather observation", "forecasting the weather"),
+        ("ocean mapping", "charting the seas"),
+        ("telecommunications", "relaying phone calls"),
+        ("crop monitoring", "watching farmland"),
+    ],
+    "hospital_specialty": [
+        ("children", "paediatric care"),
+        ("burns", "burn injuries"),
+        ("heart surgery", "cardiac operations"),
+        ("eye diseases", "ophthalmology"),
+    ],
+    "mineral": [
+        ("copper", "copper ore"),
+        ("silver", "silver ore"),
+        ("coal", "coal seams"),
+        ("tin", "tin ore"),
+    ],
     "grain": [("wheat", "wheat flour"), ("barley", "barley"), ("rye", "rye flour")],
     "mountain": [("Mount Kessar", "Kessar"), ("the Dravik ridge", "Dravik"), ("Mount Ulvene", "Ulvene")],
-    "agency": [("the Norvale Space Office", "Norvale"), ("Astrelle Dynamics", "Astrelle"), ("the Keth Institute", "Keth")],
+    "agency": [
+        ("the Norvale Space Office", "Norvale"),
+        ("Astrelle Dynamics", "Astrelle"),
+        ("the Keth Institute", "Keth"),
+    ],
     "airline": [("Solvair", "Solvair"), ("Trennic Air", "Trennic"), ("Ostaria Airways", "Ostaria")],
-    "ship_cargo": [("passengers and mail", "people and letters"), ("timber", "wood"), ("grain", "cereal cargo")],
-    "paper_politics": [("liberal", "progressive"), ("conservative", "right-leaning"), ("satirical", "humorous")],
+    "ship_cargo": [
+        ("passengers and mail", "people and letters"),
+        ("timber", "wood"),
+        ("grain", "cereal cargo"),
+    ],
+    "paper_politics": [
+        ("liberal", "progressive"),
+        ("conservative", "right-leaning"),
+        ("satirical", "humorous"),
+    ],
 }
 
 
@@ -93,144 +168,482 @@ class Kind:
 
 
 KINDS: list[Kind] = [
-    Kind("bridge", ["crossing", "viaduct"], [
-        ("year", "was completed in {v}", "was finished in {q}", "when was the {name} {qn} finished"),
-        ("river", "spans the {v} river", "goes over the {q}", "which river does the {name} {qn} cross"),
-        ("person", "was designed by the engineer {v}", "was planned by {q}", "who planned the {name} {qn}"),
-        ("bridge_material", "is built of {v}", "is made of {q}", "what material is the {name} {qn} made of"),
-    ]),
-    Kind("lighthouse", ["beacon tower", "coastal light"], [
-        ("year", "was first lit in {v}", "has shone since {q}", "since when has the {name} {qn} been shining"),
-        ("num:18:60:3", "stands {v} metres tall", "is {q} m high", "how high is the {name} {qn}"),
-        ("person", "was tended for decades by the keeper {v}", "was looked after by {q}", "who looked after the {name} {qn}"),
-        ("coast", "guards {v}", "watches over {q}", "which waters does the {name} {qn} watch over"),
-    ]),
-    Kind("observatory", ["astronomy station", "stargazing site"], [
-        ("year", "was founded in {v}", "was set up in {q}", "when was the {name} {qn} set up"),
-        ("num:40:200:20", "houses a {v} centimetre telescope", "has a {q} cm mirror", "how big is the telescope mirror at the {name} {qn}"),
-        ("person", "was established by the astronomer {v}", "was started by the stargazer {q}", "which astronomer started the {name} {qn}"),
-    ]),
-    Kind("library", ["book collection", "archive"], [
-        ("year", "opened its doors in {v}", "began lending in {q}", "when did the {name} {qn} begin lending"),
-        ("library_subject", "specialises in {v}", "is known for {q}", "what is the {name} {qn} known for"),
-        ("person", "was endowed by the merchant {v}", "was paid for by {q}", "who paid for the {name} {qn}"),
-    ]),
-    Kind("vineyard", ["wine estate", "winery"], [
-        ("year", "was planted in {v}", "has had vines since {q}", "how long has the {name} {qn} had vines"),
-        ("grape", "grows {v} grapes", "produces {q} wine", "which wine does the {name} {qn} produce"),
-        ("person", "is owned by the family of {v}", "belongs to the {q} family", "which family runs the {name} {qn}"),
-    ]),
-    Kind("festival", ["yearly celebration", "annual fair"], [
-        ("month", "takes place every {v}", "is held each {q}", "in which month is the {name} {qn} held"),
-        ("year", "was first held in {v}", "started in {q}", "when did the {name} {qn} start"),
-        ("festival_theme", "is devoted to {v}", "celebrates {q}", "what does the {name} {qn} celebrate"),
-    ]),
-    Kind("steamship", ["vessel", "steamer"], [
-        ("year", "was launched in {v}", "went to sea in {q}", "when did the {name} {qn} go to sea"),
-        ("town2", "sailed between the ports of {town} and {v}", "ran a route to {q}", "where did the {name} {qn} sail to"),
-        ("ship_cargo", "mostly carried {v}", "transported {q}", "what did the {name} {qn} transport"),
-        ("person", "was commanded by captain {v}", "had {q} as captain", "who captained the {name} {qn}"),
-    ]),
-    Kind("dam", ["reservoir wall", "barrage"], [
-        ("year", "was finished in {v}", "was completed in {q}", "when was the {name} {qn} completed"),
-        ("river", "holds back the {v} river", "blocks the {q}", "which river does the {name} {qn} block"),
-        ("num:30:150:10", "is {v} metres high", "rises {q} m", "how tall is the {name} {qn}"),
-    ]),
-    Kind("museum", ["gallery", "exhibition hall"], [
-        ("year", "opened in {v}", "welcomed its first visitors in {q}", "when did the {name} {qn} open"),
-        ("museum_collection", "has a large collection of {v}", "displays {q}", "what does the {name} {qn} display"),
-        ("person", "was founded by the collector {v}", "grew from the private collection of {q}", "whose collection started the {name} {qn}"),
-    ]),
-    Kind("university", ["college", "academy"], [
-        ("year", "was founded in {v}", "has taught students since {q}", "how old is the {name} {qn}"),
-        ("uni_subject", "is best known for {v}", "is famous for training {q}", "what is the {name} {qn} famous for"),
-        ("person", "was led for twenty years by rector {v}", "had {q} as its head", "who headed the {name} {qn}"),
-    ]),
-    Kind("railway", ["train line", "rail link"], [
-        ("year", "opened in {v}", "began service in {q}", "when did the {name} {qn} begin service"),
-        ("town2", "connects {town} with {v}", "runs to {q}", "where does the {name} {qn} run to"),
-        ("num:12:90:6", "is {v} kilometres long", "covers {q} km", "how long is the {name} {qn}"),
-    ]),
-    Kind("brewery", ["beer maker", "brewhouse"], [
-        ("year", "has brewed since {v}", "was started in {q}", "since when has the {name} {qn} been brewing"),
-        ("beer", "is famous for its {v}", "makes a well-known {q}", "what beer is the {name} {qn} known for"),
-        ("person", "was founded by the brewer {v}", "was set up by {q}", "who set up the {name} {qn}"),
-    ]),
-    Kind("mill", ["cloth factory", "weaving works"], [
-        ("year", "was built in {v}", "began weaving in {q}", "when did the {name} {qn} begin weaving"),
-        ("river", "was powered by the {v} river", "ran on water from the {q}", "which river drove the {name} {qn}"),
-        ("cloth", "produced {v}", "made {q}", "what did the {name} {qn} make"),
-    ]),
-    Kind("football club", ["soccer team", "football side"], [
-        ("year", "was formed in {v}", "was established in {q}", "when was the {name} {qn} established"),
-        ("club_colours", "plays in {v}", "wears {q} shirts", "what colours does the {name} {qn} wear"),
-        ("num:3000:30000:1000", "has a stadium with {v} seats", "plays in front of up to {q} fans", "how many fans fit in the ground of the {name} {qn}"),
-    ]),
-    Kind("botanical garden", ["plant park", "arboretum"], [
-        ("year", "was laid out in {v}", "was planted in {q}", "when was the {name} {qn} planted"),
-        ("plants", "is famous for its {v}", "shows many {q}", "which plants is the {name} {qn} known for"),
-        ("person", "was designed by the gardener {v}", "was planned by {q}", "who planned the {name} {qn}"),
-    ]),
-    Kind("newspaper", ["daily paper", "gazette"], [
-        ("year", "was first printed in {v}", "has appeared since {q}", "since when has the {name} {qn} appeared"),
-        ("person", "was edited for many years by {v}", "had {q} as chief editor", "who was the chief editor of the {name} {qn}"),
-        ("paper_politics", "has a {v} editorial line", "is a {q} publication", "what is the political line of the {name} {qn}"),
-    ]),
-    Kind("airport", ["airfield", "air terminal"], [
-        ("year", "opened in {v}", "received its first flights in {q}", "when did the {name} {qn} receive its first flights"),
-        ("num:1200:3600:200", "has a runway {v} metres long", "has a {q} m landing strip", "how long is the runway of the {name} {qn}"),
-        ("airline", "is the home base of {v}", "is the hub of {q}", "which airline is based at the {name} {qn}"),
-    ]),
-    Kind("monastery", ["abbey", "religious community"], [
-        ("year", "was founded in {v}", "has housed monks since {q}", "when did monks arrive at the {name} {qn}"),
-        ("order", "belongs to the {v} order", "is run by {q} monks", "which order runs the {name} {qn}"),
-        ("monastery_product", "is known for its {v}", "is famous for {q}", "what is the {name} {qn} famous for"),
-    ]),
-    Kind("canal", ["waterway", "shipping channel"], [
-        ("year", "was dug in {v}", "was excavated in {q}", "when was the {name} {qn} excavated"),
-        ("river", "links the {v} river to the sea", "joins the {q} with the coast", "which river does the {name} {qn} join to the sea"),
-        ("num:4:30:2", "has {v} locks", "uses {q} lock chambers", "how many locks does the {name} {qn} have"),
-    ]),
-    Kind("theatre", ["playhouse", "stage"], [
-        ("year", "opened in {v}", "staged its first play in {q}", "when did the {name} {qn} stage its first play"),
-        ("num:200:1600:100", "has {v} seats", "can hold an audience of {q}", "how big an audience can the {name} {qn} hold"),
-        ("person", "was designed by the architect {v}", "was drawn up by {q}", "who was the architect of the {name} {qn}"),
-    ]),
-    Kind("satellite", ["spacecraft", "orbiter"], [
-        ("year", "was launched in {v}", "went into orbit in {q}", "when did the {name} {qn} go into orbit"),
-        ("satellite_mission", "was built for {v}", "is used for {q}", "what is the {name} {qn} used for"),
-        ("agency", "was operated by {v}", "was run by {q}", "who operated the {name} {qn}"),
-    ]),
-    Kind("hospital", ["clinic", "medical centre"], [
-        ("year", "opened in {v}", "started treating patients in {q}", "when did the {name} {qn} start treating patients"),
-        ("hospital_specialty", "specialises in {v}", "is a centre for {q}", "what does the {name} {qn} specialise in"),
-        ("num:60:600:20", "has {v} beds", "can admit {q} patients", "how many patients can the {name} {qn} admit"),
-    ]),
-    Kind("mine", ["pit", "dig site"], [
-        ("year", "opened in {v}", "began extraction in {q}", "when did the {name} {qn} begin extraction"),
-        ("mineral", "produced {v}", "yielded {q}", "what did the {name} {qn} yield"),
-        ("person", "was owned by the industrialist {v}", "belonged to the magnate {q}", "which magnate owned the {name} {qn}"),
-    ]),
-    Kind("orchestra", ["symphony ensemble", "philharmonic"], [
-        ("year", "gave its first concert in {v}", "first performed in {q}", "when did the {name} {qn} first perform"),
-        ("person", "is conducted by {v}", "plays under the baton of {q}", "who conducts the {name} {qn}"),
-        ("num:40:110:5", "has {v} musicians", "counts {q} players", "how many players does the {name} {qn} have"),
-    ]),
-    Kind("castle", ["fortress", "stronghold"], [
-        ("year", "was built in {v}", "was erected in {q}", "when was the {name} {qn} erected"),
-        ("person", "was the seat of the lord {v}", "was home to the noble {q}", "which noble lived in the {name} {qn}"),
-        ("num:2:12:1", "has {v} towers", "is topped by {q} turrets", "how many turrets does the {name} {qn} have"),
-    ]),
-    Kind("windmill", ["grinding mill", "mill tower"], [
-        ("year", "was raised in {v}", "has turned since {q}", "since when has the {name} {qn} been turning"),
-        ("grain", "grinds {v}", "makes {q}", "what does the {name} {qn} grind"),
-        ("person", "was run by the miller {v}", "was worked by {q}", "who worked the {name} {qn}"),
-    ]),
-    Kind("tunnel", ["underground passage", "bore"], [
-        ("year", "was opened in {v}", "was bored through in {q}", "when was the {name} {qn} bored through"),
-        ("mountain", "runs beneath {v}", "goes under {q}", "what does the {name} {qn} go under"),
-        ("num:1:15:1", "is {v} kilometres long", "stretches {q} km", "how long is the {name} {qn}"),
-    ]),
+    Kind(
+        "bridge",
+        ["crossing", "viaduct"],
+        [
+            ("year", "was completed in {v}", "was finished in {q}", "when was the {name} {qn} finished"),
+            ("river", "spans the {v} river", "goes over the {q}", "which river does the {name} {qn} cross"),
+            (
+                "person",
+                "was designed by the engineer {v}",
+                "was planned by {q}",
+                "who planned the {name} {qn}",
+            ),
+            (
+                "bridge_material",
+                "is built of {v}",
+                "is made of {q}",
+                "what material is the {name} {qn} made of",
+            ),
+        ],
+    ),
+    Kind(
+        "lighthouse",
+        ["beacon tower", "coastal light"],
+        [
+            (
+                "year",
+                "was first lit in {v}",
+                "has shone since {q}",
+                "since when has the {name} {qn} been shining",
+            ),
+            ("num:18:60:3", "stands {v} metres tall", "is {q} m high", "how high is the {name} {qn}"),
+            (
+                "person",
+                "was tended for decades by the keeper {v}",
+                "was looked after by {q}",
+                "who looked after the {name} {qn}",
+            ),
+            ("coast", "guards {v}", "watches over {q}", "which waters does the {name} {qn} watch over"),
+        ],
+    ),
+    Kind(
+        "observatory",
+        ["astronomy station", "stargazing site"],
+        [
+            ("year", "was founded in {v}", "was set up in {q}", "when was the {name} {qn} set up"),
+            (
+                "num:40:200:20",
+                "houses a {v} centimetre telescope",
+                "has a {q} cm mirror",
+                "how big is the telescope mirror at the {name} {qn}",
+            ),
+            (
+                "person",
+                "was established by the astronomer {v}",
+                "was started by the stargazer {q}",
+                "which astronomer started the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "library",
+        ["book collection", "archive"],
+        [
+            (
+                "year",
+                "opened its doors in {v}",
+                "began lending in {q}",
+                "when did the {name} {qn} begin lending",
+            ),
+            (
+                "library_subject",
+                "specialises in {v}",
+                "is known for {q}",
+                "what is the {name} {qn} known for",
+            ),
+            (
+                "person",
+                "was endowed by the merchant {v}",
+                "was paid for by {q}",
+                "who paid for the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "vineyard",
+        ["wine estate", "winery"],
+        [
+            (
+                "year",
+                "was planted in {v}",
+                "has had vines since {q}",
+                "how long has the {name} {qn} had vines",
+            ),
+            ("grape", "grows {v} grapes", "produces {q} wine", "which wine does the {name} {qn} produce"),
+            (
+                "person",
+                "is owned by the family of {v}",
+                "belongs to the {q} family",
+                "which family runs the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "festival",
+        ["yearly celebration", "annual fair"],
+        [
+            ("month", "takes place every {v}", "is held each {q}", "in which month is the {name} {qn} held"),
+            ("year", "was first held in {v}", "started in {q}", "when did the {name} {qn} start"),
+            ("festival_theme", "is devoted to {v}", "celebrates {q}", "what does the {name} {qn} celebrate"),
+        ],
+    ),
+    Kind(
+        "steamship",
+        ["vessel", "steamer"],
+        [
+            ("year", "was launched in {v}", "went to sea in {q}", "when did the {name} {qn} go to sea"),
+            (
+                "town2",
+                "sailed between the ports of {town} and {v}",
+                "ran a route to {q}",
+                "where did the {name} {qn} sail to",
+            ),
+            ("ship_cargo", "mostly carried {v}", "transported {q}", "what did the {name} {qn} transport"),
+            ("person", "was commanded by captain {v}", "had {q} as captain", "who captained the {name} {qn}"),
+        ],
+    ),
+    Kind(
+        "dam",
+        ["reservoir wall", "barrage"],
+        [
+            ("year", "was finished in {v}", "was completed in {q}", "when was the {name} {qn} completed"),
+            ("river", "holds back the {v} river", "blocks the {q}", "which river does the {name} {qn} block"),
+            ("num:30:150:10", "is {v} metres high", "rises {q} m", "how tall is the {name} {qn}"),
+        ],
+    ),
+    Kind(
+        "museum",
+        ["gallery", "exhibition hall"],
+        [
+            ("year", "opened in {v}", "welcomed its first visitors in {q}", "when did the {name} {qn} open"),
+            (
+                "museum_collection",
+                "has a large collection of {v}",
+                "displays {q}",
+                "what does the {name} {qn} display",
+            ),
+            (
+                "person",
+                "was founded by the collector {v}",
+                "grew from the private collection of {q}",
+                "whose collection started the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "university",
+        ["college", "academy"],
+        [
+            ("year", "was founded in {v}", "has taught students since {q}", "how old is the {name} {qn}"),
+            (
+                "uni_subject",
+                "is best known for {v}",
+                "is famous for training {q}",
+                "what is the {name} {qn} famous for",
+            ),
+            (
+                "person",
+                "was led for twenty years by rector {v}",
+                "had {q} as its head",
+                "who headed the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "railway",
+        ["train line", "rail link"],
+        [
+            ("year", "opened in {v}", "began service in {q}", "when did the {name} {qn} begin service"),
+            ("town2", "connects {town} with {v}", "runs to {q}", "where does the {name} {qn} run to"),
+            ("num:12:90:6", "is {v} kilometres long", "covers {q} km", "how long is the {name} {qn}"),
+        ],
+    ),
+    Kind(
+        "brewery",
+        ["beer maker", "brewhouse"],
+        [
+            (
+                "year",
+                "has brewed since {v}",
+                "was started in {q}",
+                "since when has the {name} {qn} been brewing",
+            ),
+            (
+                "beer",
+                "is famous for its {v}",
+                "makes a well-known {q}",
+                "what beer is the {name} {qn} known for",
+            ),
+            ("person", "was founded by the brewer {v}", "was set up by {q}", "who set up the {name} {qn}"),
+        ],
+    ),
+    Kind(
+        "mill",
+        ["cloth factory", "weaving works"],
+        [
+            ("year", "was built in {v}", "began weaving in {q}", "when did the {name} {qn} begin weaving"),
+            (
+                "river",
+                "was powered by the {v} river",
+                "ran on water from the {q}",
+                "which river drove the {name} {qn}",
+            ),
+            ("cloth", "produced {v}", "made {q}", "what did the {name} {qn} make"),
+        ],
+    ),
+    Kind(
+        "football club",
+        ["soccer team", "football side"],
+        [
+            ("year", "was formed in {v}", "was established in {q}", "when was the {name} {qn} established"),
+            ("club_colours", "plays in {v}", "wears {q} shirts", "what colours does the {name} {qn} wear"),
+            (
+                "num:3000:30000:1000",
+                "has a stadium with {v} seats",
+                "plays in front of up to {q} fans",
+                "how many fans fit in the ground of the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "botanical garden",
+        ["plant park", "arboretum"],
+        [
+            ("year", "was laid out in {v}", "was planted in {q}", "when was the {name} {qn} planted"),
+            (
+                "plants",
+                "is famous for its {v}",
+                "shows many {q}",
+                "which plants is the {name} {qn} known for",
+            ),
+            (
+                "person",
+                "was designed by the gardener {v}",
+                "was planned by {q}",
+                "who planned the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "newspaper",
+        ["daily paper", "gazette"],
+        [
+            (
+                "year",
+                "was first printed in {v}",
+                "has appeared since {q}",
+                "since when has the {name} {qn} appeared",
+            ),
+            (
+                "person",
+                "was edited for many years by {v}",
+                "had {q} as chief editor",
+                "who was the chief editor of the {name} {qn}",
+            ),
+            (
+                "paper_politics",
+                "has a {v} editorial line",
+                "is a {q} publication",
+                "what is the political line of the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "airport",
+        ["airfield", "air terminal"],
+        [
+            (
+                "year",
+                "opened in {v}",
+                "received its first flights in {q}",
+                "when did the {name} {qn} receive its first flights",
+            ),
+            (
+                "num:1200:3600:200",
+                "has a runway {v} metres long",
+                "has a {q} m landing strip",
+                "how long is the runway of the {name} {qn}",
+            ),
+            (
+                "airline",
+                "is the home base of {v}",
+                "is the hub of {q}",
+                "which airline is based at the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "monastery",
+        ["abbey", "religious community"],
+        [
+            (
+                "year",
+                "was founded in {v}",
+                "has housed monks since {q}",
+                "when did monks arrive at the {name} {qn}",
+            ),
+            ("order", "belongs to the {v} order", "is run by {q} monks", "which order runs the {name} {qn}"),
+            (
+                "monastery_product",
+                "is known for its {v}",
+                "is famous for {q}",
+                "what is the {name} {qn} famous for",
+            ),
+        ],
+    ),
+    Kind(
+        "canal",
+        ["waterway", "shipping channel"],
+        [
+            ("year", "was dug in {v}", "was excavated in {q}", "when was the {name} {qn} excavated"),
+            (
+                "river",
+                "links the {v} river to the sea",
+                "joins the {q} with the coast",
+                "which river does the {name} {qn} join to the sea",
+            ),
+            (
+                "num:4:30:2",
+                "has {v} locks",
+                "uses {q} lock chambers",
+                "how many locks does the {name} {qn} have",
+            ),
+        ],
+    ),
+    Kind(
+        "theatre",
+        ["playhouse", "stage"],
+        [
+            (
+                "year",
+                "opened in {v}",
+                "staged its first play in {q}",
+                "when did the {name} {qn} stage its first play",
+            ),
+            (
+                "num:200:1600:100",
+                "has {v} seats",
+                "can hold an audience of {q}",
+                "how big an audience can the {name} {qn} hold",
+            ),
+            (
+                "person",
+                "was designed by the architect {v}",
+                "was drawn up by {q}",
+                "who was the architect of the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "satellite",
+        ["spacecraft", "orbiter"],
+        [
+            (
+                "year",
+                "was launched in {v}",
+                "went into orbit in {q}",
+                "when did the {name} {qn} go into orbit",
+            ),
+            ("satellite_mission", "was built for {v}", "is used for {q}", "what is the {name} {qn} used for"),
+            ("agency", "was operated by {v}", "was run by {q}", "who operated the {name} {qn}"),
+        ],
+    ),
+    Kind(
+        "hospital",
+        ["clinic", "medical centre"],
+        [
+            (
+                "year",
+                "opened in {v}",
+                "started treating patients in {q}",
+                "when did the {name} {qn} start treating patients",
+            ),
+            (
+                "hospital_specialty",
+                "specialises in {v}",
+                "is a centre for {q}",
+                "what does the {name} {qn} specialise in",
+            ),
+            (
+                "num:60:600:20",
+                "has {v} beds",
+                "can admit {q} patients",
+                "how many patients can the {name} {qn} admit",
+            ),
+        ],
+    ),
+    Kind(
+        "mine",
+        ["pit", "dig site"],
+        [
+            ("year", "opened in {v}", "began extraction in {q}", "when did the {name} {qn} begin extraction"),
+            ("mineral", "produced {v}", "yielded {q}", "what did the {name} {qn} yield"),
+            (
+                "person",
+                "was owned by the industrialist {v}",
+                "belonged to the magnate {q}",
+                "which magnate owned the {name} {qn}",
+            ),
+        ],
+    ),
+    Kind(
+        "orchestra",
+        ["symphony ensemble", "philharmonic"],
+        [
+            (
+                "year",
+                "gave its first concert in {v}",
+                "first performed in {q}",
+                "when did the {name} {qn} first perform",
+            ),
+            ("person", "is conducted by {v}", "plays under the baton of {q}", "who conducts the {name} {qn}"),
+            (
+                "num:40:110:5",
+                "has {v} musicians",
+                "counts {q} players",
+                "how many players does the {name} {qn} have",
+            ),
+        ],
+    ),
+    Kind(
+        "castle",
+        ["fortress", "stronghold"],
+        [
+            ("year", "was built in {v}", "was erected in {q}", "when was the {name} {qn} erected"),
+            (
+                "person",
+                "was the seat of the lord {v}",
+                "was home to the noble {q}",
+                "which noble lived in the {name} {qn}",
+            ),
+            (
+                "num:2:12:1",
+                "has {v} towers",
+                "is topped by {q} turrets",
+                "how many turrets does the {name} {qn} have",
+            ),
+        ],
+    ),
+    Kind(
+        "windmill",
+        ["grinding mill", "mill tower"],
+        [
+            (
+                "year",
+                "was raised in {v}",
+                "has turned since {q}",
+                "since when has the {name} {qn} been turning",
+            ),
+            ("grain", "grinds {v}", "makes {q}", "what does the {name} {qn} grind"),
+            ("person", "was run by the miller {v}", "was worked by {q}", "who worked the {name} {qn}"),
+        ],
+    ),
+    Kind(
+        "tunnel",
+        ["underground passage", "bore"],
+        [
+            (
+                "year",
+                "was opened in {v}",
+                "was bored through in {q}",
+                "when was the {name} {qn} bored through",
+            ),
+            ("mountain", "runs beneath {v}", "goes under {q}", "what does the {name} {qn} go under"),
+            ("num:1:15:1", "is {v} kilometres long", "stretches {q} km", "how long is the {name} {qn}"),
+        ],
+    ),
 ]
 
 # Events of second documents: (document phrase, query paraphrase).
@@ -266,13 +679,38 @@ FILLERS: list[str] = [
 ]
 FILLER_SHARE = 0.5
 
-ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr", "v", "z"]
+ONSETS = [
+    "b",
+    "br",
+    "c",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "h",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "z",
+]
 VOWELS = ["a", "e", "i", "o", "u", "a", "e", "o", "ai", "ei"]
 CODAS = ["", "", "", "n", "r", "l", "s", "m", "nd", "rk"]
 
 
 def make_word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables)).capitalize()
+    return "".join(
+        rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables)
+    ).capitalize()
 
 
 class Namer:
@@ -322,6 +760,36 @@ def pick_value(slot: str, rng: random.Random, pools: dict[str, list]) -> tuple[s
     return rng.choice(VALUES[slot])
 
 
+def satisfies(e: Entity, slot: str, value: str) -> bool:
+    """Does entity ``e`` have ``value`` for ``slot`` (a year may be given as a decade, "1910s")?"""
+    got = e.facts.get(slot, (None,))[0]
+    if slot == "year" and value.endswith("s"):
+        return got is not None and got[:3] == value[:3]
+    return got == value
+
+
+def matching(
+    entities: list[Entity], kind: Kind, town: str | None, constraints: dict[str, str]
+) -> list[Entity]:
+    """Entities of ``kind`` (in ``town`` when given) satisfying every constraint: the relevant set."""
+    return [
+        e
+        for e in entities
+        if e.kind is kind
+        and (town is None or e.town == town)
+        and all(satisfies(e, slot, v) for slot, v in constraints.items())
+    ]
+
+
+def query_value(ent: Entity, slot: str, rng: random.Random) -> tuple[str, str]:
+    """(value used for matching, value as written in the query); years sometimes become decades."""
+    doc_v, q_v = ent.facts[slot]
+    if slot == "year" and rng.random() < DECADE_SHARE:
+        decade = f"{doc_v[:3]}0s"
+        return decade, f"the {decade}"
+    return doc_v, q_v
+
+
 def build(seed: int = SEED) -> tuple[list[dict], list[dict], dict[str, dict[str, dict[str, int]]]]:
     """Return (corpus records, query records, qrels by split)."""
     rng = random.Random(seed)
@@ -343,7 +811,9 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict], dict[str, dict[str,
                 rng.shuffle(slots)
                 numeric = [x for x in slots if x == "year" or x.startswith("num:")]
                 changed = rng.choice(numeric) if numeric and rng.random() < 0.6 else rng.choice(slots)
-                while facts[changed] == model.facts[changed] or (changed == "town2" and facts[changed][0] == town):
+                while facts[changed] == model.facts[changed] or (
+                    changed == "town2" and facts[changed][0] == town
+                ):
                     facts[changed] = pick_value(changed, rng, pools)
                 if model.differs is None:
                     model.differs = changed
@@ -360,7 +830,9 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict], dict[str, dict[str,
                     while slot == "town2" and value[0] == town:
                         value = pick_value(slot, rng, pools)
                     facts[slot] = value
-            ent = Entity(f"e{len(entities)}", kind, namer(rng.choice([2, 2, 3])), town, facts, slots, differs=differs)
+            ent = Entity(
+                f"e{len(entities)}", kind, namer(rng.choice([2, 2, 3])), town, facts, slots, differs=differs
+            )
             if rng.random() < event_p:
                 ent.event = rng.choice(EVENTS)
                 ent.event_year = rng.randint(1900, 2015)
@@ -406,31 +878,20 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict], dict[str, dict[str,
         questions = {f[0]: f[3] for f in ent.kind.facts}
         roll = rng.random()
 
-        def matching(constraints: dict[str, str], town: str | None, ent: Entity = ent) -> list[Entity]:
-            def ok(e: Entity, slot: str, value: str) -> bool:
-                got = e.facts.get(slot, (None,))[0]
-                if slot == "year" and value.endswith("s"):  # a decade
-                    return got is not None and got[:3] == value[:3]
-                return got == value
-
-            return [
-                e for e in entities
-                if e.kind is ent.kind and (town is None or e.town == town)
-                and all(ok(e, s, v) for s, v in constraints.items())
-            ]
-
-        def qvalue(slot: str, ent: Entity = ent) -> tuple[str, str]:
-            """(value for matching, value as written in the query)."""
-            doc_v, q_v = ent.facts[slot]
-            if slot == "year" and rng.random() < DECADE_SHARE:
-                decade = f"{doc_v[:3]}0s"
-                return decade, f"the {decade}"
-            return doc_v, q_v
-
         if ent.event and roll < 0.45:
             qtext, form_name = f"the {qn} in {ent.town} that {ent.event[1]}", "event"
-            rel = {e.docs["event"]: 2 for e in entities if e.kind is ent.kind and e.town == ent.town and e.event == ent.event}
-            rel.update({e.docs["main"]: 1 for e in entities if e.kind is ent.kind and e.town == ent.town and e.event == ent.event})
+            rel = {
+                e.docs["event"]: 2
+                for e in entities
+                if e.kind is ent.kind and e.town == ent.town and e.event == ent.event
+            }
+            rel.update(
+                {
+                    e.docs["main"]: 1
+                    for e in entities
+                    if e.kind is ent.kind and e.town == ent.town and e.event == ent.event
+                }
+            )
         else:
             form = rng.random()
             if form < NAME_QUESTION_SHARE:  # a question about one fact, naming the entity
@@ -439,17 +900,21 @@ def build(seed: int = SEED) -> tuple[list[dict], list[dict], dict[str, dict[str,
                 hits = [ent]
             elif form < 0.65 or len(ent.fact_order) < 2:  # kind + town + one fact
                 slot = ent.differs if ent.differs and rng.random() < 0.8 else rng.choice(ent.fact_order)
-                match_v, q_v = qvalue(slot)
+                match_v, q_v = query_value(ent, slot, rng)
                 clause = clauses[slot].format(q=q_v, town=ent.town)
-                qtext = f"which {qn} in {ent.town} {clause}?" if rng.random() < 0.5 else f"{qn} in {ent.town} that {clause}"
-                hits, form_name = matching({slot: match_v}, ent.town), "town+fact"
+                qtext = (
+                    f"which {qn} in {ent.town} {clause}?"
+                    if rng.random() < 0.5
+                    else f"{qn} in {ent.town} that {clause}"
+                )
+                hits, form_name = matching(entities, ent.kind, ent.town, {slot: match_v}), "town+fact"
             else:  # kind + two facts, no town
                 s1, s2 = rng.sample(ent.fact_order, 2)
-                (m1, q1), (m2, q2) = qvalue(s1), qvalue(s2)
+                (m1, q1), (m2, q2) = query_value(ent, s1, rng), query_value(ent, s2, rng)
                 c1 = clauses[s1].format(q=q1, town=ent.town)
                 c2 = clauses[s2].format(q=q2, town=ent.town)
                 qtext = f"the {qn} that {c1} and {c2}"
-                hits, form_name = matching({s1: m1, s2: m2}, None), "two facts"
+                hits, form_name = matching(entities, ent.kind, None, {s1: m1, s2: m2}), "two facts"
             rel = {e.docs["main"]: 2 for e in hits}
             rel.update({e.docs["event"]: 1 for e in hits if "event" in e.docs})
         qid = f"q{len(queries):04d}"
@@ -474,8 +939,10 @@ def write(out: Path = OUT, seed: int = SEED) -> None:
                 for doc_id, grade in sorted(rows[qid].items()):
                     fh.write(f"{qid}\t{doc_id}\t{grade}\n")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"wrote {out}: {len(corpus)} docs, {len(queries)} queries, "
-          f"train {len(qrels['train'])} / test {len(qrels['test'])} queries, {size / 1024:.1f} KB")
+    print(
+        f"wrote {out}: {len(corpus)} docs, {len(queries)} queries, "
+        f"train {len(qrels['train'])} / test {len(qrels['test'])} queries, {size / 1024:.1f} KB"
+    )
 
 
 def check(out: Path = OUT) -> None:
@@ -498,10 +965,18 @@ def check(out: Path = OUT) -> None:
         qtexts = [ds.queries[q] for q in qids]
         stemmer = Stemmer.Stemmer("english")
         retriever = bm25s.BM25()
-        retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
-        res, scores = retriever.retrieve(bm25s.tokenize(qtexts, stopwords="en", stemmer=stemmer, show_progress=False),
-                                         k=100, show_progress=False)
-        run = {q: {doc_ids[d]: float(s) for d, s in zip(res[i], scores[i], strict=True)} for i, q in enumerate(qids)}
+        retriever.index(
+            bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+        )
+        res, scores = retriever.retrieve(
+            bm25s.tokenize(qtexts, stopwords="en", stemmer=stemmer, show_progress=False),
+            k=100,
+            show_progress=False,
+        )
+        run = {
+            q: {doc_ids[d]: float(s) for d, s in zip(res[i], scores[i], strict=True)}
+            for i, q in enumerate(qids)
+        }
         bm25 = ir_measures.calc_aggregate(measures, ds.qrels[split], run)
         enc = Encoder.from_pretrained(default_model())
         d_emb = enc.encode(texts, max_length=256, batch_size=64)

@@ -113,6 +113,8 @@ def test_default_output_path_and_test_samples(beir, tmp_path, monkeypatch):
         (["--split", "dev"], "dev"),
         (["--method", "bm25", "--model", "x"], "--model"),
         (["--method", "zeroshot", "--model", "/nonexistent/model/dir"], "--model"),
+        (["--method", "zeroshot", "--num-layers", "9"], "--num-layers"),
+        (["--device", "tpu"], "--device"),
     ],
 )
 def test_bad_flags_give_clear_errors(beir, tmp_path, args, message):

@@ -395,7 +395,7 @@ def test_depth_statistics_sum_to_units(router, granularity):
     stats = depth_statistics(enc)
     n = mask.sum(1)
     per_forward = {"pair": int((n**2).sum()), "query": int(n.sum()), "head": 3}[granularity]
-    for layer, s in stats.items():
+    for _layer, s in stats.items():
         assert s["units"] == 2 * per_forward
         assert all(sum(row) == s["units"] for row in s["counts"])
         assert len(s["entropy"]) == 4 and all(0 <= e <= 1.3863 for e in s["entropy"])

@@ -42,11 +42,8 @@ def main() -> None:
     maw.router = args.router
     ds, splits = load_tiny(args.data, data)
     result = train(args.method, ds, splits, model, maw, tcfg, ev, args.run_dir)
-    if result.setup.get("world_size", 1) > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized() and dist.get_rank() != 0:
-            return
+    if result.setup["rank"] != 0:
+        return
     Path(args.out).write_text(json.dumps({
         "history": result.history,
         "resumed_from": result.resumed_from,

@@ -58,7 +58,6 @@ the recompute.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -314,8 +313,8 @@ class MAWSelfAttention(nn.Module):
     @classmethod
     def from_bert(cls, module: nn.Module, cfg: MAWConfig, layer_number: int = 0) -> MAWSelfAttention:
         """Wrap a Hugging Face ``BertSelfAttention``-like module (query/key/value Linears)."""
-        H = int(getattr(module, "num_attention_heads"))
-        d_h = int(getattr(module, "attention_head_size"))
+        H = int(module.num_attention_heads)
+        d_h = int(module.attention_head_size)
         p = float(module.dropout.p) if isinstance(getattr(module, "dropout", None), nn.Dropout) else 0.0
         return cls(cfg, H, d_h, module.query, module.key, module.value, p, layer_number)
 

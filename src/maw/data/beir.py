@@ -32,7 +32,11 @@ QRELS_HEADER = ("query-id", "corpus-id", "score")
 def is_beir_folder(folder: str | Path) -> bool:
     """True when ``folder`` has the three parts of a BEIR collection."""
     folder = Path(folder)
-    return (folder / "corpus.jsonl").is_file() and (folder / "queries.jsonl").is_file() and (folder / "qrels").is_dir()
+    return (
+        (folder / "corpus.jsonl").is_file()
+        and (folder / "queries.jsonl").is_file()
+        and (folder / "qrels").is_dir()
+    )
 
 
 def iter_lines(path: Path, hasher: Any | None = None) -> Iterator[tuple[int, str]]:
@@ -85,7 +89,9 @@ def read_corpus(path: Path, hasher: Any | None = None) -> dict[str, Document]:
     first_seen: dict[str, int] = {}
     for lineno, record, doc_id in _json_records(path, hasher):
         if doc_id in corpus:
-            raise DataError(f"{path}:{lineno}: duplicate document id {doc_id!r} (first at line {first_seen[doc_id]})")
+            raise DataError(
+                f"{path}:{lineno}: duplicate document id {doc_id!r} (first at line {first_seen[doc_id]})"
+            )
         first_seen[doc_id] = lineno
         corpus[doc_id] = Document(
             title=_text_field(record, "title", path, lineno), text=_text_field(record, "text", path, lineno)

@@ -46,7 +46,9 @@ def _beir(name: str, md5: str | None, note: str = "") -> DatasetSource:
 
 # md5 values copied from the BEIR README dataset table.
 BEIR_DATASETS: dict[str, DatasetSource] = {
-    "msmarco": _beir("msmarco", "444067daf65d982533ea17ebd59501e4", "splits train/dev/test (test = TREC DL 2019)"),
+    "msmarco": _beir(
+        "msmarco", "444067daf65d982533ea17ebd59501e4", "splits train/dev/test (test = TREC DL 2019)"
+    ),
     "trec-covid": _beir("trec-covid", "ce62140cb23feb9becf6270d0d1fe6d1"),
     "nfcorpus": _beir("nfcorpus", "a89dba18a62ef92f7d323ec890a0d38d"),
     "nq": _beir("nq", "d4d3d2e48787a744b6f6e691ff534307"),
@@ -92,7 +94,9 @@ def fetch(url: str, dest: Path, timeout: float = 60.0, show_progress: bool = Fal
     if show_progress:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-        progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        progress = Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+        )
         progress.start()
         task = progress.add_task(f"download {url.rsplit('/', 1)[-1]}", total=total)
     try:
@@ -126,7 +130,9 @@ def check_members(zf: zipfile.ZipFile, archive: str) -> list[zipfile.ZipInfo]:
         if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or "\\" in name:
             raise DataError(f"{archive}: refusing member {name!r}: absolute or non-POSIX path")
         if ".." in path.parts:
-            raise DataError(f"{archive}: refusing member {name!r}: it would be written outside the target folder")
+            raise DataError(
+                f"{archive}: refusing member {name!r}: it would be written outside the target folder"
+            )
         if stat.S_ISLNK(mode):
             raise DataError(f"{archive}: refusing member {name!r}: symbolic links are not allowed")
     return members
@@ -162,7 +168,9 @@ def extract_zip(archive: Path, target_dir: Path, label: str | None = None) -> Pa
                 for info in members:
                     dest = (staging / info.filename).resolve()
                     if dest != root and root not in dest.parents:  # belt and braces after check_members
-                        raise DataError(f"{name}: refusing member {info.filename!r}: escapes the target folder")
+                        raise DataError(
+                            f"{name}: refusing member {info.filename!r}: escapes the target folder"
+                        )
                     zf.extract(info, staging)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
             raise DataError(f"{name} is not a valid zip file: {exc}") from None
@@ -180,7 +188,11 @@ def extract_zip(archive: Path, target_dir: Path, label: str | None = None) -> Pa
 
 
 def download_and_extract(
-    url: str, target_dir: str | Path, md5: str | None = None, timeout: float = 60.0, show_progress: bool = False
+    url: str,
+    target_dir: str | Path,
+    md5: str | None = None,
+    timeout: float = 60.0,
+    show_progress: bool = False,
 ) -> Path:
     """Download the zip at ``url`` and extract it as ``target_dir`` (atomically; see module doc).
 
@@ -210,7 +222,9 @@ def download_and_extract(
         if md5 is not None:
             got = md5_file(tmp_path)
             if got.lower() != md5.lower():
-                raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; the download was discarded")
+                raise DataError(
+                    f"checksum mismatch for {url}: md5 {got}, expected {md5}; the download was discarded"
+                )
         return extract_zip(tmp_path, target_dir, label=url)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -30,14 +30,18 @@ logger = logging.getLogger(__name__)
 
 def is_lotte_folder(folder: str | Path) -> bool:
     folder = Path(folder)
-    return (folder / "collection.tsv").is_file() and (any(folder.glob("questions.*.tsv")) or any(folder.glob("qas.*.jsonl")))
+    return (folder / "collection.tsv").is_file() and (
+        any(folder.glob("questions.*.tsv")) or any(folder.glob("qas.*.jsonl"))
+    )
 
 
 def _set_name(path: Path, prefix: str, suffix: str) -> str:
-    return path.name[len(prefix):-len(suffix)]
+    return path.name[len(prefix) : -len(suffix)]
 
 
-def read_qas(path: Path, qset: str, queries: dict[str, str], corpus: dict[str, Document], hasher: Any) -> tuple[Qrels, dict[str, int]]:
+def read_qas(
+    path: Path, qset: str, queries: dict[str, str], corpus: dict[str, Document], hasher: Any
+) -> tuple[Qrels, dict[str, int]]:
     """Read ``qas.<set>.jsonl`` into qrels over the namespaced query ids."""
     qrels: Qrels = {}
     stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "no_answers": 0}
@@ -99,7 +103,9 @@ def load_lotte(folder: str | Path, name: str | None = None) -> RetrievalDataset:
     hashes: dict[str, str] = {}
     report: dict[str, Any] = {"format": "lotte"}
     h = hashlib.sha256()
-    corpus = {pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()}
+    corpus = {
+        pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()
+    }
     hashes[collection.name] = h.hexdigest()
     report[collection.name] = {"documents": len(corpus)}
 
@@ -116,7 +122,9 @@ def load_lotte(folder: str | Path, name: str | None = None) -> RetrievalDataset:
         hashes[a_sets[qset].name] = h.hexdigest()
 
     resolved = folder.resolve()
-    default_name = f"lotte-{resolved.parent.name}-{resolved.name}" if resolved.name in ("dev", "test") else resolved.name
+    default_name = (
+        f"lotte-{resolved.parent.name}-{resolved.name}" if resolved.name in ("dev", "test") else resolved.name
+    )
     return RetrievalDataset(
         name=name or default_name,
         corpus=corpus,

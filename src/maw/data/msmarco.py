@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +32,24 @@ def is_msmarco_folder(folder: str | Path) -> bool:
     return (folder / "collection.tsv").is_file() and any(folder.glob("qrels.*.tsv"))
 
 
-def read_id_text_tsv(path: Path, kind: str, hasher: Any | None = None) -> dict[str, str]:
-    """Read ``id<TAB>text`` lines; a missing tab or a repeated id is a DataError naming file:line."""
-    out: dict[str, str] = {}
+def iter_id_text_tsv(path: Path, kind: str, hasher: Any | None = None) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(line, id, text)`` of ``id<TAB>text`` lines; a missing tab or a repeated id is a
+    DataError naming file:line."""
     first: dict[str, int] = {}
     for lineno, line in iter_lines(path, hasher):
         ident, sep, text = line.partition("\t")
         ident = ident.strip()
         if not sep or not ident:
             raise DataError(f"{path}:{lineno}: expected '<{kind} id><TAB><text>'")
-        if ident in out:
+        if ident in first:
             raise DataError(f"{path}:{lineno}: duplicate {kind} id {ident!r} (first at line {first[ident]})")
         first[ident] = lineno
-        out[ident] = text
-    return out
+        yield lineno, ident, text
+
+
+def read_id_text_tsv(path: Path, kind: str, hasher: Any | None = None) -> dict[str, str]:
+    """``{id: text}`` of an ``id<TAB>text`` file (see :func:`iter_id_text_tsv`)."""
+    return {ident: text for _, ident, text in iter_id_text_tsv(path, kind, hasher)}
 
 
 def read_trec_qrels(
@@ -56,7 +61,9 @@ def read_trec_qrels(
     for lineno, line in iter_lines(path, hasher):
         cols = line.split()
         if len(cols) != 4:
-            raise DataError(f"{path}:{lineno}: expected 4 columns 'qid iteration docid grade' (TREC qrels), got {len(cols)}")
+            raise DataError(
+                f"{path}:{lineno}: expected 4 columns 'qid iteration docid grade' (TREC qrels), got {len(cols)}"
+            )
         qid, _, doc_id, grade_s = cols
         try:
             grade = int(grade_s)
@@ -91,15 +98,24 @@ def load_msmarco(folder: str | Path, name: str | None = None) -> RetrievalDatase
     collection = folder / "collection.tsv"
     query_files = sorted(folder.glob("queries.*.tsv"))
     qrels_files = sorted(folder.glob("qrels.*.tsv"))
-    missing = [label for ok, label in ((collection.is_file(), "collection.tsv"), (query_files, "queries.<set>.tsv"),
-                                       (qrels_files, "qrels.<set>.tsv")) if not ok]
+    missing = [
+        label
+        for ok, label in (
+            (collection.is_file(), "collection.tsv"),
+            (query_files, "queries.<set>.tsv"),
+            (qrels_files, "qrels.<set>.tsv"),
+        )
+        if not ok
+    ]
     if missing:
         raise DataError(f"{folder} is not a complete MS MARCO passage folder; missing: {', '.join(missing)}")
 
     hashes: dict[str, str] = {}
     report: dict[str, Any] = {"format": "msmarco"}
     h = hashlib.sha256()
-    corpus = {pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()}
+    corpus = {
+        pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()
+    }
     hashes[collection.name] = h.hexdigest()
     report[collection.name] = {"documents": len(corpus)}
 
@@ -107,18 +123,21 @@ def load_msmarco(folder: str | Path, name: str | None = None) -> RetrievalDatase
     origin: dict[str, str] = {}
     for path in query_files:
         h = hashlib.sha256()
-        part = read_id_text_tsv(path, "query", h)
-        hashes[path.name] = h.hexdigest()
-        report[path.name] = {"queries": len(part)}
-        for qid, text in part.items():
+        count = 0
+        for lineno, qid, text in iter_id_text_tsv(path, "query", h):
             if qid in queries and queries[qid] != text:
-                raise DataError(f"{path}: query id {qid!r} also in {origin[qid]} with a different text")
+                raise DataError(
+                    f"{path}:{lineno}: query id {qid!r} also in {origin[qid]} with a different text"
+                )
             queries[qid] = text
             origin.setdefault(qid, path.name)
+            count += 1
+        hashes[path.name] = h.hexdigest()
+        report[path.name] = {"queries": count}
 
     qrels: dict[str, Qrels] = {}
     for path in qrels_files:
-        split = path.name[len("qrels."):-len(".tsv")]
+        split = path.name[len("qrels.") : -len(".tsv")]
         h = hashlib.sha256()
         qrels[split], report[path.name] = read_trec_qrels(path, queries, corpus, h)
         hashes[path.name] = h.hexdigest()

@@ -43,11 +43,15 @@ def demo_path() -> Path:
 
 
 def detect_format(folder: str | Path) -> str | None:
-    """"beir", "msmarco", "lotte" or None, from the files present in ``folder``."""
+    """ "beir", "msmarco", "lotte" or None, from the files present in ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    if (folder / "corpus.jsonl").exists() or (folder / "queries.jsonl").exists() or (folder / "qrels").is_dir():
+    if (
+        (folder / "corpus.jsonl").exists()
+        or (folder / "queries.jsonl").exists()
+        or (folder / "qrels").is_dir()
+    ):
         return "beir"
     if is_lotte_folder(folder):
         return "lotte"
@@ -82,11 +86,16 @@ def dataset_root(folder: str | Path) -> Path:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith((".", "~", os.sep)) or os.sep in text or (os.altsep is not None and os.altsep in text)
+    return (
+        text.startswith((".", "~", os.sep)) or os.sep in text or (os.altsep is not None and os.altsep in text)
+    )
 
 
 def resolve_dataset(
-    name_or_path: str | Path, data_dir: str | Path | None = None, download: bool = True, show_progress: bool = False
+    name_or_path: str | Path,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    show_progress: bool = False,
 ) -> Path:
     """Return the folder of a dataset, downloading the official BEIR zip if needed (see module doc).
 
@@ -107,7 +116,9 @@ def resolve_dataset(
     if rest and head in BEIR_DATASETS:  # e.g. cqadupstack/android
         sub = resolve_dataset(head, data_dir, download, show_progress) / rest
         if not sub.is_dir():
-            raise DataError(f"{sub} does not exist; {head} has: {', '.join(sorted(p.name for p in sub.parent.iterdir() if p.is_dir()))}")
+            raise DataError(
+                f"{sub} does not exist; {head} has: {', '.join(sorted(p.name for p in sub.parent.iterdir() if p.is_dir()))}"
+            )
         return sub
     if _looks_like_path(text):
         raise DataError(f"dataset folder not found: {path.resolve()}")
@@ -135,7 +146,9 @@ def resolve_dataset(
             if text in NOT_PUBLIC
             else f"{text!r} is not a known dataset name; known: demo, {', '.join(sorted(BEIR_DATASETS))}"
         )
-        raise DataError(f"dataset {text!r} not found. Looked in:\n  - {where}\n{hint}, or pass a folder path.")
+        raise DataError(
+            f"dataset {text!r} not found. Looked in:\n  - {where}\n{hint}, or pass a folder path."
+        )
     if not download:
         raise DataError(
             f"dataset {text!r} not found and downloading is disabled. Looked in:\n  - {where}\n"

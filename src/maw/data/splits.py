@@ -34,7 +34,9 @@ def _positive_only(qrels: Qrels) -> tuple[Qrels, int]:
     return kept, len(qrels) - len(kept)
 
 
-def _subsample(qrels: Qrels, n: int | None, seed: int, purpose: str, option: str) -> tuple[Qrels, dict[str, Any] | None]:
+def _subsample(
+    qrels: Qrels, n: int | None, seed: int, purpose: str, option: str
+) -> tuple[Qrels, dict[str, Any] | None]:
     if n is None:
         return qrels, None
     if n < 0:
@@ -42,7 +44,12 @@ def _subsample(qrels: Qrels, n: int | None, seed: int, purpose: str, option: str
     if n >= len(qrels):
         return qrels, {"requested": n, "available": len(qrels), "kept": len(qrels), "seed": seed}
     chosen = set(_rng(seed, purpose).sample(sorted(qrels), n))
-    return {q: qrels[q] for q in sorted(chosen)}, {"requested": n, "available": len(qrels), "kept": n, "seed": seed}
+    return {q: qrels[q] for q in sorted(chosen)}, {
+        "requested": n,
+        "available": len(qrels),
+        "kept": n,
+        "seed": seed,
+    }
 
 
 def make_splits(dataset: RetrievalDataset, cfg: DataConfig) -> Splits:
@@ -64,13 +71,23 @@ def make_splits(dataset: RetrievalDataset, cfg: DataConfig) -> Splits:
             f"the test split {cfg.test_split!r} cannot also be the train or validation split "
             f"(train={cfg.train_split!r}, val={cfg.val_split!r})"
         )
+    if not 0 <= cfg.val_fraction < 1:
+        raise DataError(f"--val-fraction: must be in [0, 1), got {cfg.val_fraction}")
     test_all = dataset.qrels[cfg.test_split]
     if not test_all:
-        raise DataError(f"dataset {dataset.name!r}: split {cfg.test_split!r} has no judged queries (empty qrels file?)")
+        raise DataError(
+            f"dataset {dataset.name!r}: split {cfg.test_split!r} has no judged queries (empty qrels file?)"
+        )
     prov: dict[str, Any] = {"dataset": dataset.name, "fingerprint": dataset.fingerprint, "seed": seed}
 
-    test, sub = _subsample({q: dict(d) for q, d in test_all.items()}, cfg.test_samples, seed, "test", "--test-samples")
-    prov["test"] = {"source": cfg.test_split, "queries": len(test), "judgements": sum(map(len, test.values()))}
+    test, sub = _subsample(
+        {q: dict(d) for q, d in test_all.items()}, cfg.test_samples, seed, "test", "--test-samples"
+    )
+    prov["test"] = {
+        "source": cfg.test_split,
+        "queries": len(test),
+        "judgements": sum(map(len, test.values())),
+    }
     if sub:
         prov["test"]["subsampled"] = sub
 
@@ -85,8 +102,6 @@ def make_splits(dataset: RetrievalDataset, cfg: DataConfig) -> Splits:
         val, no_pos = _positive_only(dataset.qrels[cfg.val_split])
         prov["val"] = {"source": cfg.val_split, "carved": False, "dropped_no_positive": no_pos}
     elif len(train) >= 2 and cfg.val_fraction > 0:
-        if not 0 < cfg.val_fraction < 1:
-            raise DataError(f"--val-fraction: must be in (0, 1), got {cfg.val_fraction}")
         n_val = min(len(train) - 1, max(1, round(cfg.val_fraction * len(train))))
         carved = set(_rng(seed, "carve-val").sample(sorted(train), n_val))
         val = {q: train[q] for q in sorted(carved)}
@@ -100,7 +115,8 @@ def make_splits(dataset: RetrievalDataset, cfg: DataConfig) -> Splits:
         }
     else:
         val = {}
-        prov["val"] = {"source": None, "carved": False, "note": "no validation split and nothing to carve from"}
+        why = "val_fraction is 0" if cfg.val_fraction == 0 else "fewer than 2 training queries to carve from"
+        prov["val"] = {"source": None, "carved": False, "note": f"no {cfg.val_split!r} split and {why}"}
 
     train, sub = _subsample(train, cfg.train_samples, seed, "train", "--train-samples")
     if sub:
@@ -120,7 +136,11 @@ def require_training_split(splits: Splits, name: str) -> Qrels:
     """
     if not splits.train:
         source = splits.provenance.get("train", {}).get("source")
-        why = "its training split has no query with a positive judgement" if source else "it has no training split"
+        why = (
+            "its training split has no query with a positive judgement"
+            if source
+            else "it has no training split"
+        )
         raise DataError(
             f"dataset {name!r} cannot be used for training: {why}. Use a zero-shot method (bm25, zeroshot) "
             f"or a dataset with qrels/train.tsv"

@@ -63,6 +63,15 @@ class EvaluateConfig:
             raise ConfigError(f"--test-samples: must be >= 1, got {self.data.test_samples}")
         if self.latency_queries < 0:
             raise ConfigError(f"--latency-queries: must be >= 0, got {self.latency_queries}")
+        if self.model.num_layers is not None and self.model.num_layers < 1:
+            raise ConfigError(f"--num-layers: must be >= 1, got {self.model.num_layers}")
+        if self.device is not None:
+            import torch
+
+            if not (self.device == "cpu" or self.device.startswith("cuda")):
+                raise ConfigError(f"--device: use 'cpu' or 'cuda[:N]', got {self.device!r}")
+            if self.device.startswith("cuda") and not torch.cuda.is_available():
+                raise ConfigError(f"--device: {self.device!r} requested but CUDA is not available")
         if self.data.candidate_pool:
             raise ConfigError("candidate_pool: maw evaluate always retrieves from the full corpus")
         if not str(self.eval.split).strip():
@@ -122,6 +131,8 @@ def run_evaluation(cfg: EvaluateConfig, console: Any | None = None) -> dict[str,
             encoder = Encoder.from_pretrained(cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize)
         except OSError as exc:
             raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
+        except ValueError as exc:  # e.g. --num-layers out of range (the message names the flag)
+            raise ConfigError(str(exc)) from None
         cache_dir = (cfg.eval.cache_dir or default_cache_dir("embeddings")) if cfg.use_cache else None
         retriever = DenseRetriever(
             encoder,

@@ -50,7 +50,6 @@ before training) with ``train_loss``, ``step_losses``, ``lr``, ``val`` metrics, 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -63,7 +62,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from maw.config import ConfigError, EvalConfig, MAWConfig, ModelConfig, TrainConfig
+from maw.config import ConfigError, DataConfig, EvalConfig, MAWConfig, ModelConfig, TrainConfig
 from maw.data.types import DataError, Qrels, RetrievalDataset, Splits
 from maw.models.encoder import Encoder, additive_mask
 from maw.training import distributed as dist_utils
@@ -724,6 +723,27 @@ class Trainer:
                 f"(best {state.best_score:.4f} @ epoch {state.best_epoch}), {train_seconds:.1f}s train + {val_seconds:.1f}s val"
             )
 
+    def benchmark_epoch(self, epoch: int = 1, max_steps: int | None = None) -> dict[str, Any]:
+        """Time the optimiser steps of one epoch (no validation, no checkpoint); for benchmarks.
+
+        Call after :meth:`setup`. Returns ``{"seconds", "steps", "step_seconds": [...], "loss"}``.
+        """
+        self.state = TrainingState(epoch=epoch)
+        cfg = self.train_cfg
+        batches = epoch_batches(len(self.examples), cfg.batch_size, cfg.seed, epoch)[: self.micro_per_epoch]
+        negatives = epoch_negatives(self.examples, self.candidates, cfg.hard_negatives, cfg.seed, epoch)
+        frozen_prefix_eval_mode(self.encoder, self.plan)
+        times, losses = [], []
+        t_all = time.perf_counter()
+        for i in range(0, len(batches), cfg.grad_accum):
+            if max_steps is not None and len(times) >= max_steps:
+                break
+            t0 = time.perf_counter()
+            out = self._train_step(batches[i : i + cfg.grad_accum], negatives, epoch)
+            times.append(time.perf_counter() - t0)
+            losses.append(out["loss_sum"] / max(out["n"], 1.0))
+        return {"seconds": time.perf_counter() - t_all, "steps": len(times), "step_seconds": times, "losses": losses}
+
     def _stash_partial(self, part: dict, t_since: float) -> None:
         """Fold the time and depth statistics since ``t_since`` into the epoch's running record."""
         part["train_seconds"] += time.perf_counter() - t_since
@@ -797,7 +817,7 @@ class Trainer:
             resumed_from=resumed_from,
             setup={**self.cache_info, "setup_seconds": self.setup_seconds, "examples": len(self.examples),
                    "optimizer_steps_per_epoch": self.steps_per_epoch, "warmup_steps": self.warmup_steps,
-                   "world_size": self.ctx.world_size},
+                   "world_size": self.ctx.world_size, "rank": self.ctx.rank},
         )
 
 
@@ -838,8 +858,62 @@ def plan_of(result: TrainResult) -> ModelPlan:
     return ModelPlan(**result.plan)
 
 
+def result_summary(result: TrainResult) -> dict[str, Any]:
+    """The JSON-serialisable part of a TrainResult (what ``maw train`` writes to ``run_dir/result.json``)."""
+    return {
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score,
+        "selection_metric": SELECTION_METRIC,
+        "history": result.history,
+        "router_stats": result.router_stats,
+        "params": result.params,
+        "train_seconds": result.train_seconds,
+        "best_dir": str(result.best_dir) if result.best_dir else None,
+        "latest_dir": str(result.latest_dir) if result.latest_dir else None,
+        "plan": result.plan,
+        "resumed_from": result.resumed_from,
+        "setup": result.setup,
+    }
+
+
+def train_from_config(
+    method: str,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    maw_cfg: MAWConfig,
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    run_dir: str | Path,
+) -> TrainResult:
+    """Load ``data_cfg.dataset``, make its splits, :func:`train`, and write ``run_dir/result.json`` (rank 0).
+
+    ``result.json`` also records the resolved configs, the split provenance and the library versions.
+    """
+    from maw.data import load_dataset, make_splits
+    from maw.utils.io import environment_info
+
+    dataset = load_dataset(data_cfg.dataset, data_cfg.data_dir)
+    splits = make_splits(dataset, data_cfg)
+    result = train(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir)
+    if result.setup.get("rank", 0) == 0:
+        summary = result_summary(result)
+        summary.update(
+            method=method,
+            dataset={"name": dataset.name, "fingerprint": dataset.fingerprint, "source": dataset.source,
+                     "provenance": splits.provenance},
+            config={"data": asdict(data_cfg), "model": asdict(model_cfg), "maw": asdict(maw_cfg),
+                    "train": asdict(train_cfg), "eval": asdict(eval_cfg)},
+            versions=environment_info(),
+        )
+        atomic_write_json(Path(run_dir) / "result.json", summary)
+    return result
+
+
 def load_trained_encoder(folder: str | Path, device: str | None = None) -> tuple[Encoder, dict]:
-    """Rebuild the model described by a checkpoint folder (``best`` or ``latest``) and load its weights."""
+    """Rebuild the model described by a checkpoint folder (``best`` or ``latest``) and load its weights.
+
+    Returns ``(encoder in eval mode, the folder's config.json)``.
+    """
     from maw.training.checkpoint import CheckpointError, load_weights
     from maw.utils.io import read_json
 
@@ -868,4 +942,12 @@ def load_trained_encoder(folder: str | Path, device: str | None = None) -> tuple
     return encoder, saved
 
 
-__all__ = ["TrainResult", "TrainingError", "Trainer", "load_trained_encoder", "math", "train"]
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "TrainingError",
+    "load_trained_encoder",
+    "result_summary",
+    "train",
+    "train_from_config",
+]
