@@ -134,37 +134,36 @@ def _bias_from_valid(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def depth_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """q (B, H, D, T, g), k (B, H, D, Lk, g) -> S (B, H, D, T, Lk)."""
+def depth_scores(q: torch.Tensor, kT: torch.Tensor) -> torch.Tensor:
+    """q (B, H, D, T, g), kT (B, H, D, g, Lk) -> S (B, H, D, T, Lk)."""
     if q.shape[-1] == 1:
-        return q * k.transpose(-1, -2)  # outer product, cheaper than a K=1 matmul
-    return torch.matmul(q, k.transpose(-1, -2))
+        return q * kT  # outer product, cheaper than a K=1 matmul
+    return torch.matmul(q, kT)
 
 
-def _entropy(logp: torch.Tensor, dim: int) -> torch.Tensor:
-    return -(logp.exp() * logp).sum(dim)
+def entropy_from_logits(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """Entropy (nats) of softmax(z) along ``dim``: ``logsumexp(z) - sum softmax(z) * z``."""
+    return torch.logsumexp(z, dim) - (torch.softmax(z, dim) * z).sum(dim)
 
 
 class _Summaries:
     """Per-tile sums for statistics (no grad) and records (grad to the router); added across tiles."""
 
     @staticmethod
-    def stats(stat_logits: torch.Tensor, choice: torch.Tensor, unit_mask: torch.Tensor, dim: int, depth: int):
+    def stats(choice: torch.Tensor, ent: torch.Tensor, unit_mask: torch.Tensor, depth: int):
         """Counts (H, D), entropy sum (H,), units per head () over valid units. No gradient.
 
-        stat_logits: logits with depth on ``dim``; choice: same without it, (B, H, ...);
-        unit_mask: broadcastable to ``choice`` (B, 1, ...) bool.
+        choice (long), ent: per routing unit, (B, H, ...); unit_mask: (B, 1, ...) bool.
         """
         with torch.no_grad():
             H = choice.shape[1]
-            mask = unit_mask.expand_as(choice)
-            ent = _entropy(torch.log_softmax(stat_logits.float(), dim), dim)  # (B, H, ...)
-            m = mask.to(ent.dtype)
+            m = unit_mask.to(ent.dtype)
             red = [i for i in range(ent.dim()) if i != 1]
             ent_sum = (ent * m).sum(red)
             hoff = torch.arange(H, device=choice.device).view(1, H, *([1] * (choice.dim() - 2))) * depth
-            counts = torch.bincount((choice + hoff).flatten(), weights=m.flatten(), minlength=H * depth)
-            units = unit_mask.to(torch.float64).sum()  # unit_mask has a singleton head axis
+            weights = m.expand_as(ent).flatten()
+            counts = torch.bincount((choice + hoff).flatten(), weights=weights, minlength=H * depth)
+            units = m.sum()  # unit_mask has a singleton head axis: units per head
             return counts.view(H, depth).to(torch.float64), ent_sum.to(torch.float64), units.to(torch.float64)
 
     @staticmethod
@@ -177,14 +176,15 @@ class _Summaries:
         red = tuple(range(1, m.dim()))
         lp_a = logp.gather(dim, choice.unsqueeze(dim)).squeeze(dim)
         sum_lp_a = (lp_a * m).sum(red)
-        sum_ent = (_entropy(logp, dim) * m).sum(red)
+        p = logp.exp()
+        sum_ent = (-(p * logp).sum(dim) * m).sum(red)
         md = m.unsqueeze(dim)
         red_d = tuple(i for i in range(1, logp.dim()) if i != dim)
         sum_lp_depth = (logp * md).sum(red_d)  # (B, D)
         sum_kl = None
         if ref_logits is not None:
             ref_lp = torch.log_softmax(ref_logits, dim)
-            kl = (logp.exp() * (logp - ref_lp)).sum(dim)
+            kl = (p * (logp - ref_lp)).sum(dim)
             sum_kl = (kl * m).sum(red)
         return sum_lp_a, sum_ent, sum_kl, sum_lp_depth, m.detach().sum(red)
 
@@ -197,6 +197,35 @@ def _add(a, b):
     return tuple(_add(x, y) for x, y in zip(a, b, strict=True)) if isinstance(a, tuple) else a + b
 
 
+def _soft_pair_logits(q, kT, W, b, tau: float):
+    """S (B,H,D,T,Lk) and router logits z = (W S + b) / tau, same shape (linear router)."""
+    S = depth_scores(q, kT)
+    Bn, H, D, T, Lk = S.shape
+    z = torch.matmul(W, S.reshape(Bn, H, D, T * Lk)).view(Bn, H, D, T, Lk)
+    z.add_(b[:, :, None, None])
+    if tau != 1.0:
+        z.div_(tau)
+    return S, z
+
+
+@torch.no_grad()
+def soft_pair_forward(q, kT, W, b, tau: float, want_stats: bool):
+    """No-grad fused soft pair combine for one tile. Returns A (B,H,T,Lk) and, when asked, the
+    per-unit choice (argmax of w) and entropy of w. Keeps at most four tile-sized tensors alive."""
+    S, z = _soft_pair_logits(q, kT, W, b, tau)
+    D = S.shape[2]
+    m, choice = z.max(2, keepdim=True)  # (B,H,1,T,Lk)
+    z.sub_(m)  # z - max
+    e = z.exp()  # unnormalised softmax
+    s = e.sum(2)  # (B,H,T,Lk)
+    ent = None
+    if want_stats:
+        ent = s.log() - (e * z).sum(2) / s
+    del z
+    A = e.mul_(S).sum(2).div_(s).mul_(D)
+    return A, (choice.squeeze(2) if want_stats else None), ent
+
+
 class _SoftPairScore(torch.autograd.Function):
     """Fused soft pair combine: ``A = D * sum_d softmax(router(S)/tau)_d * S_d`` for one tile,
     with ``S = q k^T`` per depth and the router state ``S`` detached.
@@ -205,58 +234,48 @@ class _SoftPairScore(torch.autograd.Function):
     and ``w`` and applies the closed form (with ``Abar = A / D``):
 
         dS = D * dA * w                         (to q and k; the state is detached)
-        dz = D * dA * w * (S - Abar) / tau      (to the router: dW = dz S^T, db = sum dz)
+        dz = dS * (S - Abar) / tau              (to the router: dW = dz S^T, db = sum dz)
 
-    Linear router only (``router_hidden == 0``). Shapes: q (B,H,D,T,g), k (B,H,D,Lk,g),
-    W (H,D,D), b (H,D) -> A (B,H,T,Lk).
+    Linear router only (``router_hidden == 0``). Shapes: q (B,H,D,T,g), kT (B,H,D,g,Lk),
+    W (H,D,D), b (H,D) -> A (B,H,T,Lk), plus no-grad per-unit choice and entropy (or None).
     """
 
     @staticmethod
-    def _forward_parts(q, k, W, b, tau):
-        S = depth_scores(q, k)  # (B, H, D, T, Lk)
-        Bn, H, D, T, Lk = S.shape
-        z = torch.matmul(W, S.reshape(Bn, H, D, T * Lk)).view(Bn, H, D, T, Lk) + b[:, :, None, None]
-        if tau != 1.0:
-            z = z / tau
-        w = torch.softmax(z, dim=2)
-        return S, z, w
-
-    @staticmethod
-    def forward(ctx, q, k, W, b, tau: float):
-        S, z, w = _SoftPairScore._forward_parts(q, k, W, b, tau)
-        D = S.shape[2]
-        A = (w * S).sum(2) * D
-        ctx.save_for_backward(q, k, W, b)
+    def forward(ctx, q, kT, W, b, tau: float, want_stats: bool):
+        A, choice, ent = soft_pair_forward(q, kT, W, b, tau, want_stats)
+        ctx.save_for_backward(q, kT, W, b)
         ctx.tau = tau
-        z = z.detach()
-        ctx.mark_non_differentiable(z)
-        return A, z
+        if want_stats:
+            ctx.mark_non_differentiable(choice, ent)
+        return A, choice, ent
 
     @staticmethod
-    def backward(ctx, dA, _dz_unused):
-        q, k, W, b = ctx.saved_tensors
+    def backward(ctx, dA, _dchoice, _dent):
+        q, kT, W, b = ctx.saved_tensors
         tau = ctx.tau
-        S, _, w = _SoftPairScore._forward_parts(q, k, W, b, tau)
-        Bn, H, D, T, Lk = S.shape
-        Abar = (w * S).sum(2, keepdim=True)  # (B, H, 1, T, Lk)
-        dAw = w * (dA.unsqueeze(2) * D)  # (B, H, D, T, Lk) = dS
-        dq = dk = dW = db = None
-        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            dz = dAw * (S - Abar)
-            if tau != 1.0:
-                dz = dz / tau
-            dz2 = dz.reshape(Bn, H, D, T * Lk)
-            if ctx.needs_input_grad[2]:
-                dW = torch.matmul(dz2, S.reshape(Bn, H, D, T * Lk).transpose(-1, -2)).sum(0)
-            if ctx.needs_input_grad[3]:
-                db = dz2.sum((0, 3))
-            del dz, dz2
-        g = q.shape[-1]
-        if ctx.needs_input_grad[0]:
-            dq = torch.matmul(dAw, k) if g > 1 else (dAw * k.transpose(-1, -2)).sum(-1, keepdim=True)
-        if ctx.needs_input_grad[1]:
-            dk = torch.matmul(dAw.transpose(-1, -2), q) if g > 1 else (dAw * q).sum(-2).unsqueeze(-1)
-        return dq, dk, dW, db, None
+        with torch.no_grad():
+            S, z = _soft_pair_logits(q, kT, W, b, tau)
+            Bn, H, D, T, Lk = S.shape
+            w = torch.softmax(z, dim=2)
+            del z
+            Abar = (w * S).sum(2, keepdim=True)  # (B,H,1,T,Lk)
+            dS = w.mul_(dA.unsqueeze(2) * D)  # in place: w -> dS = D dA w
+            dq = dkT = dW = db = None
+            if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+                dz = (S - Abar).mul_(dS)
+                if tau != 1.0:
+                    dz.div_(tau)
+                dz2 = dz.view(Bn, H, D, T * Lk)
+                if ctx.needs_input_grad[2]:
+                    dW = torch.matmul(dz2, S.reshape(Bn, H, D, T * Lk).transpose(-1, -2)).sum(0)
+                if ctx.needs_input_grad[3]:
+                    db = dz2.sum((0, 3))
+                del dz, dz2
+            if ctx.needs_input_grad[0]:
+                dq = torch.matmul(dS, kT.transpose(-1, -2))  # (B,H,D,T,g)
+            if ctx.needs_input_grad[1]:
+                dkT = torch.matmul(q.transpose(-1, -2), dS)  # (B,H,D,g,Lk)
+        return dq, dkT, dW, db, None, None
 
 
 # ---------------------------------------------------------------------------------------------- block
@@ -346,8 +365,8 @@ class MAWSelfAttention(nn.Module):
         B, L, _ = x.shape
         H, D, g = self.num_heads, self.depth, self.width
         qproj, kproj = (self.query, self.key) if self.cfg.depth_projection == "split" else (self.depth_query, self.depth_key)
-        q = (qproj(x) * self.scale).view(B, L, H, D, g).permute(0, 2, 3, 1, 4)
-        k = kproj(x).view(B, L, H, D, g).permute(0, 2, 3, 1, 4)
+        q = (qproj(x) * self.scale).view(B, L, H, D, g).permute(0, 2, 3, 1, 4).contiguous()
+        k = kproj(x).view(B, L, H, D, g).permute(0, 2, 3, 1, 4).contiguous()
         v = self.value(x).view(B, L, H, -1).transpose(1, 2)
         return q, k, v
 
@@ -392,24 +411,26 @@ class MAWSelfAttention(nn.Module):
         )
 
     # ------------------------------------------------------------------ pair granularity
-    def _pair_block(self, q_t, k, v, key_bias, unit_mask, noise, i0: int):
+    def _pair_block(self, q_t, kT, v, key_bias, unit_mask, noise, i0: int):
         """One block of query rows [i0, i0+T) at pair granularity.
 
-        q_t (B,H,D,T,g), k (B,H,D,Lk,g), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), unit_mask (B,1,T,Lk).
+        q_t (B,H,D,T,g), kT (B,H,D,g,Lk), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), unit_mask (B,1,T,Lk).
         Returns out (B,H,T,d_h), stats sums (or None), record sums (or None).
         """
         B, H, D, T, _ = q_t.shape
-        Lk = k.shape[-2]
+        Lk = kT.shape[-1]
         kind, forced = self.kind, self.forced_depth
-        use_fused = (
-            kind == "soft" and forced is None and self.cfg.router_hidden == 0 and torch.is_grad_enabled()
-        )
-        if use_fused:
-            A, logits = _SoftPairScore.apply(q_t, k, self.router.weight, self.router.bias, self.cfg.tau)
-            choice = logits.argmax(2)
-            stat_logits = logits  # already divided by tau
+        track = self.track_statistics
+        rec = None
+        fused = self.cfg.implementation == "tiled" and self.cfg.router_hidden == 0
+        if kind == "soft" and forced is None and fused:
+            W, b = self.router.weight, self.router.bias
+            if torch.is_grad_enabled():
+                A, choice, ent = _SoftPairScore.apply(q_t, kT, W, b, self.cfg.tau, track)
+            else:
+                A, choice, ent = soft_pair_forward(q_t, kT, W, b, self.cfg.tau, track)
         else:
-            S = depth_scores(q_t, k)  # (B, H, D, T, Lk)
+            S = depth_scores(q_t, kT)  # (B, H, D, T, Lk)
             logits = self.router.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
             u = noise.rows(i0, i0 + T, (B, H, D, Lk), axis=3) if noise is not None else None
             r = route(logits, kind, self.training, 2, self.cfg.tau, self.gumbel_tau, u, forced)
@@ -418,24 +439,25 @@ class MAWSelfAttention(nn.Module):
             else:
                 A = (r.weights * S).sum(2) * D
             choice = r.choice
-            stat_logits = self._stat_logits(logits)
+            ent = entropy_from_logits(self._stat_logits(logits.detach()), 2) if track else None
+            if self._want_record():
+                ref = None
+                if self.reference is not None:
+                    with torch.no_grad():
+                        ref = self.reference.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
+                rec = _Summaries.record(logits, ref, choice, unit_mask, 2)
         P = torch.softmax(A + key_bias, dim=-1)  # (B, H, T, Lk) softmax over KEYS
         if self.training and self.dropout_p > 0:
             P = F.dropout(P, self.dropout_p, True)
         out = torch.matmul(P, v)  # (B, H, T, d_h)
-        stats = _Summaries.stats(stat_logits, choice, unit_mask, 2, D) if self.track_statistics else None
-        rec = None
-        if self._want_record():
-            ref = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref = self.reference.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
-            rec = _Summaries.record(logits, ref, choice, unit_mask, 2)
+        stats = _Summaries.stats(choice, ent, unit_mask, D) if track else None
         return out, stats, rec
 
     def _tiled_pair(self, q, k, v, valid, noise):
         B, H, D, L, _ = q.shape
         key_bias = _bias_from_valid(valid, q.dtype)
+        kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
+        v = v.contiguous()
         T = self.cfg.tile_size
         needs_grad = any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in self.router.parameters())
         use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad
@@ -443,7 +465,7 @@ class MAWSelfAttention(nn.Module):
         for i0 in range(0, L, T):
             i1 = min(L, i0 + T)
             unit_mask = (valid[:, i0:i1, None] & valid[:, None, :])[:, None]  # (B, 1, T, Lk)
-            args = (q[:, :, :, i0:i1], k, v, key_bias, unit_mask, noise, i0)
+            args = (q[:, :, :, i0:i1], kT, v, key_bias, unit_mask, noise, i0)
             if use_ckpt:
                 o, s, r = checkpoint(self._pair_block, *args, use_reentrant=False)
             else:
@@ -464,7 +486,10 @@ class MAWSelfAttention(nn.Module):
             else:
                 u = noise.uniform(-1, tuple(shape))
         r = route(logits, self.kind, self.training, -1, self.cfg.tau, self.gumbel_tau, u, self.forced_depth)
-        stats = _Summaries.stats(self._stat_logits(logits), r.choice, row_valid, -1, self.depth) if self.track_statistics else None
+        stats = None
+        if self.track_statistics:
+            ent = entropy_from_logits(self._stat_logits(logits.detach()), -1)
+            stats = _Summaries.stats(r.choice, ent, row_valid, self.depth)
         rec = None
         if self._want_record():
             ref = None
@@ -478,10 +503,11 @@ class MAWSelfAttention(nn.Module):
         """No-grad tiled max of S over valid keys: (B,H,D,L) (or over valid (i,j): (B,H,D))."""
         B, H, D, L, _ = q.shape
         kmask = (~valid)[:, None, None, None, :]  # (B,1,1,1,Lk)
+        kT = k.transpose(-1, -2)
         T = self.cfg.tile_size
         parts = []
         for i0 in range(0, L, T):
-            S = depth_scores(q[:, :, :, i0 : i0 + T], k).masked_fill(kmask, float("-inf"))
+            S = depth_scores(q[:, :, :, i0 : i0 + T], kT).masked_fill(kmask, float("-inf"))
             parts.append(S.amax(-1))  # (B, H, D, T)
         mx = torch.cat(parts, dim=-1)
         if over_rows:
@@ -561,8 +587,8 @@ class MAWSelfAttention(nn.Module):
         key_bias = _bias_from_valid(valid, q.dtype)
         if self.cfg.granularity == "pair":
             unit_mask = (valid[:, :, None] & valid[:, None, :])[:, None]
-            return self._pair_block(q, k, v, key_bias, unit_mask, noise, 0)
-        S = depth_scores(q, k)  # (B, H, D, L, L)
+            return self._pair_block(q, k.transpose(-1, -2), v, key_bias, unit_mask, noise, 0)
+        S = depth_scores(q, k.transpose(-1, -2))  # (B, H, D, L, L)
         Sd = S.detach()
         kmask = valid[:, None, None, None, :]  # (B,1,1,1,Lk)
         nk = kmask.sum(-1).clamp_min(1)

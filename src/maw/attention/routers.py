@@ -179,17 +179,17 @@ def route(
         return Routed(None, choice, True)
     if kind == "soft":
         w = torch.softmax(logits / tau, dim=dim)
-        return Routed(w, w.detach().argmax(dim), False)
+        return Routed(w, logits.detach().max(dim).indices, False)
     if kind in ("gumbel", "grpo") and training:
         if uniform_noise is None:
             raise ValueError(f"router {kind!r} needs noise in training mode")
         gumbel = gumbel_from_uniform(uniform_noise)
         if kind == "grpo":  # Gumbel-max: an exact sample from softmax(logits)
-            return Routed(None, (logits.detach() + gumbel).argmax(dim), True)
+            return Routed(None, (logits.detach() + gumbel).max(dim).indices, True)
         y = torch.softmax((logits + gumbel) / gumbel_tau, dim=dim)
-        choice = y.detach().argmax(dim)
+        choice = y.detach().max(dim).indices
         hard = F.one_hot(choice, depth).to(y.dtype).movedim(-1, dim)
         return Routed(hard - y.detach() + y, choice, True)
     if kind in ROUTER_KINDS:
-        return Routed(None, logits.detach().argmax(dim), True)
+        return Routed(None, logits.detach().max(dim).indices, True)
     raise ValueError(f"unknown router {kind!r}")
