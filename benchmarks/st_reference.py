@@ -107,7 +107,7 @@ def main() -> None:
     diff = ours - ref
     print(f"maw (Encoder + FAISS + ir_measures)        nDCG@10 = {ours:.4f}  ({n_ours} queries, {t1 - t0:.1f} s)")
     print(f"sentence-transformers + numpy + pytrec_eval nDCG@10 = {ref:.4f}  ({n_ref} queries, {t2 - t1:.1f} s)")
-    print(f"difference (maw - reference) = {diff:+.4f}  -> {'OK' if abs(diff) <= 0.002 else 'MISMATCH'} (tolerance 0.002)")
+    print(f"difference (maw - reference) = {diff:+.6f}  -> {'OK' if abs(diff) <= 0.002 else 'MISMATCH'} (tolerance 0.002)")
 
 
 if __name__ == "__main__":

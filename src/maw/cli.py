@@ -97,10 +97,6 @@ def evaluate(
         run_evaluation(cfg, console=None if quiet else Console())
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
-
-
 @app.command()
 def benchmark(
     datasets: Annotated[str | None, typer.Option(help="Comma-separated dataset names or BEIR folders [default: demo].")] = None,
@@ -137,7 +133,8 @@ def benchmark(
 ) -> None:
     """Run the benchmark grid (datasets x methods x seeds), resumable; write reports and REPORT.md.
 
-    With no options: the built-in demo collection, all methods but full, offline.
+    With no options at all: the built-in demo collection, all methods but full, with the --quick
+    preset (1 epoch, shorter max lengths; a few minutes on 2 CPU cores), offline.
     """
     from pathlib import Path
 
@@ -154,6 +151,10 @@ def benchmark(
             "eval_batch_size", "learning_rate", "num_layers", "maw_layers", "finetune_layers", "lora_layers", "depth_dim",
             "router", "granularity", "model", "query_max_length", "doc_max_length", "top_k", "data_dir", "device", "out",
             "run_name", "quick", "tracker")}
+        if config is None and resume is None and not report_only and all(v is None for v in flags.values()):
+            flags["quick"] = True  # no options at all: the demo collection with the --quick preset
+            console.print("no options: the built-in demo collection with the --quick preset "
+                          "(see `maw benchmark --help`)", highlight=False)
         base = None
         if resume is not None:
             folder = Path(resume)
@@ -295,3 +296,7 @@ def train_command(
     console = Console()
     console.print(table)
     console.print(f"params: {result.params}; checkpoints: {result.best_dir}, {result.latest_dir}; result: {folder / 'result.json'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -228,6 +228,7 @@ class BenchmarkConfig:
     run_name: str | None = None  # folder under ``out``; default: a timestamp
     quick: bool = False
     tracker: Literal["none", "tensorboard", "mlflow"] = "none"
+    latency_queries: int = 50  # test queries timed one at a time for the latency figure
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     maw: MAWConfig = field(default_factory=MAWConfig)

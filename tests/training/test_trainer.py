@@ -178,3 +178,24 @@ def test_maw_routers_train_and_log(tiny, tmp_path, router):
     if router == "supervised":
         hist = log["oracle_label_histogram"]
         assert len(hist) == maw.depth_dim and sum(hist) == res.setup["examples"]
+
+
+def test_gradient_checkpointing_path_gives_the_same_steps(tiny_data_dir, tiny_model_nodrop, tmp_path):
+    """The per-layer checkpointed forward (used on CUDA) computes the same losses and updates."""
+    from _tiny import load_tiny, tiny_configs
+
+    from maw.training.distributed import DistributedContext
+    from maw.training.trainer import Trainer
+
+    out = []
+    for ckpt in (False, True):
+        data, model, maw, tcfg, ev = tiny_configs(tiny_model_nodrop, finetune_layers="all", prefix_cache=False)
+        ds, splits = load_tiny(tiny_data_dir, data)
+        tr = Trainer("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / str(ckpt), DistributedContext())
+        tr.setup()
+        tr.grad_ckpt = ckpt
+        res = tr.benchmark_epoch(1, max_steps=3)
+        out.append((res["losses"], [p.detach().clone() for _, p in tr.named_params]))
+    np.testing.assert_allclose(out[0][0], out[1][0], atol=1e-6)
+    for a, b in zip(out[0][1], out[1][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from maw.attention.routers import POLICY_ROUTERS, DepthRouter, RowNoise, freeze_copy, route
+from maw.attention.routers import POLICY_ROUTERS, DepthRouter, RowNoise, first_argmax, freeze_copy, route
 from maw.config import ConfigError, MAWConfig
 
 
@@ -136,8 +136,9 @@ def _bias_from_valid(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- pieces
 def depth_scores(q: torch.Tensor, kT: torch.Tensor) -> torch.Tensor:
     """q (B, H, D, T, g), kT (B, H, D, g, Lk) -> S (B, H, D, T, Lk)."""
-    if q.shape[-1] == 1:
-        return q * kT  # outer product, cheaper than a K=1 matmul
+    if q.shape[-1] == 1:  # outer product, cheaper than a K=1 matmul; out= keeps S contiguous
+        out = torch.empty(q.shape[:-1] + kT.shape[-1:], dtype=torch.result_type(q, kT), device=q.device)
+        return torch.mul(q, kT, out=out) if not (q.requires_grad or kT.requires_grad) or not torch.is_grad_enabled() else q * kT
     return torch.matmul(q, kT)
 
 
@@ -198,13 +199,17 @@ def _add(a, b):
 
 
 def _soft_pair_logits(q, kT, W, b, tau: float):
-    """S (B,H,D,T,Lk) and router logits z = (W S + b) / tau, same shape (linear router)."""
+    """S (B,H,D,T,Lk) and router logits z = (W S + b) / tau, same shape (linear router).
+
+    One ``baddbmm`` per tile: the per-head (D, D) weights are expanded over the batch (tiny) so
+    the GEMMs run without a broadcast copy, with the bias (and 1/tau) folded in."""
     S = depth_scores(q, kT)
     Bn, H, D, T, Lk = S.shape
-    z = torch.matmul(W, S.reshape(Bn, H, D, T * Lk)).view(Bn, H, D, T, Lk)
-    z.add_(b[:, :, None, None])
     if tau != 1.0:
-        z.div_(tau)
+        W, b = W / tau, b / tau
+    We = W.unsqueeze(0).expand(Bn, H, D, D).reshape(Bn * H, D, D)
+    be = b.unsqueeze(0).expand(Bn, H, D).reshape(Bn * H, D, 1)
+    z = torch.baddbmm(be, We, S.reshape(Bn * H, D, T * Lk)).view(Bn, H, D, T, Lk)
     return S, z
 
 
@@ -214,16 +219,16 @@ def soft_pair_forward(q, kT, W, b, tau: float, want_stats: bool):
     per-unit choice (argmax of w) and entropy of w. Keeps at most four tile-sized tensors alive."""
     S, z = _soft_pair_logits(q, kT, W, b, tau)
     D = S.shape[2]
-    m, choice = z.max(2, keepdim=True)  # (B,H,1,T,Lk)
-    z.sub_(m)  # z - max
+    z.sub_(z.amax(2, keepdim=True))  # z - max: (B,H,D,T,Lk), maxima are exactly 0
     e = z.exp()  # unnormalised softmax
     s = e.sum(2)  # (B,H,T,Lk)
-    ent = None
+    ent = choice = None
     if want_stats:
         ent = s.log() - (e * z).sum(2) / s
+        choice = first_argmax(z, 2, centered=True)
     del z
     A = e.mul_(S).sum(2).div_(s).mul_(D)
-    return A, (choice.squeeze(2) if want_stats else None), ent
+    return A, choice, ent
 
 
 class _SoftPairScore(torch.autograd.Function):

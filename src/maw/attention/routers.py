@@ -138,6 +138,22 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
     return -torch.log(-torch.log(u.clamp_min(1e-20)))
 
 
+def first_argmax(z: torch.Tensor, dim: int, centered: bool = False) -> torch.Tensor:
+    """Index of the first maximum along ``dim`` (like ``argmax``), as ``long``.
+
+    Computed as ``D - max_d where(z == max z, D - d, 0)``: on CPU this is several times faster than
+    ``argmax`` / ``max(dim)`` over a strided (depth-major) axis. ``centered=True``: ``z`` already
+    has its maximum subtracted (maxima are exactly 0). NaN rows give index D-1.
+    """
+    dim = dim % z.dim()
+    D = z.shape[dim]
+    zc = z if centered else z - z.amax(dim, keepdim=True)
+    shape = [1] * z.dim()
+    shape[dim] = D
+    rev = torch.arange(D, 0, -1, device=z.device, dtype=z.dtype).view(shape)  # D, D-1, ..., 1
+    return (D - torch.where(zc == 0, rev, 0).amax(dim)).clamp_(0, D - 1).long()
+
+
 # ---------------------------------------------------------------------------------------------- policy
 @dataclass
 class Routed:
@@ -179,17 +195,17 @@ def route(
         return Routed(None, choice, True)
     if kind == "soft":
         w = torch.softmax(logits / tau, dim=dim)
-        return Routed(w, logits.detach().max(dim).indices, False)
+        return Routed(w, first_argmax(logits.detach(), dim), False)
     if kind in ("gumbel", "grpo") and training:
         if uniform_noise is None:
             raise ValueError(f"router {kind!r} needs noise in training mode")
         gumbel = gumbel_from_uniform(uniform_noise)
         if kind == "grpo":  # Gumbel-max: an exact sample from softmax(logits)
-            return Routed(None, (logits.detach() + gumbel).max(dim).indices, True)
+            return Routed(None, first_argmax(logits.detach() + gumbel, dim), True)
         y = torch.softmax((logits + gumbel) / gumbel_tau, dim=dim)
-        choice = y.detach().max(dim).indices
+        choice = first_argmax(y.detach(), dim)
         hard = F.one_hot(choice, depth).to(y.dtype).movedim(-1, dim)
         return Routed(hard - y.detach() + y, choice, True)
     if kind in ROUTER_KINDS:
-        return Routed(None, logits.detach().max(dim).indices, True)
+        return Routed(None, first_argmax(logits.detach(), dim), True)
     raise ValueError(f"unknown router {kind!r}")

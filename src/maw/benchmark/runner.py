@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from maw.benchmark.cells import (
     SEED_INDEPENDENT,
     cell_path,
@@ -49,6 +52,8 @@ from maw.benchmark.cells import (
 from maw.benchmark.report import PRIMARY_METRICS, build_reports
 from maw.benchmark.tracking import make_tracker
 from maw.config import TRAINED_METHODS, BenchmarkConfig, ConfigError, to_dict
+from maw.retrieval.dense import DenseRetriever
+from maw.training.prefix_cache import PrefixCache
 from maw.utils.io import atomic_write_json, environment_info, read_json
 
 # Options that may differ between two invocations on the same run folder: they say what to run
@@ -142,25 +147,30 @@ class _Dataset:
 
 
 def _device(cfg: BenchmarkConfig) -> str:
-    import torch
-
     return cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _dense_cell(cell: dict[str, Any], encoder, ds: _Dataset, cfg: BenchmarkConfig, cache_dir: str | None) -> None:
-    """Test retrieval with a dense encoder over the full corpus: metrics + runtimes into ``cell``."""
-    from maw.evaluation.metrics import evaluate_run
-    from maw.retrieval.dense import DenseRetriever
+def _dense_cell(cell: dict[str, Any], encoder, ds: _Dataset, cfg: BenchmarkConfig, cache_dir: str | None,
+                prefix: tuple[str, int] | None = None) -> None:
+    """Test retrieval with a dense encoder over the full corpus: metrics + runtimes into ``cell``.
 
-    retriever = DenseRetriever(
-        encoder,
+    ``prefix``: (doc prefix-cache folder, first trainable layer) of a trained encoder, see
+    :class:`PrefixCachedRetriever`; otherwise the corpus is encoded by the whole model.
+    """
+    from maw.evaluation.metrics import evaluate_run
+
+    kwargs = dict(
         query_max_length=cfg.model.query_max_length,
         doc_max_length=cfg.model.doc_max_length,
         batch_size=cfg.eval.eval_batch_size,
-        cache_dir=cache_dir,
         device=_device(cfg),
+        latency_queries=cfg.latency_queries,
         show_progress=cfg.train.progress,
     )
+    if prefix is not None:
+        retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], **kwargs)
+    else:
+        retriever = DenseRetriever(encoder, cache_dir=cache_dir, **kwargs)
     run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=cfg.eval.top_k)
     t = retriever.timings
     result = evaluate_run(ds.splits.test, run)
@@ -176,7 +186,7 @@ def _dense_cell(cell: dict[str, Any], encoder, ds: _Dataset, cfg: BenchmarkConfi
     cell["timings"] = dict(t)
 
 
-def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, latency_queries: int = 50) -> None:
+def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None:
     from maw.evaluation.metrics import evaluate_run
     from maw.retrieval.bm25 import BM25Retriever
 
@@ -185,7 +195,7 @@ def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, latency
     t = dict(retriever.timings)
     # Latency as for dense retrieval: one query at a time, over the first ``latency_queries`` queries.
     times = []
-    for q in list(ds.queries)[:latency_queries]:
+    for q in list(ds.queries)[: cfg.latency_queries]:
         t0 = time.perf_counter()
         retriever.retrieve({q: ds.queries[q]}, k=cfg.eval.top_k)
         times.append(1000.0 * (time.perf_counter() - t0))
@@ -214,6 +224,54 @@ def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> 
     _dense_cell(cell, encoder, ds, cfg, cfg.eval.cache_dir or str(default_cache_dir("embeddings")))
 
 
+class PrefixCachedRetriever(DenseRetriever):
+    """A ``DenseRetriever`` whose corpus embeddings come from the trainer's frozen-prefix cache.
+
+    The hidden states entering the first trainable layer ``k`` of every document were computed
+    once by the trainer (``maw.training.prefix_cache``); only layers ``[k, N)`` of the trained
+    encoder run on the corpus here. The cache is used only when its key (prefix weights, texts,
+    max length, k, dtype) matches the trained encoder and the corpus, so the embeddings equal a
+    full encode up to float rounding (float32 cache) or float16 storage of the prefix states.
+    Queries are encoded by the full model. ``docs_per_second`` is the full model's throughput,
+    measured on ``throughput_sample`` documents: what indexing new documents costs.
+    """
+
+    def __init__(self, encoder, doc_cache_dir: str | Path, first_trainable: int, throughput_sample: int = 256, **kwargs):
+        super().__init__(encoder, cache_dir=None, **kwargs)
+        self.prefix_cache = PrefixCache(doc_cache_dir)
+        self.first_trainable = first_trainable
+        self.throughput_sample = throughput_sample
+
+    @torch.inference_mode()
+    def encode_corpus(self, corpus) -> tuple[list[str], np.ndarray]:
+        """Document embeddings (N, d): layers [k, N) over the cached states entering layer k."""
+        cache, k = self.prefix_cache, self.first_trainable
+        ids = list(corpus)
+        texts = [corpus[d].full_text() for d in ids]
+        if PrefixCache.key(self.encoder, texts, self.doc_max_length, k, cache.meta["dtype"]) != cache.meta.get("key"):
+            raise RuntimeError(f"prefix cache {cache.folder} does not match the trained encoder and the corpus")
+        self.encoder.eval()
+        t0 = time.perf_counter()
+        out = np.empty((len(ids), self.encoder.hidden_size), dtype=np.float32)
+        order = np.argsort(-cache.lengths, kind="stable")
+        for start in range(0, len(ids), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            hidden, mask = cache.batch(rows.tolist(), self.device)
+            out[rows] = self.encoder.suffix(hidden, mask, k).float().cpu().numpy()
+        seconds = time.perf_counter() - t0
+        sample = texts[: self.throughput_sample]
+        t1 = time.perf_counter()
+        self.encoder.encode(sample, self.doc_max_length, self.batch_size)
+        full = time.perf_counter() - t1
+        self.timings.update(
+            doc_cache_hit=False, doc_encode_seconds=seconds, doc_encode_mode=f"prefix cache + layers {k + 1}..N",
+            prefix_cache=str(cache.folder), prefix_cache_dtype=cache.meta["dtype"],
+            docs_per_second=len(sample) / full if full > 0 else None, docs_per_second_sample=len(sample),
+            doc_encode_device=self.device,
+        )
+        return ids, out
+
+
 def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_dir: Path, seed: int) -> None:
     from maw.training.trainer import train
 
@@ -229,7 +287,9 @@ def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_
     cell["best_epoch"] = result.best_epoch
     cell["train_setup"] = {**dict(result.setup), "plan": result.plan, "resumed_from": result.resumed_from}
     cell["runtimes"]["train_s"] = float(result.train_seconds)
-    _dense_cell(cell, result.encoder, ds, cfg, cache_dir=None)  # fresh weights: nothing to reuse
+    setup = result.setup or {}
+    prefix = (setup["doc_cache"], int(setup["first_trainable"])) if setup.get("prefix_cache") and setup.get("doc_cache") else None
+    _dense_cell(cell, result.encoder, ds, cfg, cache_dir=None, prefix=prefix)  # new weights: no embedding cache
 
 
 def cell_config(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> dict[str, Any]:
@@ -250,6 +310,8 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
     log = log or (lambda msg: None)
     cfg.validate()
     cfg.train.validate()
+    if cfg.latency_queries < 0:
+        raise ConfigError(f"latency_queries: must be >= 0, got {cfg.latency_queries}")
     if cfg.data.candidate_pool:
         raise ConfigError("candidate_pool: maw benchmark always retrieves from the full corpus")
     keys = check_dataset_keys(cfg.datasets)
@@ -381,7 +443,5 @@ def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_di
 
 
 def _empty_cuda_cache() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
