@@ -41,11 +41,12 @@ def _worker(args: argparse.Namespace) -> dict:
     q, k, v = (nn.Linear(d, d).to(device) for _ in range(3))
     if args.impl == "standard":
 
-        def block(x):
-            qh = q(x).view(B, L, H, dh).transpose(1, 2)
-            kh = k(x).view(B, L, H, dh).transpose(1, 2)
-            vh = v(x).view(B, L, H, dh).transpose(1, 2)
-            return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias).transpose(1, 2).reshape(B, L, d)
+        def block(x, bias):
+            n = x.shape[1]
+            qh = q(x).view(B, n, H, dh).transpose(1, 2)
+            kh = k(x).view(B, n, H, dh).transpose(1, 2)
+            vh = v(x).view(B, n, H, dh).transpose(1, 2)
+            return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias).transpose(1, 2).reshape(B, n, d)
 
     else:
         cfg = MAWConfig(depth_dim=args.depth, granularity="pair", router="soft", implementation=args.impl,
@@ -54,19 +55,27 @@ def _worker(args: argparse.Namespace) -> dict:
         with torch.no_grad():  # a trained-looking router (non-uniform weights)
             maw.router.weight.normal_(0, 0.1)
 
-        def block(x):
+        def block(x, bias):
             return maw(x, bias)[0]
 
-    x = torch.randn(B, L, d, device=device, requires_grad=True)
-    bias = torch.zeros(B, 1, 1, L, device=device)
-    seed = torch.randn(B, L, d, device=device)
+    def make_inputs(n):
+        x = torch.randn(B, n, d, device=device, requires_grad=True)
+        return x, torch.zeros(B, 1, 1, n, device=device), torch.randn(B, n, d, device=device)
 
-    def step():
-        out = block(x)
+    def run(x, bias, seed):
+        out = block(x, bias)
         (out * seed).sum().backward()
         x.grad = None
-        for p in list(q.parameters()) + list(k.parameters()) + list(v.parameters()):
-            p.grad = None
+        for m in (q, k, v):
+            m.zero_grad(set_to_none=True)
+        if args.impl != "standard":
+            maw.zero_grad(set_to_none=True)
+
+    run(*make_inputs(16))  # warm-up on a small input: library initialisation is not counted
+    x, bias, seed = make_inputs(L)
+
+    def step():
+        run(x, bias, seed)
 
     def sync():
         if device.type == "cuda":
@@ -115,7 +124,8 @@ def main() -> None:
     p.add_argument("--head-size", type=int, default=32)
     p.add_argument("--tile-size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: stable timings on a shared CPU; 0 = torch default)")
     p.add_argument("--max-naive-gb", type=float, default=12.0)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", default="standard", help=argparse.SUPPRESS)

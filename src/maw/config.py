@@ -101,6 +101,7 @@ class MAWConfig:
     maw_layers: str = "last"
     router_hidden: int = 0  # 0 = per-head linear D->D; >0 = MLP with this hidden width
     tile_size: int = 64  # query block size of the tiled implementation
+    tile_elements: int = 1 << 21  # pair granularity: max elements of a 5D tile (rows, then texts, shrink); 0 = off
     implementation: Literal["tiled", "naive"] = "tiled"
     tau: float = 1.0  # soft router temperature
     gumbel_tau_start: float = 1.0
@@ -131,6 +132,8 @@ class MAWConfig:
             raise ConfigError(f"--depth-dim: must be >= 1, got {self.depth_dim}")
         if self.tile_size < 1:
             raise ConfigError(f"--tile-size: must be >= 1, got {self.tile_size}")
+        if self.tile_elements < 0:
+            raise ConfigError(f"--tile-elements: must be >= 0, got {self.tile_elements}")
         if self.implementation not in ("tiled", "naive"):
             raise ConfigError(f"--implementation: unknown {self.implementation!r}; choose tiled or naive")
         if self.router_hidden < 0:

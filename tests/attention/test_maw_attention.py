@@ -127,6 +127,42 @@ def test_tiled_equals_naive_values_and_gradients(router, granularity):
         torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("router", ["soft", "gumbel", "grpo"])
+def test_element_budget_splits_rows_and_texts(router):
+    """A small ``tile_elements`` budget gives one (text, row) per tile; still equal to naive."""
+    ids, mask = padded_batch()
+    results = []
+    for impl, budget in (("naive", 0), ("tiled", 4 * 4 * 11)):  # H * D * Lk: one row of one text
+        enc, _ = maw_encoder(depth_dim=4, router=router, granularity="pair", implementation=impl,
+                             tile_elements=budget, maw_layers="2")
+        randomize_routers(enc)
+        refresh_reference(enc)
+        enc.train()
+        if impl == "tiled":
+            assert maw_modules(enc)[0].tile_shape(3, 11, 11) == (1, 1)
+        results.append(_run(enc, ids, mask))
+    (e0, r0, s0, g0), (e1, r1, s1, g1) = results
+    torch.testing.assert_close(e1, e0, atol=TOL, rtol=0)
+    assert_same_stats(s1, s0)
+    for a, b in zip(r0, r1, strict=True):
+        if a is not None:
+            torch.testing.assert_close(b.ratio_mean, a.ratio_mean)
+            torch.testing.assert_close(b.log_probs_per_depth, a.log_probs_per_depth, atol=TOL, rtol=0)
+            torch.testing.assert_close(b.kl_ref_mean, a.kl_ref_mean, atol=TOL, rtol=0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
+
+
+def test_tile_shape_budget():
+    enc, _ = maw_encoder(depth_dim=4, granularity="pair", tile_size=8, tile_elements=1000)
+    m = maw_modules(enc)[0]  # H * D = 16 elements per (text, row, key)
+    assert m.tile_shape(2, 100, 10) == (2, 3)  # 2 * 160 * 3 = 960 <= 1000
+    assert m.tile_shape(10, 100, 10) == (6, 1)  # one row of 10 texts is too big: split texts
+    assert m.tile_shape(1, 5, 5) == (1, 5)  # fewer rows than tile_size
+    m.cfg.tile_elements = 0
+    assert m.tile_shape(10, 100, 10) == (10, 8)
+
+
 @pytest.mark.parametrize("granularity", GRANS)
 def test_tiled_equals_naive_mlp_router_and_project_mode(granularity):
     ids, mask = padded_batch()
@@ -318,12 +354,13 @@ def test_soft_pair_fused_backward_matches_autograd():
         z = (torch.matmul(W, S.detach().reshape(2, 3, 4, 30)).view(2, 3, 4, 5, 6) + b[:, :, None, None]) / tau
         ref = (torch.softmax(z, 2) * S).sum(2) * 4
         ref_grads = torch.autograd.grad(ref, (q, k, W, b), dA)
-        out, choice, ent = _SoftPairScore.apply(q, kT, W, b, tau, True)
-        torch.testing.assert_close(out, ref)
-        assert torch.equal(choice, z.argmax(2))
-        torch.testing.assert_close(ent, -(torch.softmax(z, 2) * torch.log_softmax(z, 2)).sum(2))
-        for a, r in zip(torch.autograd.grad(out, (q, k, W, b), dA), ref_grads, strict=True):
-            torch.testing.assert_close(a, r)
+        for keep in (False, True):  # recompute S and w in backward, or save them
+            out, choice, ent = _SoftPairScore.apply(q, kT, W, b, tau, True, keep)
+            torch.testing.assert_close(out, ref)
+            assert torch.equal(choice, z.argmax(2))
+            torch.testing.assert_close(ent, -(torch.softmax(z, 2) * torch.log_softmax(z, 2)).sum(2))
+            for a, r in zip(torch.autograd.grad(out, (q, k, W, b), dA), ref_grads, strict=True):
+                torch.testing.assert_close(a, r)
 
 
 # ---------------------------------------------------------------------------------------------- randomness

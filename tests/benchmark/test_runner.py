@@ -141,3 +141,21 @@ def test_interrupt_keeps_finished_cells_and_rebuilds_reports(tmp_path, tiny_beir
     assert "bm25" in (out.run_dir / "summary.txt").read_text()
     assert not [p for p in out.run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert os.path.exists(out.run_dir / "REPORT.md")
+
+
+def test_tensorboard_tracker_writes_events(tmp_path):
+    pytest.importorskip("tensorboard", reason="optional: pip install tensorboard")
+    from conftest import synthetic_cell
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracker = make_tracker("tensorboard", tmp_path)
+    cell = synthetic_cell("d", "maw", 7, [0.2, 0.4])
+    tracker.log_cell(cell)
+    tracker.close()
+    folder = tmp_path / "tensorboard" / "d" / "maw-seed7"
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"test/nDCG@10", "runtime/query_latency_ms", "history/val_nDCG@10", "history/train_loss"} <= tags
+    assert [e.value for e in acc.Scalars("history/val_nDCG@10")] == pytest.approx([0.5, 0.55, 0.6])
+    assert acc.Scalars("test/nDCG@10")[0].value == pytest.approx(0.3)

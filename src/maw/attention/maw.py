@@ -136,9 +136,8 @@ def _bias_from_valid(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- pieces
 def depth_scores(q: torch.Tensor, kT: torch.Tensor) -> torch.Tensor:
     """q (B, H, D, T, g), kT (B, H, D, g, Lk) -> S (B, H, D, T, Lk)."""
-    if q.shape[-1] == 1:  # outer product, cheaper than a K=1 matmul; out= keeps S contiguous
-        out = torch.empty(q.shape[:-1] + kT.shape[-1:], dtype=torch.result_type(q, kT), device=q.device)
-        return torch.mul(q, kT, out=out) if not (q.requires_grad or kT.requires_grad) or not torch.is_grad_enabled() else q * kT
+    if q.shape[-1] == 1:
+        return q * kT  # outer product, cheaper than a K=1 matmul
     return torch.matmul(q, kT)
 
 
@@ -214,57 +213,73 @@ def _soft_pair_logits(q, kT, W, b, tau: float):
 
 
 @torch.no_grad()
-def soft_pair_forward(q, kT, W, b, tau: float, want_stats: bool):
-    """No-grad fused soft pair combine for one tile. Returns A (B,H,T,Lk) and, when asked, the
-    per-unit choice (argmax of w) and entropy of w. Keeps at most four tile-sized tensors alive."""
+def soft_pair_forward(q, kT, W, b, tau: float, want_stats: bool, keep: bool = False):
+    """No-grad fused soft pair combine for one tile: ``A = D * sum_d softmax(z)_d S_d`` (B,H,T,Lk).
+
+    Also returns, when asked, the per-unit choice (argmax of w) and entropy of w, and with
+    ``keep`` the tensors ``S`` and ``w`` for a backward. Keeps at most four tile-sized tensors alive.
+    """
     S, z = _soft_pair_logits(q, kT, W, b, tau)
     D = S.shape[2]
     z.sub_(z.amax(2, keepdim=True))  # z - max: (B,H,D,T,Lk), maxima are exactly 0
     e = z.exp()  # unnormalised softmax
-    s = e.sum(2)  # (B,H,T,Lk)
+    s = e.sum(2, keepdim=True)  # (B,H,1,T,Lk)
     ent = choice = None
     if want_stats:
-        ent = s.log() - (e * z).sum(2) / s
+        ent = s.squeeze(2).log() - (e * z).sum(2) / s.squeeze(2)
         choice = first_argmax(z, 2, centered=True)
     del z
-    A = e.mul_(S).sum(2).div_(s).mul_(D)
-    return A, choice, ent
+    w = e.div_(s)  # in place: e -> w
+    if keep:
+        A = (w * S).sum(2).mul_(D)
+        return A, choice, ent, S, w
+    A = w.mul_(S).sum(2).mul_(D)
+    return A, choice, ent, None, None
 
 
 class _SoftPairScore(torch.autograd.Function):
     """Fused soft pair combine: ``A = D * sum_d softmax(router(S)/tau)_d * S_d`` for one tile,
     with ``S = q k^T`` per depth and the router state ``S`` detached.
 
-    Forward keeps only its inputs (q, k, router weights); backward recomputes ``S``, the logits
-    and ``w`` and applies the closed form (with ``Abar = A / D``):
+    The backward is the closed form (with ``Abar = A / D``):
 
         dS = D * dA * w                         (to q and k; the state is detached)
         dz = dS * (S - Abar) / tau              (to the router: dW = dz S^T, db = sum dz)
 
-    Linear router only (``router_hidden == 0``). Shapes: q (B,H,D,T,g), kT (B,H,D,g,Lk),
-    W (H,D,D), b (H,D) -> A (B,H,T,Lk), plus no-grad per-unit choice and entropy (or None).
+    ``keep=True`` saves ``S`` and ``w`` (used inside ``torch.utils.checkpoint``, where saved tensors
+    only live while that tile is back-propagated); ``keep=False`` saves only the inputs and
+    recomputes ``S`` and ``w`` in backward. Linear router only (``router_hidden == 0``).
+    Shapes: q (B,H,D,T,g), kT (B,H,D,g,Lk), W (H,D,D), b (H,D) -> A (B,H,T,Lk), plus no-grad
+    per-unit choice and entropy (or None).
     """
 
     @staticmethod
-    def forward(ctx, q, kT, W, b, tau: float, want_stats: bool):
-        A, choice, ent = soft_pair_forward(q, kT, W, b, tau, want_stats)
-        ctx.save_for_backward(q, kT, W, b)
+    def forward(ctx, q, kT, W, b, tau: float, want_stats: bool, keep: bool):
+        A, choice, ent, S, w = soft_pair_forward(q, kT, W, b, tau, want_stats, keep)
+        ctx.keep = keep
         ctx.tau = tau
+        if keep:
+            ctx.save_for_backward(q, kT, S, w)
+        else:
+            ctx.save_for_backward(q, kT, W, b)
         if want_stats:
             ctx.mark_non_differentiable(choice, ent)
         return A, choice, ent
 
     @staticmethod
     def backward(ctx, dA, _dchoice, _dent):
-        q, kT, W, b = ctx.saved_tensors
         tau = ctx.tau
         with torch.no_grad():
-            S, z = _soft_pair_logits(q, kT, W, b, tau)
+            if ctx.keep:
+                q, kT, S, w = ctx.saved_tensors
+            else:
+                q, kT, W, b = ctx.saved_tensors
+                S, z = _soft_pair_logits(q, kT, W, b, tau)
+                w = torch.softmax(z, dim=2)
+                del z
             Bn, H, D, T, Lk = S.shape
-            w = torch.softmax(z, dim=2)
-            del z
             Abar = (w * S).sum(2, keepdim=True)  # (B,H,1,T,Lk)
-            dS = w.mul_(dA.unsqueeze(2) * D)  # in place: w -> dS = D dA w
+            dS = w * (dA.unsqueeze(2) * D)  # D dA w
             dq = dkT = dW = db = None
             if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
                 dz = (S - Abar).mul_(dS)
@@ -280,7 +295,7 @@ class _SoftPairScore(torch.autograd.Function):
                 dq = torch.matmul(dS, kT.transpose(-1, -2))  # (B,H,D,T,g)
             if ctx.needs_input_grad[1]:
                 dkT = torch.matmul(q.transpose(-1, -2), dS)  # (B,H,D,g,Lk)
-        return dq, dkT, dW, db, None, None
+        return dq, dkT, dW, db, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------- block
@@ -416,28 +431,37 @@ class MAWSelfAttention(nn.Module):
         )
 
     # ------------------------------------------------------------------ pair granularity
-    def _pair_block(self, q_t, kT, v, key_bias, unit_mask, noise, i0: int):
-        """One block of query rows [i0, i0+T) at pair granularity.
+    def _pair_block(self, q_t, kT, v, key_bias, unit_mask, noise, i0: int, batch=(0, None), calls=None):
+        """One block of query rows [i0, i0+T) of texts [b0, b0+B) at pair granularity.
 
-        q_t (B,H,D,T,g), kT (B,H,D,g,Lk), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), unit_mask (B,1,T,Lk).
+        q_t (B,H,D,T,g), kT (B,H,D,g,Lk), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), unit_mask (B,1,T,Lk);
+        ``batch = (b0, full batch size)`` locates the texts (noise is drawn for the full batch).
         Returns out (B,H,T,d_h), stats sums (or None), record sums (or None).
+        ``calls``: a one-element counter when run inside checkpoint: statistics are computed in
+        the first run only, not in the recompute during backward (whose outputs are discarded).
         """
         B, H, D, T, _ = q_t.shape
         Lk = kT.shape[-1]
         kind, forced = self.kind, self.forced_depth
-        track = self.track_statistics
+        in_ckpt = calls is not None
+        track = self.track_statistics and (not in_ckpt or calls[0] == 0)
+        if in_ckpt:
+            calls[0] += 1
         rec = None
         fused = self.cfg.implementation == "tiled" and self.cfg.router_hidden == 0
         if kind == "soft" and forced is None and fused:
             W, b = self.router.weight, self.router.bias
             if torch.is_grad_enabled():
-                A, choice, ent = _SoftPairScore.apply(q_t, kT, W, b, self.cfg.tau, track)
+                A, choice, ent = _SoftPairScore.apply(q_t, kT, W, b, self.cfg.tau, track, in_ckpt)
             else:
-                A, choice, ent = soft_pair_forward(q_t, kT, W, b, self.cfg.tau, track)
+                A, choice, ent, _, _ = soft_pair_forward(q_t, kT, W, b, self.cfg.tau, track)
         else:
             S = depth_scores(q_t, kT)  # (B, H, D, T, Lk)
             logits = self.router.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
-            u = noise.rows(i0, i0 + T, (B, H, D, Lk), axis=3) if noise is not None else None
+            u = None
+            if noise is not None:
+                b0, b_full = batch[0], batch[1] or B
+                u = noise.rows(i0, i0 + T, (b_full, H, D, Lk), axis=3)[b0 : b0 + B]
             r = route(logits, kind, self.training, 2, self.cfg.tau, self.gumbel_tau, u, forced)
             if r.weights is None:
                 A = S.gather(2, r.choice.unsqueeze(2)).squeeze(2) * D
@@ -458,26 +482,50 @@ class MAWSelfAttention(nn.Module):
         stats = _Summaries.stats(choice, ent, unit_mask, D) if track else None
         return out, stats, rec
 
+    def tile_shape(self, batch: int, rows: int, keys: int) -> tuple[int, int]:
+        """(texts, query rows) per pair tile: at most ``cfg.tile_size`` rows and, when
+        ``cfg.tile_elements`` > 0, at most that many elements in a 5D tile ``(b, H, D, t, Lk)``
+        (rows shrink first, then the batch is split). Small tiles also stay in the CPU cache."""
+        T = max(1, min(self.cfg.tile_size, rows))
+        budget = self.cfg.tile_elements
+        if not budget:
+            return batch, T
+        per = self.num_heads * self.depth * keys  # elements per (text, row)
+        if batch * per * T <= budget:
+            return batch, T
+        if batch * per <= budget:
+            return batch, max(1, budget // (batch * per))
+        return max(1, budget // per), 1
+
     def _tiled_pair(self, q, k, v, valid, noise):
         B, H, D, L, _ = q.shape
         key_bias = _bias_from_valid(valid, q.dtype)
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
-        T = self.cfg.tile_size
+        Bc, T = self.tile_shape(B, L, L)
         needs_grad = any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in self.router.parameters())
         use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad
-        outs, stats, rec = [], None, None
-        for i0 in range(0, L, T):
-            i1 = min(L, i0 + T)
-            unit_mask = (valid[:, i0:i1, None] & valid[:, None, :])[:, None]  # (B, 1, T, Lk)
-            args = (q[:, :, :, i0:i1], kT, v, key_bias, unit_mask, noise, i0)
-            if use_ckpt:
-                o, s, r = checkpoint(self._pair_block, *args, use_reentrant=False)
-            else:
-                o, s, r = self._pair_block(*args)
-            outs.append(o)
-            stats, rec = _add(stats, s), _add(rec, r)
-        return torch.cat(outs, dim=2), stats, rec
+        outs, stats, recs = [], None, []
+        for b0 in range(0, B, Bc):
+            b1 = min(B, b0 + Bc)
+            row_outs, rec = [], None
+            for i0 in range(0, L, T):
+                i1 = min(L, i0 + T)
+                unit_mask = (valid[b0:b1, i0:i1, None] & valid[b0:b1, None, :])[:, None]  # (b, 1, t, Lk)
+                args = (q[b0:b1, :, :, i0:i1], kT[b0:b1], v[b0:b1], key_bias[b0:b1], unit_mask, noise, i0, (b0, B))
+                if use_ckpt:
+                    o, s, r = checkpoint(self._pair_block, *args, [0], use_reentrant=False)
+                else:
+                    o, s, r = self._pair_block(*args)
+                row_outs.append(o)
+                stats, rec = _add(stats, s), _add(rec, r)
+            outs.append(torch.cat(row_outs, dim=2) if len(row_outs) > 1 else row_outs[0])
+            recs.append(rec)
+        out = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
+        if recs[0] is None:
+            return out, stats, None
+        rec = tuple(None if parts[0] is None else torch.cat(parts, 0) for parts in zip(*recs, strict=True))
+        return out, stats, rec
 
     # ------------------------------------------------------------------ query / head: states
     def _route_small(self, state, row_valid, noise):

@@ -463,6 +463,14 @@ def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, e
         f"randomisation p-value is <= {ALPHA}. 95% CIs of mean differences use the t distribution. "
         "bm25 and zeroshot do not depend on the seed: they run once and count once. "
         "'± std' is the sample standard deviation of the aggregate metric over seeds.\n")
+    md.append("### Runtimes\n")
+    md.append(
+        "train_s: wall seconds of training (all epochs and validations). query_latency_ms: one test query at a "
+        "time (encode + search), mean over the first `latency_queries` test queries; qps: all test queries "
+        "batched. encode_docs_per_s: document-encoding throughput of the whole model (bm25: indexing). "
+        "For the trained methods the test corpus embeddings reuse the trainer's frozen-prefix cache (only the "
+        "trainable top layers run; encode_s is that pass) and encode_docs_per_s is measured by encoding 256 "
+        "documents with the whole trained model. index_bytes: FAISS flat index (dense) or BM25 score matrix.\n")
     if plot_errors:
         md.append("### Plot errors\n")
         md += [f"- {e}" for e in plot_errors]

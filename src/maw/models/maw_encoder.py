@@ -226,7 +226,7 @@ def config_differences(expected: MAWConfig, found: MAWConfig) -> list[str]:
 
 
 # fields that do not change the structure or weights' meaning (checked only when the caller asks)
-_RUNTIME_FIELDS = ("tile_size", "implementation")
+_RUNTIME_FIELDS = ("tile_size", "tile_elements", "implementation")
 
 
 def load_maw_encoder(
