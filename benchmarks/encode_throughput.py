@@ -98,8 +98,14 @@ def main() -> None:
         f"SentenceTransformer.encode            median {med['sentence-transformers']:8.1f} docs/s, "
         f"{med_cpu['sentence-transformers']:8.1f} docs/CPU-s"
     )
-    print(f"ratio ours/theirs = {med['maw'] / med['sentence-transformers']:.3f}x (wall), "
-          f"{med_cpu['maw'] / med_cpu['sentence-transformers']:.3f}x (CPU time)")
+    best = {name: max(values) for name, values in rates.items()}
+    best_cpu = {name: max(values) for name, values in cpu_rates.items()}
+    print(
+        f"ratio ours/theirs = {med['maw'] / med['sentence-transformers']:.3f}x (median wall), "
+        f"{med_cpu['maw'] / med_cpu['sentence-transformers']:.3f}x (median CPU time), "
+        f"{best['maw'] / best['sentence-transformers']:.3f}x (best wall), "
+        f"{best_cpu['maw'] / best_cpu['sentence-transformers']:.3f}x (best CPU time)"
+    )
     print(f"max |embedding difference| = {float(np.abs(emb_ours - emb_theirs).max()):.2e}")
 
 

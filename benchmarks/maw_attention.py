@@ -6,10 +6,15 @@
 
 Block = the q/k/v projections + attention (+ the MAW router), input ``x (B, L, H*d_h)`` with
 ``requires_grad``; loss = <out, fixed random tensor>; pair granularity, soft router (the costliest
-MAW setting). Each (implementation, L, D) runs in a fresh subprocess so peak memory is its own:
-on CPU the peak-RSS increase (``resource.getrusage().ru_maxrss``) during the first forward+backward
-over the RSS after building inputs; on CUDA ``torch.cuda.max_memory_allocated`` over the allocated
-memory before. Time = median over repeats after one warm-up. Ratios are vs standard at the same L.
+MAW setting). Each (implementation, L, D) runs in a fresh subprocess so peak memory is its own.
+Memory, on CPU, two ways: "RSS" = increase of the peak RSS (``resource.getrusage().ru_maxrss``)
+during the first full-size forward+backward (after a small warm-up; glibc's mmap threshold is
+fixed so freed large blocks leave RSS), and "tensor" = peak bytes of live tensors created during
+a forward+backward, tracked op by op with a ``TorchDispatchMode`` (exact, allocator-independent).
+On CUDA: ``torch.cuda.max_memory_allocated`` over the memory allocated before (RSS column).
+Time = median over repeats after the warm-up; each implementation's timing process alternates its
+steps with the standard block's, and its time ratio uses that process's standard median (robust to
+load changes on a shared machine). Memory ratios are vs the standard block at the same L.
 The naive implementation is skipped where its estimated memory (5D tensor x 6) exceeds --max-naive-gb.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,6 +31,8 @@ import time
 
 
 def _worker(args: argparse.Namespace) -> dict:
+    """Memory of one implementation (``--measure memory``), or its time alternated with the
+    standard block's time in the same process (``--measure time``)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -39,78 +47,134 @@ def _worker(args: argparse.Namespace) -> dict:
     B, H, dh, L = args.batch, args.heads, args.head_size, args.length
     d = H * dh
     q, k, v = (nn.Linear(d, d).to(device) for _ in range(3))
-    if args.impl == "standard":
 
-        def block(x, bias):
-            n = x.shape[1]
-            qh = q(x).view(B, n, H, dh).transpose(1, 2)
-            kh = k(x).view(B, n, H, dh).transpose(1, 2)
-            vh = v(x).view(B, n, H, dh).transpose(1, 2)
-            return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias).transpose(1, 2).reshape(B, n, d)
+    def standard(x, bias):
+        n = x.shape[1]
+        qh = q(x).view(B, n, H, dh).transpose(1, 2)
+        kh = k(x).view(B, n, H, dh).transpose(1, 2)
+        vh = v(x).view(B, n, H, dh).transpose(1, 2)
+        return F.scaled_dot_product_attention(qh, kh, vh, attn_mask=bias).transpose(1, 2).reshape(B, n, d)
 
-    else:
+    maw = None
+    if args.impl != "standard":
         cfg = MAWConfig(depth_dim=args.depth, granularity="pair", router="soft", implementation=args.impl,
                         tile_size=args.tile_size)
         maw = MAWSelfAttention(cfg, H, dh, q, k, v, dropout_p=0.0).to(device)
         with torch.no_grad():  # a trained-looking router (non-uniform weights)
             maw.router.weight.normal_(0, 0.1)
 
-        def block(x, bias):
-            return maw(x, bias)[0]
-
     def make_inputs(n):
         x = torch.randn(B, n, d, device=device, requires_grad=True)
         return x, torch.zeros(B, 1, 1, n, device=device), torch.randn(B, n, d, device=device)
 
-    def run(x, bias, seed):
-        out = block(x, bias)
-        (out * seed).sum().backward()
+    def run(block, inputs):
+        x, bias, seed = inputs
+        (block(x, bias) * seed).sum().backward()
         x.grad = None
-        for m in (q, k, v):
+        for m in (q, k, v) + ((maw,) if maw is not None else ()):
             m.zero_grad(set_to_none=True)
-        if args.impl != "standard":
-            maw.zero_grad(set_to_none=True)
 
-    run(*make_inputs(16))  # warm-up on a small input: library initialisation is not counted
-    x, bias, seed = make_inputs(L)
+    def block(x, bias):
+        return standard(x, bias) if maw is None else maw(x, bias)[0]
 
-    def step():
-        run(x, bias, seed)
+    run(block, make_inputs(16))  # warm-up on a small input: library initialisation is not counted
+    inputs = make_inputs(L)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    def timed(fn) -> float:
+        sync()
+        t0 = time.perf_counter()
+        run(fn, inputs)
+        sync()
+        return time.perf_counter() - t0
+
+    if args.measure == "time":
+        run(standard, make_inputs(16))
+        times, std_times = [], []
+        for _ in range(args.repeats):
+            std_times.append(timed(standard))
+            times.append(timed(block))
+        return {"time_s": statistics.median(times), "std_time_s": statistics.median(std_times)}
     if device.type == "cuda":
         sync()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        step()
+        run(block, inputs)
         sync()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        step()
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-    times = []
-    for _ in range(args.repeats):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return {"time_s": statistics.median(times), "peak_bytes": int(peak)}
+        return {"peak_bytes": int(torch.cuda.max_memory_allocated() - before), "tensor_peak_bytes": None}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run(block, inputs)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    tracker = _LiveTensorBytes()
+    with tracker:
+        run(block, inputs)
+    return {"peak_bytes": int(peak), "tensor_peak_bytes": tracker.peak}
+
+
+def _live_tensor_bytes_mode():
+    """A TorchDispatchMode that tracks the bytes of live tensor storages created by ops (forward
+    and backward) and their peak: the CPU analogue of ``torch.cuda.max_memory_allocated``."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LiveTensorBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+            self.seen: set[int] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                    st = t.untyped_storage()
+                    key, n = st.data_ptr(), st.nbytes()
+                    if n and key not in self.seen:
+                        self.seen.add(key)
+                        self.live += n
+                        self.peak = max(self.peak, self.live)
+                        weakref.finalize(st, self._free, key, n)
+            return out
+
+        def _free(self, key: int, n: int) -> None:
+            self.live -= n
+            self.seen.discard(key)
+
+    return LiveTensorBytes
+
+
+def _LiveTensorBytes():
+    return _live_tensor_bytes_mode()()
 
 
 def _run_config(args, impl: str, L: int, D: int) -> dict:
+    """Two fresh subprocesses: one measures memory, one measures time."""
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--length", str(L), "--depth", str(D),
            "--batch", str(args.batch), "--heads", str(args.heads), "--head-size", str(args.head_size),
            "--tile-size", str(args.tile_size), "--repeats", str(args.repeats), "--device", args.device,
            "--threads", str(args.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        return {"error": (res.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = {}
+    for measure in ("memory", "time"):
+        env = dict(os.environ)
+        if measure == "memory":
+            # A fixed mmap threshold makes glibc return large freed blocks to the OS, so the peak RSS
+            # follows live memory instead of heap fragmentation (same for every implementation). It
+            # slows allocation down, hence the separate timing process without it.
+            env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        res = subprocess.run(cmd + ["--measure", measure], capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            return {"error": f"{measure}: " + (res.stderr.strip().splitlines() or ["failed"])[-1]}
+        out.update(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _mib(n) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}"
 
 
 def main() -> None:
@@ -131,6 +195,7 @@ def main() -> None:
     p.add_argument("--impl", default="standard", help=argparse.SUPPRESS)
     p.add_argument("--length", type=int, default=128, help=argparse.SUPPRESS)
     p.add_argument("--depth", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--measure", default="time", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(_worker(args)))
@@ -141,13 +206,18 @@ def main() -> None:
     depths = [int(x) for x in args.depths.split(",")]
     print(f"MAW attention block fwd+bwd: B={args.batch} H={args.heads} d_h={args.head_size} pair/soft, "
           f"tile={args.tile_size}, device={args.device}, repeats={args.repeats}")
-    header = f"{'L':>5} {'D':>3} {'impl':>8} {'time s':>9} {'peak MiB':>9} {'time x':>8} {'mem x':>8}"
+    header = (f"{'L':>5} {'D':>3} {'impl':>8} {'time s':>9} {'RSS MiB':>9} {'tensor MiB':>10} {'time x':>8} "
+              f"{'RSS x':>7} {'tensor x':>8}")
     print(header)
     print("-" * len(header))
     rows = []
     for L in lengths:
         std = _run_config(args, "standard", L, 1)
-        print(f"{L:>5} {'-':>3} {'standard':>8} {std['time_s']:>9.4f} {std['peak_bytes'] / 2**20:>9.1f} {1:>8.2f} {1:>8.2f}")
+        if "error" in std:
+            print(f"{L:>5}   - standard   failed: {std['error']}")
+            continue
+        print(f"{L:>5} {'-':>3} {'standard':>8} {std['time_s']:>9.4f} {std['peak_bytes'] / 2**20:>9.1f} "
+              f"{_mib(std.get('tensor_peak_bytes')):>10} {1:>8.2f} {1:>7.2f} {1:>8.2f}")
         for D in depths:
             for impl in ("naive", "tiled"):
                 est_gb = 6 * args.batch * args.heads * L * L * D * 4 / 2**30
@@ -159,10 +229,13 @@ def main() -> None:
                 if "error" in r:
                     print(f"{L:>5} {D:>3} {impl:>8}   failed: {r['error']}")
                     continue
-                tr = r["time_s"] / std["time_s"]
+                tr = r["time_s"] / r["std_time_s"]  # standard timed alternately in the same process
                 mr = r["peak_bytes"] / max(std["peak_bytes"], 1)
-                rows.append({"L": L, "D": D, "impl": impl, **r, "time_ratio": tr, "mem_ratio": mr})
-                print(f"{L:>5} {D:>3} {impl:>8} {r['time_s']:>9.4f} {r['peak_bytes'] / 2**20:>9.1f} {tr:>8.2f} {mr:>8.2f}")
+                tp, sp = r.get("tensor_peak_bytes"), std.get("tensor_peak_bytes")
+                tpr = tp / sp if tp and sp else None
+                rows.append({"L": L, "D": D, "impl": impl, **r, "time_ratio": tr, "rss_ratio": mr, "tensor_ratio": tpr})
+                print(f"{L:>5} {D:>3} {impl:>8} {r['time_s']:>9.4f} {r['peak_bytes'] / 2**20:>9.1f} {_mib(tp):>10} "
+                      f"{tr:>8.2f} {mr:>7.2f} {f'{tpr:.2f}' if tpr else '-':>8}")
     print(json.dumps({"rows": rows}))
 
 

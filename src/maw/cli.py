@@ -35,7 +35,10 @@ def main() -> None:
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``message`` as an error on stderr and exit with ``code``."""
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    from rich.text import Text
+
+    # soft_wrap: one line however long (no newlines inside paths); Text: brackets are not markup
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error: ", "bold red"), message), highlight=False)
     raise typer.Exit(code)
 
 

@@ -210,7 +210,29 @@ def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None
     cell["timings"] = {**t, "latency_queries": len(times), "retriever": retriever.params}
 
 
-def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None:
+def _prefix_cache_dir(cfg: BenchmarkConfig, run_dir: Path, key: str) -> str:
+    """The frozen-prefix cache folder shared by every method and seed of one dataset."""
+    return cfg.train.cache_dir or str(run_dir / "prefix_cache" / key)
+
+
+def shared_prefix_layer(cfg: BenchmarkConfig, num_layers: int) -> int | None:
+    """First trainable layer k (0-indexed) of the run's trained methods whose prefix is cached: the
+    zero-shot cell builds that cache, so the corpus goes through the frozen layers only once per
+    dataset. None when no trained method uses a cached prefix (k = 0, or prefix_cache off)."""
+    from maw.training.methods import resolve_plan
+
+    if not cfg.train.prefix_cache:
+        return None
+    ks = [resolve_plan(m, num_layers, cfg.maw, cfg.train).first_trainable for m in cfg.methods if m in TRAINED_METHODS]
+    ks = [k for k in ks if k > 0]
+    return min(ks) if ks else None
+
+
+def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_dir: Path) -> None:
+    """The pretrained encoder as is. When trained methods follow, the corpus passes through the
+    frozen layers once, into their shared prefix cache, and the top layers run on top of it
+    (embeddings equal to a full encode up to float rounding with the float32 cache); otherwise a
+    plain full encode with the on-disk embedding cache."""
     from maw.models.encoder import Encoder
     from maw.training.methods import count_parameters
     from maw.utils.io import default_cache_dir
@@ -221,7 +243,20 @@ def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> 
         raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
     cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
     cell["runtimes"]["train_s"] = 0.0
-    _dense_cell(cell, encoder, ds, cfg, cfg.eval.cache_dir or str(default_cache_dir("embeddings")))
+    k = shared_prefix_layer(cfg, encoder.num_layers)
+    if k is None:
+        _dense_cell(cell, encoder, ds, cfg, cfg.eval.cache_dir or str(default_cache_dir("embeddings")))
+        return
+    encoder.to(_device(cfg)).eval()
+    t0 = time.perf_counter()
+    cache = PrefixCache.open_or_build(
+        encoder, ds.dataset.doc_texts(), cfg.model.doc_max_length, k, _prefix_cache_dir(cfg, run_dir, ds.key),
+        cfg.train.prefix_cache_dtype, cfg.eval.eval_batch_size, "docs", cfg.train.progress,
+    )
+    build_s = time.perf_counter() - t0
+    _dense_cell(cell, encoder, ds, cfg, None, prefix=(str(cache.folder), k))
+    cell["runtimes"]["encode_s"] += build_s  # frozen layers (0 when the cache existed) + top layers
+    cell["timings"]["prefix_build_seconds"] = build_s
 
 
 class PrefixCachedRetriever(DenseRetriever):
@@ -276,9 +311,7 @@ def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_
     from maw.training.trainer import train
 
     cell_dir = run_dir / "checkpoints" / ds.key / f"{cell['method']}-seed{seed}"
-    train_cfg = dataclasses.replace(
-        cfg.train, seed=seed, cache_dir=cfg.train.cache_dir or str(run_dir / "prefix_cache" / ds.key)
-    )
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, cache_dir=_prefix_cache_dir(cfg, run_dir, ds.key))
     result = train(cell["method"], ds.dataset, ds.splits, cfg.model, cfg.maw, train_cfg, cfg.eval, cell_dir)
     cell["history"] = list(result.history)
     cell["router_stats"] = dict(result.router_stats or {})
@@ -422,7 +455,7 @@ def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_di
         if method == "bm25":
             _bm25_cell(cell, ds, cfg)
         elif method == "zeroshot":
-            _zeroshot_cell(cell, ds, cfg)
+            _zeroshot_cell(cell, ds, cfg, run_dir)
         elif method in TRAINED_METHODS:
             _trained_cell(cell, ds, cfg, run_dir, seed)
         else:  # pragma: no cover - validate() rejects unknown methods

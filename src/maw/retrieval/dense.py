@@ -13,6 +13,10 @@
   a cache miss. ``cache_dir=None`` disables the cache.
 
 Shapes: query embeddings ``(Q, d)``, document embeddings ``(N, d)``, both float32.
+
+Reference figure: all-MiniLM-L6-v2 zero-shot on SciFact test (300 queries, 5,183 docs), query /
+doc max length 64 / 256: nDCG@10 = 0.6451 (MTEB reports 0.645); a sentence-transformers + numpy +
+pytrec_eval pipeline gives the same value to 4 decimals (``benchmarks/st_reference.py``).
 """
 
 from __future__ import annotations
