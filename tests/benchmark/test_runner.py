@@ -159,3 +159,33 @@ def test_tensorboard_tracker_writes_events(tmp_path):
     assert {"test/nDCG@10", "runtime/query_latency_ms", "history/val_nDCG@10", "history/train_loss"} <= tags
     assert [e.value for e in acc.Scalars("history/val_nDCG@10")] == pytest.approx([0.5, 0.55, 0.6])
     assert acc.Scalars("test/nDCG@10")[0].value == pytest.approx(0.3)
+
+
+def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, tiny_model):
+    import numpy as np
+
+    from maw.data import load_beir
+    from maw.models.encoder import Encoder
+    from maw.retrieval.dense import DenseRetriever
+    from maw.training.prefix_cache import PrefixCache
+
+    ds = load_beir(tiny_beir)
+    enc = Encoder.from_pretrained(str(tiny_model)).eval()
+    cache = PrefixCache.open_or_build(enc, ds.doc_texts(), 32, 1, tmp_path / "pc", "float32", 8, "docs")
+    kw = dict(query_max_length=16, doc_max_length=32, batch_size=8, device="cpu", latency_queries=2)
+    ids, cached = runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw).encode_corpus(ds.corpus)
+    ids_full, full = DenseRetriever(enc, cache_dir=None, **kw).encode_corpus(ds.corpus)
+    assert ids == ids_full and np.allclose(cached, full, atol=1e-5)
+    # a cache made for other texts (or other weights) is refused, never silently used
+    other = {d: doc for d, doc in list(ds.corpus.items())[:-1]}
+    with pytest.raises(RuntimeError, match="does not match"):
+        runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, **kw).encode_corpus(other)
+
+
+def test_shared_prefix_layer(tmp_path):
+    cfg = resolve_config(overrides_from_flags({"methods": "bm25,zeroshot,lora,finetune,maw"}))
+    assert runner_mod.shared_prefix_layer(cfg, 6) == 5
+    cfg = resolve_config(overrides_from_flags({"methods": "zeroshot,finetune,maw", "maw_layers": "5,6"}))
+    assert runner_mod.shared_prefix_layer(cfg, 6) == 4
+    assert runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "zeroshot,full"})), 6) is None
+    assert runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "bm25,zeroshot"})), 6) is None

@@ -71,3 +71,19 @@ def test_cached_prefix_serves_queries_and_docs_by_id(tiny, tmp_path):
     h, m = cp.hidden("query", ["qb", "qa"], "cpu")
     assert m.sum(1).tolist() == cp.lengths("query", ["qb", "qa"])
     assert np.all(np.array(cp.lengths("doc", ["d1", "d3"])) >= 2)  # [CLS] ... [SEP] even when empty
+
+
+def test_stale_temporary_builds_of_dead_processes_are_removed(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    _, _, _, model, maw, train, _ = tiny
+    enc, k = build_model("finetune", model, maw, train)
+    key = PrefixCache.key(enc, TEXTS, 24, k, "float32")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".prefix-{key}.{int(dead.stdout)}.abc.tmp"
+    stale.mkdir()
+    alive = tmp_path / f".prefix-{key}.{__import__('os').getpid()}.def.tmp"
+    alive.mkdir()
+    PrefixCache.open_or_build(enc, TEXTS, 24, k, tmp_path, "float32")
+    assert not stale.exists() and alive.exists()

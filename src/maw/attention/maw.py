@@ -291,10 +291,11 @@ class _SoftPairScore(torch.autograd.Function):
                 if ctx.needs_input_grad[3]:
                     db = dz2.sum((0, 3))
                 del dz, dz2
-            if ctx.needs_input_grad[0]:
-                dq = torch.matmul(dS, kT.transpose(-1, -2))  # (B,H,D,T,g)
-            if ctx.needs_input_grad[1]:
-                dkT = torch.matmul(q.transpose(-1, -2), dS)  # (B,H,D,g,Lk)
+            g = q.shape[-1]
+            if ctx.needs_input_grad[0]:  # (B,H,D,T,g); for g = 1 a reduction beats many tiny GEMMs
+                dq = (dS * kT).sum(-1, keepdim=True) if g == 1 else torch.matmul(dS, kT.transpose(-1, -2))
+            if ctx.needs_input_grad[1]:  # (B,H,D,g,Lk)
+                dkT = (dS * q).sum(-2, keepdim=True) if g == 1 else torch.matmul(q.transpose(-1, -2), dS)
         return dq, dkT, dW, db, None, None, None
 
 
@@ -483,7 +484,7 @@ class MAWSelfAttention(nn.Module):
         return out, stats, rec
 
     def tile_shape(self, batch: int, rows: int, keys: int) -> tuple[int, int]:
-        """(texts, query rows) per pair tile: at most ``cfg.tile_size`` rows and, when
+        """(texts, query rows) per 5D tile (pair tiles, and the no-grad max pass): at most ``cfg.tile_size`` rows and, when
         ``cfg.tile_elements`` > 0, at most that many elements in a 5D tile ``(b, H, D, t, Lk)``
         (rows shrink first, then the batch is split). Small tiles also stay in the CPU cache."""
         T = max(1, min(self.cfg.tile_size, rows))
@@ -505,14 +506,17 @@ class MAWSelfAttention(nn.Module):
         Bc, T = self.tile_shape(B, L, L)
         needs_grad = any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in self.router.parameters())
         use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad
+        # split (not index) so backward assembles each input's gradient once, not one full-size
+        # zero-filled gradient per tile
+        chunks = zip(q.split(Bc, 0), kT.split(Bc, 0), v.split(Bc, 0), key_bias.split(Bc, 0), valid.split(Bc, 0),
+                     strict=True)
         outs, stats, recs = [], None, []
-        for b0 in range(0, B, Bc):
-            b1 = min(B, b0 + Bc)
+        for c, (qb, kTb, vb, biasb, validb) in enumerate(chunks):
             row_outs, rec = [], None
-            for i0 in range(0, L, T):
-                i1 = min(L, i0 + T)
-                unit_mask = (valid[b0:b1, i0:i1, None] & valid[b0:b1, None, :])[:, None]  # (b, 1, t, Lk)
-                args = (q[b0:b1, :, :, i0:i1], kT[b0:b1], v[b0:b1], key_bias[b0:b1], unit_mask, noise, i0, (b0, B))
+            for t, q_t in enumerate(qb.split(T, 3)):
+                i0 = t * T
+                unit_mask = (validb[:, i0 : i0 + T, None] & validb[:, None, :])[:, None]  # (b, 1, t, Lk)
+                args = (q_t, kTb, vb, biasb, unit_mask, noise, i0, (c * Bc, B))
                 if use_ckpt:
                     o, s, r = checkpoint(self._pair_block, *args, [0], use_reentrant=False)
                 else:
@@ -557,12 +561,15 @@ class MAWSelfAttention(nn.Module):
         B, H, D, L, _ = q.shape
         kmask = (~valid)[:, None, None, None, :]  # (B,1,1,1,Lk)
         kT = k.transpose(-1, -2)
-        T = self.cfg.tile_size
-        parts = []
-        for i0 in range(0, L, T):
-            S = depth_scores(q[:, :, :, i0 : i0 + T], kT).masked_fill(kmask, float("-inf"))
-            parts.append(S.amax(-1))  # (B, H, D, T)
-        mx = torch.cat(parts, dim=-1)
+        Bc, T = self.tile_shape(B, L, L)
+        rows = []
+        for b0 in range(0, B, Bc):
+            parts = []
+            for i0 in range(0, L, T):
+                S = depth_scores(q[b0 : b0 + Bc, :, :, i0 : i0 + T], kT[b0 : b0 + Bc])
+                parts.append(S.masked_fill_(kmask[b0 : b0 + Bc], float("-inf")).amax(-1))  # (b, H, D, T)
+            rows.append(torch.cat(parts, dim=-1))
+        mx = torch.cat(rows, dim=0)
         if over_rows:
             mx = mx.masked_fill((~valid)[:, None, None, :], float("-inf")).amax(-1)
         return mx

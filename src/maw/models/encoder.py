@@ -55,7 +55,10 @@ class Encoder(nn.Module):
         if num_layers is not None:
             if not 1 <= num_layers <= total:
                 raise ValueError(f"--num-layers: must be in 1..{total} for {model_name_or_path}, got {num_layers}")
-        backbone = AutoModel.from_pretrained(model_name_or_path, add_pooling_layer=False)
+        backbone = AutoModel.from_pretrained(model_name_or_path)
+        if getattr(backbone, "pooler", None) is not None:
+            # Loaded (so a checkpoint that has it reports no unexpected keys) but never used: we mean-pool.
+            backbone.pooler = None
         if num_layers is not None and num_layers < total:
             backbone.encoder.layer = backbone.encoder.layer[:num_layers]
             backbone.config.num_hidden_layers = num_layers

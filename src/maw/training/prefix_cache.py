@@ -22,7 +22,7 @@ Caches are keyed by a hash of the prefix weights (embeddings + layers ``[0, k)``
 the texts, the max length, ``k`` and the dtype, so runs with the same frozen prefix (e.g.
 finetune / LoRA / MAW on the last layer) share one cache when given the same ``cache_dir``.
 A folder is built under a temporary name and renamed into place: a killed build leaves no
-half-written cache.
+half-written cache (its temporary folder is removed by the next build once its process is gone).
 """
 
 from __future__ import annotations
@@ -55,6 +55,21 @@ def prefix_fingerprint(encoder: Encoder, upto: int) -> str:
             h.update(f"\x00{prefix}.{name}\x00{t.dtype}\x00{tuple(tensor.shape)}\x00".encode())
             h.update(memoryview(t.view(torch.uint8).numpy()))
     return h.hexdigest()[:16]
+
+
+def _remove_stale_builds(cache_dir: Path, prefix: str) -> None:
+    """Delete temporary build folders ``<prefix><pid>.*.tmp`` left by processes that no longer run."""
+    for tmp in cache_dir.glob(f"{prefix}*.tmp"):
+        try:
+            pid = int(tmp.name[len(prefix) :].split(".", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, owned by someone else
+            pass
 
 
 class PrefixCache:
@@ -121,7 +136,8 @@ class PrefixCache:
         if (final / "meta.json").is_file():
             return cls(final)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}.", suffix=".tmp", dir=cache_dir))
+        _remove_stale_builds(cache_dir, f".{name}-{key}.")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}.{os.getpid()}.", suffix=".tmp", dir=cache_dir))
         try:
             cls._build(encoder, texts, max_length, upto, tmp, dtype, batch_size, key, show_progress, name)
             try:
