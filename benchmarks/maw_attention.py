@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from maw.config import MAWConfig
+
 
 def _worker(args: argparse.Namespace) -> dict:
     """Memory of one implementation (``--measure memory``), or its time alternated with the
@@ -58,7 +60,7 @@ def _worker(args: argparse.Namespace) -> dict:
     maw = None
     if args.impl != "standard":
         cfg = MAWConfig(depth_dim=args.depth, granularity="pair", router="soft", implementation=args.impl,
-                        tile_size=args.tile_size)
+                        tile_size=args.tile_size, tile_elements=args.tile_elements)
         maw = MAWSelfAttention(cfg, H, dh, q, k, v, dropout_p=0.0).to(device)
         with torch.no_grad():  # a trained-looking router (non-uniform weights)
             maw.router.weight.normal_(0, 0.1)
@@ -156,7 +158,7 @@ def _run_config(args, impl: str, L: int, D: int) -> dict:
     """Two fresh subprocesses: one measures memory, one measures time."""
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--length", str(L), "--depth", str(D),
            "--batch", str(args.batch), "--heads", str(args.heads), "--head-size", str(args.head_size),
-           "--tile-size", str(args.tile_size), "--repeats", str(args.repeats), "--device", args.device,
+           "--tile-size", str(args.tile_size), "--tile-elements", str(args.tile_elements), "--repeats", str(args.repeats), "--device", args.device,
            "--threads", str(args.threads)]
     out = {}
     for measure in ("memory", "time"):
@@ -186,7 +188,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--head-size", type=int, default=32)
-    p.add_argument("--tile-size", type=int, default=4)
+    p.add_argument("--tile-size", type=int, default=MAWConfig.tile_size, help="query rows per tile (MAWConfig)")
+    p.add_argument("--tile-elements", type=int, default=MAWConfig.tile_elements,
+                   help="max elements of a 5D tile (MAWConfig; 0 = rows only)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: stable timings on a shared CPU; 0 = torch default)")
@@ -205,7 +209,8 @@ def main() -> None:
     lengths = [int(x) for x in (args.lengths or ("128,256" if args.quick else "128,256,512")).split(",")]
     depths = [int(x) for x in args.depths.split(",")]
     print(f"MAW attention block fwd+bwd: B={args.batch} H={args.heads} d_h={args.head_size} pair/soft, "
-          f"tile={args.tile_size}, device={args.device}, repeats={args.repeats}")
+          f"tile_size={args.tile_size} rows, tile_elements={args.tile_elements}, device={args.device}, "
+          f"threads={args.threads}, repeats={args.repeats}")
     header = (f"{'L':>5} {'D':>3} {'impl':>8} {'time s':>9} {'RSS MiB':>9} {'tensor MiB':>10} {'time x':>8} "
               f"{'RSS x':>7} {'tensor x':>8}")
     print(header)

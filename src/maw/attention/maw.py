@@ -259,7 +259,7 @@ class _SoftPairScore(torch.autograd.Function):
         ctx.keep = keep
         ctx.tau = tau
         if keep:
-            ctx.save_for_backward(q, kT, S, w)
+            ctx.save_for_backward(q, kT, S, w, A)
         else:
             ctx.save_for_backward(q, kT, W, b)
         if want_stats:
@@ -271,14 +271,16 @@ class _SoftPairScore(torch.autograd.Function):
         tau = ctx.tau
         with torch.no_grad():
             if ctx.keep:
-                q, kT, S, w = ctx.saved_tensors
+                q, kT, S, w, A = ctx.saved_tensors
+                Bn, H, D, T, Lk = S.shape
+                Abar = (A / D).unsqueeze(2)  # (B,H,1,T,Lk)
             else:
                 q, kT, W, b = ctx.saved_tensors
                 S, z = _soft_pair_logits(q, kT, W, b, tau)
                 w = torch.softmax(z, dim=2)
                 del z
-            Bn, H, D, T, Lk = S.shape
-            Abar = (w * S).sum(2, keepdim=True)  # (B,H,1,T,Lk)
+                Bn, H, D, T, Lk = S.shape
+                Abar = (w * S).sum(2, keepdim=True)  # (B,H,1,T,Lk)
             dS = w * (dA.unsqueeze(2) * D)  # D dA w
             dq = dkT = dW = db = None
             if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
