@@ -54,6 +54,10 @@ def randomize_routers(encoder, scale: float = 1.0, seed: int = 5) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
 
 
-@pytest.fixture
-def batch():
-    return padded_batch()
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster (and steadier on a shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

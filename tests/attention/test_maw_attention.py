@@ -127,7 +127,7 @@ def test_tiled_equals_naive_values_and_gradients(router, granularity):
         torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("router", ["soft", "gumbel", "grpo"])
+@pytest.mark.parametrize("router", ["soft", "grpo"])
 def test_element_budget_splits_rows_and_texts(router):
     """A small ``tile_elements`` budget gives one (text, row) per tile; still equal to naive."""
     ids, mask = padded_batch()
@@ -210,8 +210,8 @@ class _MaxNumel(TorchDispatchMode):
 
 @pytest.mark.parametrize("granularity", GRANS)
 def test_tiled_never_materialises_the_full_5d_tensor(granularity):
-    B, L, H, D, T = 2, 24, 4, 8, 4
-    ids, mask = padded_batch(lengths=(24, 17), max_len=L)
+    B, L, H, D, T = 2, 16, 4, 8, 4
+    ids, mask = padded_batch(lengths=(16, 11), max_len=L)
     full = B * H * L * L * D
     for impl in ("naive", "tiled"):
         enc, _ = maw_encoder(depth_dim=D, granularity=granularity, implementation=impl, tile_size=T)
@@ -226,11 +226,12 @@ def test_tiled_never_materialises_the_full_5d_tensor(granularity):
 
 # ---------------------------------------------------------------------------------------------- masking
 @pytest.mark.parametrize("router,granularity", list(itertools.product(ROUTERS, GRANS)))
-@pytest.mark.parametrize("impl", ["tiled", "naive"])
-def test_padded_positions_never_change_results(router, granularity, impl):
+def test_padded_positions_never_change_results(router, granularity):
+    """Other token ids at padded positions: same embeddings, same depth choices, same records
+    (tiled path; naive equals tiled, tested above)."""
     ids, mask = padded_batch()
     ids2 = torch.where(mask.bool(), ids, torch.randint(1, 100, ids.shape))  # other pad ids
-    enc, _ = maw_encoder(depth_dim=4, router=router, granularity=granularity, implementation=impl)
+    enc, _ = maw_encoder(depth_dim=4, router=router, granularity=granularity)
     randomize_routers(enc)
     refresh_reference(enc)
     for train_mode in (False, True):

@@ -38,10 +38,12 @@ Implementations (``cfg.implementation``):
 
 * ``naive``: materialises the full 5D ``S``; the reference used by tests and the benchmark.
 * ``tiled`` (default): never materialises the full 5D tensor.
-  - ``pair``: query tiles of ``tile_size`` rows, each in ``torch.utils.checkpoint`` (non-reentrant)
-    so backward recomputes the tile; peak memory grows with the tile. The soft router's tile uses a
-    fused autograd function (:class:`_SoftPairScore`) whose backward recomputes ``S`` instead of
-    saving it.
+  - ``pair``: tiles of at most ``tile_size`` query rows and at most ``tile_elements`` elements
+    of the 5D tile (rows shrink first, then the batch is split), each in
+    ``torch.utils.checkpoint`` (non-reentrant) so backward recomputes the tile; peak memory grows
+    with the tile, not with ``Lq*Lk*D``. The soft router's 5D part is one fused autograd function
+    (:class:`_SoftPairScore`, closed-form backward, no autograd graph over the 5D tensors);
+    depth statistics are computed in the first run of a tile only, not in its recompute.
   - ``query`` / ``head``: exact algebraic shortcuts. The weighted score is
     ``A = <q * (D w expanded over g), k>`` so attention runs as ordinary (memory-efficient)
     ``scaled_dot_product_attention`` on re-weighted queries. States: ``mean_j S = <q, mean_j k>``;

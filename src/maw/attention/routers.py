@@ -139,11 +139,12 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
 
 
 def first_argmax(z: torch.Tensor, dim: int, centered: bool = False) -> torch.Tensor:
-    """Index of the first maximum along ``dim`` (like ``argmax``), as ``long``.
+    """Index of the first maximum along ``dim`` (exactly ``argmax``), as ``long``.
 
-    Computed as ``D - max_d where(z == max z, D - d, 0)``: on CPU this is several times faster than
-    ``argmax`` / ``max(dim)`` over a strided (depth-major) axis. ``centered=True``: ``z`` already
-    has its maximum subtracted (maxima are exactly 0). NaN rows give index D-1.
+    With ``zc = z - max(z)`` (maxima exactly 0, others < 0), ``sign(zc) + 1`` is 1 at the maxima
+    and 0 elsewhere; times ``D - d`` its max over ``dim`` is ``D - first index``. These are plain
+    float ops: on CPU several times faster than ``argmax`` / ``max(dim)`` over a strided
+    (depth-major) axis. ``centered=True``: ``z`` is already ``zc``. NaN rows give index D-1.
     """
     dim = dim % z.dim()
     D = z.shape[dim]
@@ -151,7 +152,8 @@ def first_argmax(z: torch.Tensor, dim: int, centered: bool = False) -> torch.Ten
     shape = [1] * z.dim()
     shape[dim] = D
     rev = torch.arange(D, 0, -1, device=z.device, dtype=z.dtype).view(shape)  # D, D-1, ..., 1
-    return (D - torch.where(zc == 0, rev, 0).amax(dim)).clamp_(0, D - 1).long()
+    key = torch.sign(zc).add_(1).mul_(rev).amax(dim)  # D - first index of a maximum
+    return (D - key).nan_to_num_(D - 1).clamp_(0, D - 1).long()
 
 
 # ---------------------------------------------------------------------------------------------- policy

@@ -49,7 +49,7 @@ EFFICIENCY_FIGURES = ("train_s", "encode_docs_per_s", "query_latency_ms", "qps",
 def higher_is_better(name: str) -> bool:
     """Direction of a figure: runtimes/sizes and rank diagnostics are lower-is-better."""
     low = name.lower()
-    return not (name in LOWER_IS_BETTER or "rank" in low or low.startswith("norel") or name.endswith("_s"))
+    return not (name in LOWER_IS_BETTER or "rank" in low or low.startswith("norel"))
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -360,13 +360,14 @@ def make_plots(run_dir: Path, rep: dict[str, Any]) -> tuple[dict[str, str], list
 
 
 def csv_rows(cells: Iterable[dict[str, Any]]) -> list[tuple[str, str, int, str, Any]]:
-    """(dataset, method, seed, metric, value) for every figure of every ok cell."""
+    """(dataset, method, seed, metric, value) for every figure of every ok cell (None = not
+    applicable / not measured: no row)."""
     rows = []
     for c in cells:
         if c["status"] != "ok":
             continue
         figs = {**c["metrics"], **c["runtimes"], **{f"params_{k}": v for k, v in c["params"].items()}}
-        rows += [(c["dataset"], c["method"], c["seed"], k, v) for k, v in figs.items()]
+        rows += [(c["dataset"], c["method"], c["seed"], k, v) for k, v in figs.items() if v is not None]
     return rows
 
 
@@ -469,7 +470,7 @@ def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, e
         "time (encode + search), mean over the first `latency_queries` test queries; qps: all test queries "
         "batched. encode_docs_per_s: document-encoding throughput of the whole model (bm25: indexing). "
         "For the trained methods the test corpus embeddings reuse the trainer's frozen-prefix cache (only the "
-        "trainable top layers run; encode_s is that pass) and encode_docs_per_s is measured by encoding 256 "
+        "trainable top layers run; encode_s is that pass) and encode_docs_per_s is measured by encoding 128 "
         "documents with the whole trained model. index_bytes: FAISS flat index (dense) or BM25 score matrix.\n")
     if plot_errors:
         md.append("### Plot errors\n")
@@ -511,7 +512,7 @@ def build_reports(run_dir: str | Path, n_resamples: int = DEFAULT_RESAMPLES) -> 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["dataset", "method", "seed", "metric", "value"])
-    writer.writerows(["" if v is None else v for v in row] for row in csv_rows(cells))
+    writer.writerows(csv_rows(cells))
     atomic_write_text(run_dir / "results.csv", buf.getvalue())
     atomic_write_text(run_dir / "summary.txt", summary_text(reports))
     atomic_write_text(run_dir / "REPORT.md", report_markdown(run_dir, reports, config, environment, plots_made, plot_errors))

@@ -271,7 +271,7 @@ class PrefixCachedRetriever(DenseRetriever):
     measured on ``throughput_sample`` documents: what indexing new documents costs.
     """
 
-    def __init__(self, encoder, doc_cache_dir: str | Path, first_trainable: int, throughput_sample: int = 256, **kwargs):
+    def __init__(self, encoder, doc_cache_dir: str | Path, first_trainable: int, throughput_sample: int = 128, **kwargs):
         super().__init__(encoder, cache_dir=None, **kwargs)
         self.prefix_cache = PrefixCache(doc_cache_dir)
         self.first_trainable = first_trainable
