@@ -499,6 +499,21 @@ def test_hard_routers_change_the_model_from_step_zero(router, granularity):
         assert diff > 1e-3, f"hard router at init should differ from pretrained (max |diff| {diff:.2e})"
 
 
+def test_deepcopy_after_a_training_forward():
+    import copy
+
+    ids, mask = padded_batch()
+    enc, _ = maw_encoder(depth_dim=4, router="grpo", granularity="query")
+    enc.train()
+    enc(ids, mask)
+    assert routing_records(enc)[0] is not None
+    clone = copy.deepcopy(enc)  # records hold graph tensors; the copy starts without them
+    assert routing_records(clone)[0] is None and routing_records(enc)[0] is not None
+    clone.eval()
+    enc.eval()
+    torch.testing.assert_close(clone(ids, mask), enc(ids, mask))
+
+
 def test_module_interface_matches_hf_convention():
     enc, _ = maw_encoder(depth_dim=4)
     m = maw_modules(enc)[0]

@@ -224,18 +224,21 @@ def soft_pair_forward(q, kT, W, b, tau: float, want_stats: bool, keep: bool = Fa
     S, z = _soft_pair_logits(q, kT, W, b, tau)
     D = S.shape[2]
     z.sub_(z.amax(2, keepdim=True))  # z - max: (B,H,D,T,Lk), maxima are exactly 0
-    e = z.exp()  # unnormalised softmax
-    s = e.sum(2, keepdim=True)  # (B,H,1,T,Lk)
     ent = choice = None
     if want_stats:
-        ent = s.squeeze(2).log() - (e * z).sum(2) / s.squeeze(2)
         choice = first_argmax(z, 2, centered=True)
-    del z
-    w = e.div_(s)  # in place: e -> w
+        e = z.exp()  # unnormalised softmax
+        s = e.sum(2, keepdim=True)  # (B,H,1,T,Lk)
+        ent = s.squeeze(2).log() - (e * z).sum(2) / s.squeeze(2)
+        del z
+    else:
+        e = z.exp_()
+        s = e.sum(2, keepdim=True)
     if keep:
+        w = e.div_(s)  # in place: e -> w
         A = (w * S).sum(2).mul_(D)
         return A, choice, ent, S, w
-    A = w.mul_(S).sum(2).mul_(D)
+    A = e.mul_(S).sum(2).div_(s.squeeze(2)).mul_(D)  # normalise after the depth sum (1/D the work)
     return A, choice, ent, None, None
 
 
@@ -303,6 +306,20 @@ class _SoftPairScore(torch.autograd.Function):
         return dq, dkT, dW, db, None, None, None
 
 
+class _RecordSlot:
+    """Holds the last RoutingRecord. Copies start empty: a record holds autograd graph tensors,
+    which ``copy.deepcopy`` cannot copy (e.g. when a trainer deep-copies the best model)."""
+
+    def __init__(self):
+        self.value: RoutingRecord | None = None
+
+    def __deepcopy__(self, memo) -> _RecordSlot:
+        return _RecordSlot()
+
+    def __getstate__(self) -> dict:
+        return {"value": None}
+
+
 # ---------------------------------------------------------------------------------------------- block
 class MAWSelfAttention(nn.Module):
     """Drop-in replacement of a BERT ``attention.self``: ``forward(hidden (B, L, d_model),
@@ -351,7 +368,7 @@ class MAWSelfAttention(nn.Module):
         self.gumbel_tau = float(cfg.gumbel_tau_start)
         self.track_statistics = True
         self.checkpoint_tiles = True  # pair tiles in torch.utils.checkpoint when grad is needed
-        self.last_record: RoutingRecord | None = None
+        self._record = _RecordSlot()
         self._stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -381,6 +398,15 @@ class MAWSelfAttention(nn.Module):
         return lin
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def last_record(self) -> RoutingRecord | None:
+        """Routing summaries of the last training forward (grpo / supervised), else None."""
+        return self._record.value
+
+    @last_record.setter
+    def last_record(self, value: RoutingRecord | None) -> None:
+        self._record.value = value
+
     @property
     def kind(self) -> str:
         return self.cfg.router
