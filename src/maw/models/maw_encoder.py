@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from maw.attention.maw import MAWSelfAttention, RoutingRecord
-from maw.config import ConfigError, MAWConfig, ModelConfig, parse_layers
+from maw.config import ConfigError, MAWConfig, ModelConfig, default_model, parse_layers
 from maw.models.encoder import Encoder
 from maw.utils.io import atomic_path, atomic_write_json, read_json
 
@@ -184,6 +184,8 @@ def save_maw_encoder(encoder: Encoder, path: str | Path, model_cfg: ModelConfig,
     meta = {
         "format_version": FORMAT_VERSION,
         "model": str(model_cfg.model),
+        # the default backbone's path differs between installs; resolve it again when loading
+        "model_is_default": str(model_cfg.model) == default_model(),
         "num_layers": model_cfg.num_layers,
         "normalize": model_cfg.normalize,
         "query_max_length": model_cfg.query_max_length,
@@ -210,7 +212,7 @@ def read_maw_config(path: str | Path) -> tuple[ModelConfig, MAWConfig]:
         raise ConfigError(f"{cfg_file}: unknown MAW option(s) {unknown}")
     maw_cfg = MAWConfig(**meta["maw"])
     model_cfg = ModelConfig(
-        model=meta["model"],
+        model=default_model() if meta.get("model_is_default") else meta["model"],
         num_layers=meta.get("num_layers"),
         normalize=meta.get("normalize", True),
         query_max_length=meta.get("query_max_length", 64),
