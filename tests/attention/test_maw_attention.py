@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import padded_batch, randomize_routers, tiny_encoder
+from maw_testkit import padded_batch, randomize_routers, tiny_encoder
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from maw.attention.maw import MAWSelfAttention, key_validity

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_synthetic_run
+from bench_testkit import write_synthetic_run
 from typer.testing import CliRunner
 
 from maw.cli import app

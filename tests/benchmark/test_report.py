@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from conftest import synthetic_cell, write_synthetic_run
+from bench_testkit import synthetic_cell, write_synthetic_run
 
 from maw.benchmark.cells import (
     CellError,

@@ -145,7 +145,7 @@ def test_interrupt_keeps_finished_cells_and_rebuilds_reports(tmp_path, tiny_beir
 
 def test_tensorboard_tracker_writes_events(tmp_path):
     pytest.importorskip("tensorboard", reason="optional: pip install tensorboard")
-    from conftest import synthetic_cell
+    from bench_testkit import synthetic_cell
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tracker = make_tracker("tensorboard", tmp_path)
