@@ -18,7 +18,12 @@ DOCS = [
     ("d5", "Volcanoes", "Lava erupts from volcanoes when magma pressure builds up."),
     ("d6", "Bread", "Sourdough bread rises thanks to wild yeast and lactic bacteria."),
 ]
-QUERIES = [("q1", "what do cats hunt"), ("q2", "gluons and quarks"), ("q3", "why do interest rates move stock markets"), ("q4", "yeast in bread")]
+QUERIES = [
+    ("q1", "what do cats hunt"),
+    ("q2", "gluons and quarks"),
+    ("q3", "why do interest rates move stock markets"),
+    ("q4", "yeast in bread"),
+]
 QRELS = [("q1", "d1", 1), ("q2", "d3", 2), ("q2", "d4", 0), ("q3", "d4", 1), ("q4", "d6", 1)]
 
 
@@ -75,14 +80,27 @@ def test_evaluate_bm25_writes_json(beir, tmp_path):
 def test_evaluate_zeroshot_with_minilm(beir, tmp_path):
     out = tmp_path / "zs.json"
     cache = tmp_path / "cache"
-    args = ["--dataset", str(beir), "--method", "zeroshot", "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    args = [
+        "--dataset",
+        str(beir),
+        "--method",
+        "zeroshot",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--quiet",
+    ]
     result = invoke(*args, "--latency-queries", "2")
     assert result.exit_code == 0, result.output
     record = check_record(out, "zeroshot")
     assert record["metrics"]["nDCG@10"] > 0.9
     eff = record["efficiency"]
     assert eff["doc_cache_hit"] is False and eff["docs_per_second"] > 0 and eff["query_latency_ms"] > 0
-    assert record["config"]["model"]["doc_max_length"] == 256 and record["config"]["model"]["query_max_length"] == 64
+    assert (
+        record["config"]["model"]["doc_max_length"] == 256
+        and record["config"]["model"]["query_max_length"] == 64
+    )
     # second run: document embeddings come from the cache, same numbers
     result = invoke(*args)
     assert result.exit_code == 0, result.output

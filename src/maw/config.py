@@ -55,7 +55,9 @@ def parse_layers(spec: str | None, num_layers: int, option: str) -> list[int]:
             else:
                 out.add(int(part))
         except ValueError:
-            raise ConfigError(f"{option}: cannot parse {spec!r}; use e.g. '6', '5,6', '4-6' or 'all'") from None
+            raise ConfigError(
+                f"{option}: cannot parse {spec!r}; use e.g. '6', '5,6', '4-6' or 'all'"
+            ) from None
     bad = sorted(x for x in out if not 1 <= x <= num_layers)
     if bad:
         raise ConfigError(f"{option}: layer(s) {bad} out of range; the encoder has layers 1..{num_layers}")
@@ -67,7 +69,9 @@ class DataConfig:
     """Which collection and which queries. Splits come from the qrels files; see ``maw.data.splits``."""
 
     dataset: str = "demo"  # name (demo, scifact, ...) or a path to a BEIR-format folder
-    data_dir: str | None = None  # where named datasets are looked for / downloaded (default ~/.cache/maw/datasets)
+    data_dir: str | None = (
+        None  # where named datasets are looked for / downloaded (default ~/.cache/maw/datasets)
+    )
     test_split: str = "test"
     train_split: str = "train"
     val_split: str = "dev"  # used when the qrels file exists; otherwise carved from train by query
@@ -76,7 +80,9 @@ class DataConfig:
     val_samples: int | None = None
     test_samples: int | None = None
     split_seed: int = 13  # seed for carving/subsampling; independent of the training seed
-    candidate_pool: bool = False  # retrieve from judged docs + BM25 pool instead of the full corpus (reported)
+    candidate_pool: bool = (
+        False  # retrieve from judged docs + BM25 pool instead of the full corpus (reported)
+    )
 
 
 @dataclass
@@ -101,7 +107,9 @@ class MAWConfig:
     maw_layers: str = "last"
     router_hidden: int = 0  # 0 = per-head linear D->D; >0 = MLP with this hidden width
     tile_size: int = 64  # query block size of the tiled implementation
-    tile_elements: int = 1 << 21  # pair granularity: max elements of a 5D tile (rows, then texts, shrink); 0 = off
+    tile_elements: int = (
+        1 << 21
+    )  # pair granularity: max elements of a 5D tile (rows, then texts, shrink); 0 = off
     implementation: Literal["tiled", "naive"] = "tiled"
     tau: float = 1.0  # soft router temperature
     gumbel_tau_start: float = 1.0
@@ -146,7 +154,9 @@ class MAWConfig:
             if self.depth_width < 1:
                 raise ConfigError(f"--depth-width: must be >= 1, got {self.depth_width}")
         if self.group_size < 2 and self.router == "grpo":
-            raise ConfigError(f"--group-size: GRPO needs a group of at least 2 samples, got {self.group_size}")
+            raise ConfigError(
+                f"--group-size: GRPO needs a group of at least 2 samples, got {self.group_size}"
+            )
 
 
 @dataclass
@@ -177,7 +187,9 @@ class TrainConfig:
     num_threads: int | None = None
     save_checkpoints: bool = True
     # --- added by the training module (maw.training) ---
-    checkpoint_every: int = 100  # save run_dir/latest every N optimiser steps (and at every epoch end); 0 = epoch ends only
+    checkpoint_every: int = (
+        100  # save run_dir/latest every N optimiser steps (and at every epoch end); 0 = epoch ends only
+    )
     resume: bool = True  # continue from run_dir/latest when it exists (same config required)
     cache_dir: str | None = None  # frozen-prefix cache folder (default run_dir/cache); shareable between runs
     prefix_cache_dtype: Literal["float16", "float32"] = "float16"  # storage dtype of cached hidden states
@@ -196,16 +208,34 @@ class TrainConfig:
             (self.grad_accum >= 1, "--grad-accum", "must be >= 1", self.grad_accum),
             (self.temperature > 0, "--temperature", "must be > 0", self.temperature),
             (self.hard_negatives >= 0, "--hard-negatives", "must be >= 0", self.hard_negatives),
-            (self.hard_negative_depth >= self.hard_negatives, "--hard-negative-depth",
-             "must be >= --hard-negatives", self.hard_negative_depth),
+            (
+                self.hard_negative_depth >= self.hard_negatives,
+                "--hard-negative-depth",
+                "must be >= --hard-negatives",
+                self.hard_negative_depth,
+            ),
             (self.patience >= 1, "--patience", "must be >= 1", self.patience),
             (self.lora_rank >= 1, "--lora-rank", "must be >= 1", self.lora_rank),
             (0 <= self.lora_dropout < 1, "--lora-dropout", "must be in [0, 1)", self.lora_dropout),
-            (self.precision in ("fp32", "bf16", "fp16"), "--precision", "must be fp32, bf16 or fp16", self.precision),
+            (
+                self.precision in ("fp32", "bf16", "fp16"),
+                "--precision",
+                "must be fp32, bf16 or fp16",
+                self.precision,
+            ),
             (self.checkpoint_every >= 0, "--checkpoint-every", "must be >= 0", self.checkpoint_every),
-            (self.prefix_cache_dtype in ("float16", "float32"), "--prefix-cache-dtype", "must be float16 or float32",
-             self.prefix_cache_dtype),
-            (self.val_top_k >= 10, "--val-top-k", "must be >= 10 (validation reports nDCG@10)", self.val_top_k),
+            (
+                self.prefix_cache_dtype in ("float16", "float32"),
+                "--prefix-cache-dtype",
+                "must be float16 or float32",
+                self.prefix_cache_dtype,
+            ),
+            (
+                self.val_top_k >= 10,
+                "--val-top-k",
+                "must be >= 10 (validation reports nDCG@10)",
+                self.val_top_k,
+            ),
         ]
         for ok, flag, why, value in checks:
             if not ok:
@@ -217,7 +247,9 @@ class EvalConfig:
     split: str = "test"
     top_k: int = 1000
     eval_batch_size: int = 128
-    cache_dir: str | None = None  # embedding cache (default ~/.cache/maw/embeddings); None disables? see retrieval.dense
+    cache_dir: str | None = (
+        None  # embedding cache (default ~/.cache/maw/embeddings); None disables? see retrieval.dense
+    )
 
 
 @dataclass
@@ -272,7 +304,13 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-_NESTED = {"data": DataConfig, "model": ModelConfig, "maw": MAWConfig, "train": TrainConfig, "eval": EvalConfig}
+_NESTED = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "maw": MAWConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
 
 
 def load_toml(path: str | Path) -> BenchmarkConfig:

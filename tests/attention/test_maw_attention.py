@@ -40,7 +40,9 @@ def assert_same_stats(a: dict, b: dict) -> None:
     """Identical depth choices (counts, units); entropies equal to float tolerance."""
     assert a.keys() == b.keys()
     for k in a:
-        assert a[k]["counts"] == b[k]["counts"] and a[k]["units"] == b[k]["units"], f"layer {k}: choices differ"
+        assert a[k]["counts"] == b[k]["counts"] and a[k]["units"] == b[k]["units"], (
+            f"layer {k}: choices differ"
+        )
         assert a[k]["entropy"] == pytest.approx(b[k]["entropy"], abs=1e-6)
 
 
@@ -52,7 +54,9 @@ def assert_same_stats(a: dict, b: dict) -> None:
 def test_soft_router_at_init_reproduces_pretrained(depth, granularity, projection, impl):
     ids, mask = padded_batch()
     base = tiny_encoder()(ids, mask)
-    enc, _ = maw_encoder(depth_dim=depth, granularity=granularity, depth_projection=projection, implementation=impl)
+    enc, _ = maw_encoder(
+        depth_dim=depth, granularity=granularity, depth_projection=projection, implementation=impl
+    )
     torch.testing.assert_close(enc(ids, mask), base, atol=TOL, rtol=0)
 
 
@@ -103,7 +107,9 @@ def test_tiled_equals_naive_values_and_gradients(router, granularity):
     ids, mask = padded_batch()
     results = []
     for impl in ("naive", "tiled"):
-        enc, _ = maw_encoder(depth_dim=4, router=router, granularity=granularity, implementation=impl, tile_size=4)
+        enc, _ = maw_encoder(
+            depth_dim=4, router=router, granularity=granularity, implementation=impl, tile_size=4
+        )
         randomize_routers(enc)
         refresh_reference(enc)
         with torch.no_grad():  # reference differs from the policy, so the KL is non-trivial
@@ -133,8 +139,14 @@ def test_element_budget_splits_rows_and_texts(router):
     ids, mask = padded_batch()
     results = []
     for impl, budget in (("naive", 0), ("tiled", 4 * 4 * 11)):  # H * D * Lk: one row of one text
-        enc, _ = maw_encoder(depth_dim=4, router=router, granularity="pair", implementation=impl,
-                             tile_elements=budget, maw_layers="2")
+        enc, _ = maw_encoder(
+            depth_dim=4,
+            router=router,
+            granularity="pair",
+            implementation=impl,
+            tile_elements=budget,
+            maw_layers="2",
+        )
         randomize_routers(enc)
         refresh_reference(enc)
         enc.train()
@@ -168,8 +180,14 @@ def test_tiled_equals_naive_mlp_router_and_project_mode(granularity):
     ids, mask = padded_batch()
     results = []
     for impl in ("naive", "tiled"):
-        enc, _ = maw_encoder(depth_dim=2, granularity=granularity, implementation=impl, router_hidden=6,
-                             depth_projection="project", tile_size=3)
+        enc, _ = maw_encoder(
+            depth_dim=2,
+            granularity=granularity,
+            implementation=impl,
+            router_hidden=6,
+            depth_projection="project",
+            tile_size=3,
+        )
         randomize_routers(enc)
         enc.train()
         results.append(_run(enc, ids, mask))
@@ -418,7 +436,9 @@ def test_records_at_init(granularity):
         assert rec.kl_ref_mean is None
     lengths = mask.sum(1)
     expected_units = {"pair": 4 * lengths**2, "query": 4 * lengths, "head": torch.full((3,), 4)}[granularity]
-    assert torch.equal(routing_records(enc)[0].units, expected_units.double().to(routing_records(enc)[0].units.dtype))
+    assert torch.equal(
+        routing_records(enc)[0].units, expected_units.double().to(routing_records(enc)[0].units.dtype)
+    )
     refresh_reference(enc)
     enc(ids, mask)
     for rec in routing_records(enc):
@@ -522,5 +542,7 @@ def test_module_interface_matches_hf_convention():
     out, weights = m(x, None)
     assert out.shape == (2, 5, 32) and weights is None
     # the whole HF BertModel forward still works with its own mask handling
-    hf_out = enc.backbone(input_ids=torch.randint(1, 100, (2, 5)), attention_mask=torch.ones(2, 5, dtype=torch.long))
+    hf_out = enc.backbone(
+        input_ids=torch.randint(1, 100, (2, 5)), attention_mask=torch.ones(2, 5, dtype=torch.long)
+    )
     assert hf_out.last_hidden_state.shape == (2, 5, 32)

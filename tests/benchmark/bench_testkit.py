@@ -21,25 +21,50 @@ def synthetic_cell(dataset: str, method: str, seed: int, scores: np.ndarray, **e
         metrics={m: float(scores.mean()) for m in PRIMARY_METRICS} | {"nDCG@100": float(scores.mean())},
         per_query=per_query,
         params={"total": 22_700_000, "trainable": 0 if method in ("bm25", "zeroshot") else 1_800_000},
-        runtimes={"train_s": 0.0 if method in ("bm25", "zeroshot") else 12.5, "encode_s": 3.0, "search_s": 0.2,
-                  "query_latency_ms": 0.5 if method == "bm25" else 4.0, "qps": 2000.0 if method == "bm25" else 250.0,
-                  "index_bytes": 1000 if method == "bm25" else 5000, "encode_docs_per_s": 100.0},
-        dataset_info={"name": dataset, "fingerprint": "abc123", "source": "/synthetic", "counts": {"docs": 10},
-                      "provenance": {"test": {"queries": len(scores)}}},
+        runtimes={
+            "train_s": 0.0 if method in ("bm25", "zeroshot") else 12.5,
+            "encode_s": 3.0,
+            "search_s": 0.2,
+            "query_latency_ms": 0.5 if method == "bm25" else 4.0,
+            "qps": 2000.0 if method == "bm25" else 250.0,
+            "index_bytes": 1000 if method == "bm25" else 5000,
+            "encode_docs_per_s": 100.0,
+        },
+        dataset_info={
+            "name": dataset,
+            "fingerprint": "abc123",
+            "source": "/synthetic",
+            "counts": {"docs": 10},
+            "provenance": {"test": {"queries": len(scores)}},
+        },
     )
     if method not in ("bm25", "zeroshot"):
-        cell["history"] = [{"epoch": 0, "val_nDCG@10": 0.5},
-                           {"epoch": 1, "train_loss": 1.2, "val_nDCG@10": 0.55},
-                           {"epoch": 2, "train_loss": 0.9, "val_nDCG@10": 0.6}]
+        cell["history"] = [
+            {"epoch": 0, "val_nDCG@10": 0.5},
+            {"epoch": 1, "train_loss": 1.2, "val_nDCG@10": 0.55},
+            {"epoch": 2, "train_loss": 0.9, "val_nDCG@10": 0.6},
+        ]
     if method == "maw":
-        cell["router_stats"] = {"6": {"counts": [[5, 1, 0, 2], [0, 0, 8, 0], [2, 2, 2, 2]], "entropy": [0.9, 0.0, 1.38],
-                                      "units": 8}}
+        cell["router_stats"] = {
+            "6": {
+                "counts": [[5, 1, 0, 2], [0, 0, 8, 0], [2, 2, 2, 2]],
+                "entropy": [0.9, 0.0, 1.38],
+                "units": 8,
+            }
+        }
     cell.update(extra)
     return cell
 
 
-def write_synthetic_run(run_dir: Path, dataset: str, deltas: dict[str, float], seeds=(13, 42), n: int = 60,
-                        noise: float = 0.02, base_seed: int = 0) -> Path:
+def write_synthetic_run(
+    run_dir: Path,
+    dataset: str,
+    deltas: dict[str, float],
+    seeds=(13, 42),
+    n: int = 60,
+    noise: float = 0.02,
+    base_seed: int = 0,
+) -> Path:
     """Write cells where method m's per-query score = base + deltas[m] + small noise, per seed."""
     rng = np.random.default_rng(base_seed)
     base = rng.uniform(0.2, 0.7, size=n)
@@ -59,10 +84,15 @@ def write_synthetic_run(run_dir: Path, dataset: str, deltas: dict[str, float], s
 @pytest.fixture
 def synthetic_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    write_synthetic_run(run, "better", {"bm25": -0.05, "zeroshot": 0.0, "lora": 0.02, "finetune": 0.03, "maw": 0.10})
-    write_synthetic_run(run, "worse", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.05, "maw": -0.05}, base_seed=1)
-    write_synthetic_run(run, "same", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.0, "maw": 0.0}, base_seed=2,
-                        noise=0.05)
+    write_synthetic_run(
+        run, "better", {"bm25": -0.05, "zeroshot": 0.0, "lora": 0.02, "finetune": 0.03, "maw": 0.10}
+    )
+    write_synthetic_run(
+        run, "worse", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.05, "maw": -0.05}, base_seed=1
+    )
+    write_synthetic_run(
+        run, "same", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.0, "maw": 0.0}, base_seed=2, noise=0.05
+    )
     return run
 
 
@@ -79,7 +109,13 @@ def write_tiny_beir(folder: Path, num_docs: int = 36, with_train: bool = True) -
     docs, queries, train, test = [], [], [], []
     for i in range(num_docs):
         kind, place, year = WORDS[i % len(WORDS)], PLACES[(i // len(WORDS)) % len(PLACES)], 1800 + 7 * i
-        docs.append({"_id": f"d{i}", "title": f"The {place} {kind}", "text": f"The {kind} of {place} was finished in {year}."})
+        docs.append(
+            {
+                "_id": f"d{i}",
+                "title": f"The {place} {kind}",
+                "text": f"The {kind} of {place} was finished in {year}.",
+            }
+        )
         queries.append({"_id": f"q{i}", "text": f"when was the {kind} in {place} completed"})
         (test if i % 4 == 0 else train).append((f"q{i}", f"d{i}"))
     (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
@@ -87,7 +123,8 @@ def write_tiny_beir(folder: Path, num_docs: int = 36, with_train: bool = True) -
     for split, rows in (("train", train if with_train else []), ("test", test)):
         if rows:
             (folder / "qrels" / f"{split}.tsv").write_text(
-                "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in rows))
+                "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in rows)
+            )
     return folder
 
 
@@ -99,8 +136,14 @@ def write_tiny_model(folder: Path, layers: int = 2) -> Path:
     from maw.config import default_model
 
     tok = AutoTokenizer.from_pretrained(default_model())
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertModel(cfg, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)

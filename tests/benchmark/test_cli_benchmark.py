@@ -25,7 +25,9 @@ from maw.cli import app
     ],
 )
 def test_bad_flags_are_one_clear_error(tmp_path, args, message):
-    res = CliRunner().invoke(app, ["benchmark", "--out", str(tmp_path), *args] if "--resume" not in args else ["benchmark", *args])
+    res = CliRunner().invoke(
+        app, ["benchmark", "--out", str(tmp_path), *args] if "--resume" not in args else ["benchmark", *args]
+    )
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split()), res.output
 
@@ -36,5 +38,8 @@ def test_report_only_rebuilds_reports(tmp_path):
     (run / "config.json").write_text(json.dumps({"datasets": ["d"], "methods": ["bm25", "finetune", "maw"]}))
     res = CliRunner().invoke(app, ["benchmark", "--resume", str(run), "--report-only"])
     assert res.exit_code == 0, res.output
-    assert "d: MAW beat the capacity-matched baseline (finetune) significantly" in (run / "REPORT.md").read_text()
+    assert (
+        "d: MAW beat the capacity-matched baseline (finetune) significantly"
+        in (run / "REPORT.md").read_text()
+    )
     assert (run / "results.csv").is_file() and (run / "summary.txt").is_file()

@@ -23,23 +23,50 @@ pytestmark = pytest.mark.slow
 
 def _cmd(out: Path, model: Path, config: Path, quiet: bool = True) -> list[str]:
     return [
-        sys.executable, "-m", "maw.cli", "benchmark", "--datasets", "demo", "--methods", "bm25,zeroshot,finetune,maw",
-        "--seeds", "1", "--model", str(model), "--train-samples", "40", "--val-samples", "10",
-        "--query-max-length", "16", "--doc-max-length", "48", "--out", str(out), "--run-name", "e2e",
-        "--config", str(config), *(["--quiet"] if quiet else []),
+        sys.executable,
+        "-m",
+        "maw.cli",
+        "benchmark",
+        "--datasets",
+        "demo",
+        "--methods",
+        "bm25,zeroshot,finetune,maw",
+        "--seeds",
+        "1",
+        "--model",
+        str(model),
+        "--train-samples",
+        "40",
+        "--val-samples",
+        "10",
+        "--query-max-length",
+        "16",
+        "--doc-max-length",
+        "48",
+        "--out",
+        str(out),
+        "--run-name",
+        "e2e",
+        "--config",
+        str(config),
+        *(["--quiet"] if quiet else []),
     ]
 
 
 def test_interrupt_and_resume_demo(tmp_path, tiny_model):
     config = tmp_path / "bench.toml"
-    config.write_text("latency_queries = 5\n[train]\nnum_epochs = 2\nbatch_size = 8\ncheckpoint_every = 1\n"
-                      "learning_rate = 1e-3\nnum_threads = 1\n[eval]\neval_batch_size = 64\n")
+    config.write_text(
+        "latency_queries = 5\n[train]\nnum_epochs = 2\nbatch_size = 8\ncheckpoint_every = 1\n"
+        "learning_rate = 1e-3\nnum_threads = 1\n[eval]\neval_batch_size = 64\n"
+    )
     out = tmp_path / "runs"
     run = out / "e2e"
     cells = run / "cells" / "demo"
     latest = run / "checkpoints" / "demo" / "finetune-seed1" / "latest" / "config.json"
 
-    proc = subprocess.Popen(_cmd(out, tiny_model, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cmd(out, tiny_model, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
     while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -54,7 +81,9 @@ def test_interrupt_and_resume_demo(tmp_path, tiny_model):
     assert "bm25" in (run / "summary.txt").read_text()
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
 
-    proc2 = subprocess.run(_cmd(out, tiny_model, config, quiet=False), capture_output=True, text=True, timeout=300)
+    proc2 = subprocess.run(
+        _cmd(out, tiny_model, config, quiet=False), capture_output=True, text=True, timeout=300
+    )
     log2 = proc2.stdout + proc2.stderr
     assert proc2.returncode == 0, log2
     assert "bm25 seed 1: done before, skipped" in log2 and "zeroshot seed 1: done before, skipped" in log2
@@ -71,11 +100,22 @@ def test_interrupt_and_resume_demo(tmp_path, tiny_model):
     assert ft["checkpoint"] and Path(ft["checkpoint"]).is_dir()
     assert by_method["maw"]["router_stats"]
 
-    for name in ("results.json", "results.csv", "summary.txt", "REPORT.md", "results/demo.json", "config.json"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "summary.txt",
+        "REPORT.md",
+        "results/demo.json",
+        "config.json",
+    ):
         assert (run / name).is_file(), name
     res = json.loads((run / "results" / "demo.json").read_text())
     assert set(res["plots"]) == {"metrics", "curves", "depth_maw", "tradeoff"}
     assert res["verdict"]["outcome"] in ("better", "worse", "n.s.")
     assert res["verdict"]["sentence"] in (run / "REPORT.md").read_text()
     saved = json.loads((run / "config.json").read_text())
-    assert saved["latency_queries"] == 5 and saved["train"]["num_epochs"] == 2 and saved["train"]["batch_size"] == 8
+    assert (
+        saved["latency_queries"] == 5
+        and saved["train"]["num_epochs"] == 2
+        and saved["train"]["batch_size"] == 8
+    )

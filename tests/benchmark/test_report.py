@@ -32,14 +32,21 @@ from maw.benchmark.report import (
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     run = tmp_path_factory.mktemp("bench") / "run"
-    write_synthetic_run(run, "better", {"bm25": -0.05, "zeroshot": 0.0, "lora": 0.02, "finetune": 0.03, "maw": 0.10})
-    write_synthetic_run(run, "worse", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.05, "maw": -0.05}, base_seed=1)
-    write_synthetic_run(run, "same", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.0, "maw": 0.0}, base_seed=2,
-                        noise=0.05)
+    write_synthetic_run(
+        run, "better", {"bm25": -0.05, "zeroshot": 0.0, "lora": 0.02, "finetune": 0.03, "maw": 0.10}
+    )
+    write_synthetic_run(
+        run, "worse", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.05, "maw": -0.05}, base_seed=1
+    )
+    write_synthetic_run(
+        run, "same", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.0, "maw": 0.0}, base_seed=2, noise=0.05
+    )
     failed = new_cell("same", "lora", 13)
     failed["error"] = "TrainingError: non-finite loss at epoch 1 step 3"
     write_cell(run, failed)
-    (run / "config.json").write_text(json.dumps({"datasets": ["better", "worse", "same"], "methods": ["bm25", "maw"]}))
+    (run / "config.json").write_text(
+        json.dumps({"datasets": ["better", "worse", "same"], "methods": ["bm25", "maw"]})
+    )
     (run / "environment.json").write_text(json.dumps({"torch": "2.13.0", "python": "3.11"}))
     combined = build_reports(run, n_resamples=2000)
     return run, combined
@@ -76,8 +83,15 @@ def test_verdict_sentences(built):
     # the numbers in the sentence are the comparison's
     assert f"{c['mean_method']:.4f} vs {c['mean_baseline']:.4f}" in v["better"]["sentence"]
     assert c["diff"] == pytest.approx(0.07, abs=0.01) and c["p_perm_holm"] <= 0.05 and c["n"] == 60
-    for section in ("## Settings", "### Resolved configuration", "### Environment", "fingerprint `abc123`",
-                    "split provenance", "(plots/better_metrics.png)", "### Paired significance tests"):
+    for section in (
+        "## Settings",
+        "### Resolved configuration",
+        "### Environment",
+        "fingerprint `abc123`",
+        "split provenance",
+        "(plots/better_metrics.png)",
+        "### Paired significance tests",
+    ):
         assert section in report, section
 
 
@@ -134,11 +148,19 @@ def test_improvements_sign_for_lower_is_better():
     assert higher_is_better("nDCG@10") and higher_is_better("qps") and higher_is_better("encode_docs_per_s")
     assert not higher_is_better("train_s") and not higher_is_better("FirstRelRank_mean")
     summ = {
-        "bm25": {"metrics": {"nDCG@10": {"mean": 0.5}}, "runtimes": {"query_latency_ms": {"mean": 1.0}, "qps": {"mean": 1000.0}}},
-        "maw": {"metrics": {"nDCG@10": {"mean": 0.6}}, "runtimes": {"query_latency_ms": {"mean": 4.0}, "qps": {"mean": 250.0}}},
+        "bm25": {
+            "metrics": {"nDCG@10": {"mean": 0.5}},
+            "runtimes": {"query_latency_ms": {"mean": 1.0}, "qps": {"mean": 1000.0}},
+        },
+        "maw": {
+            "metrics": {"nDCG@10": {"mean": 0.6}},
+            "runtimes": {"query_latency_ms": {"mean": 4.0}, "qps": {"mean": 250.0}},
+        },
     }
     rows = {r["figure"]: r for r in improvements(summ) if r["method"] == "maw"}
-    assert rows["nDCG@10"]["absolute"] == pytest.approx(0.1) and rows["nDCG@10"]["relative"] == pytest.approx(0.2)
+    assert rows["nDCG@10"]["absolute"] == pytest.approx(0.1) and rows["nDCG@10"]["relative"] == pytest.approx(
+        0.2
+    )
     assert rows["query_latency_ms"]["absolute"] == pytest.approx(-3.0)  # slower = negative improvement
     assert rows["query_latency_ms"]["relative"] == pytest.approx(-3.0)
     assert rows["qps"]["absolute"] == pytest.approx(-750.0)
@@ -148,14 +170,18 @@ def test_improvements_sign_for_lower_is_better():
 
 def test_comparison_pairs_each_unordered_pair_once():
     pairs = comparison_pairs(["bm25", "zeroshot", "lora", "finetune", "maw"])
-    assert ("maw", "finetune") in pairs and ("finetune", "lora") in pairs and ("lora", "finetune") not in pairs
+    assert (
+        ("maw", "finetune") in pairs and ("finetune", "lora") in pairs and ("lora", "finetune") not in pairs
+    )
     assert len(pairs) == len({frozenset(p) for p in pairs}) == 10
 
 
 def test_cells_roundtrip_skip_and_validation(tmp_path):
     cell = synthetic_cell("d", "finetune", 42, [0.1, 0.2])
     path = write_cell(tmp_path, cell)
-    assert path == cell_path(tmp_path, "d", "finetune", 42) == tmp_path / "cells" / "d" / "finetune-seed42.json"
+    assert (
+        path == cell_path(tmp_path, "d", "finetune", 42) == tmp_path / "cells" / "d" / "finetune-seed42.json"
+    )
     assert read_cell(path)["metrics"]["nDCG@10"] == pytest.approx(0.15)
     assert is_done(tmp_path, "d", "finetune", 42) and not is_done(tmp_path, "d", "finetune", 13)
     failed = new_cell("d", "maw", 42)

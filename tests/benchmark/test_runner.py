@@ -16,8 +16,15 @@ from maw.config import ConfigError
 
 
 def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
-    flags = {"datasets": ",".join(map(str, datasets)), "methods": ",".join(methods), "seeds": ",".join(map(str, seeds)),
-             "out": str(tmp_path / "runs"), "run_name": "r", "query_max_length": 16, "doc_max_length": 32}
+    flags = {
+        "datasets": ",".join(map(str, datasets)),
+        "methods": ",".join(methods),
+        "seeds": ",".join(map(str, seeds)),
+        "out": str(tmp_path / "runs"),
+        "run_name": "r",
+        "query_max_length": 16,
+        "doc_max_length": 32,
+    }
     if model is not None:
         flags["model"] = str(model)
     cfg = resolve_config(overrides_from_flags(flags))
@@ -30,12 +37,18 @@ def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
 
 def test_resolve_config_layers(tmp_path):
     cfg = resolve_config({})
-    assert cfg.datasets == ["demo"] and cfg.methods == ["bm25", "zeroshot", "lora", "finetune", "maw"] and not cfg.quick
+    assert (
+        cfg.datasets == ["demo"]
+        and cfg.methods == ["bm25", "zeroshot", "lora", "finetune", "maw"]
+        and not cfg.quick
+    )
     quick = resolve_config({"quick": True})
     assert quick.quick and quick.train.num_epochs == QUICK_PRESET["train"]["num_epochs"]
     assert quick.data.train_samples == 200 and quick.data.test_samples is None
     toml = tmp_path / "b.toml"
-    toml.write_text('quick = true\nseeds = "1, 2"\n[train]\nnum_epochs = 2\nbatch_size = 16\n[model]\ndoc_max_length = 200\n')
+    toml.write_text(
+        'quick = true\nseeds = "1, 2"\n[train]\nnum_epochs = 2\nbatch_size = 16\n[model]\ndoc_max_length = 200\n'
+    )
     cfg = resolve_config(overrides_from_flags({"batch_size": 8}), config_file=toml)
     # TOML beats the preset, flags beat the TOML, the preset fills the rest
     assert (cfg.train.num_epochs, cfg.train.batch_size, cfg.model.doc_max_length) == (2, 8, 200)
@@ -66,7 +79,9 @@ def test_tracker_missing_package_is_a_clear_error(tmp_path):
         try:
             __import__(module)
         except ImportError:
-            with pytest.raises(ConfigError, match=f"--tracker {kind}: the '{module}' package is not installed"):
+            with pytest.raises(
+                ConfigError, match=f"--tracker {kind}: the '{module}' package is not installed"
+            ):
                 make_tracker(kind, tmp_path)
     with pytest.raises(ConfigError, match="--tracker: unknown tracker"):
         make_tracker("wandb", tmp_path)
@@ -79,16 +94,29 @@ def test_cells_reuse_skip_and_config_guard(tmp_path, tiny_beir, tiny_model):
     assert out.ran == [("tinyset", "bm25", 1), ("tinyset", "zeroshot", 1)]
     assert out.skipped == [("tinyset", "bm25", 2), ("tinyset", "zeroshot", 2)]  # seed-independent: reused
     run = out.run_dir
-    c1, c2 = read_cell(cell_path(run, "tinyset", "zeroshot", 1)), read_cell(cell_path(run, "tinyset", "zeroshot", 2))
+    c1, c2 = (
+        read_cell(cell_path(run, "tinyset", "zeroshot", 1)),
+        read_cell(cell_path(run, "tinyset", "zeroshot", 2)),
+    )
     assert c2["reused_from_seed"] == 1 and c1["reused_from_seed"] is None and c2["seed_independent"]
     assert c1["metrics"] == c2["metrics"] and c1["metrics"]["nDCG@10"] is not None
     assert c1["params"]["trainable"] == 0 and c1["params"]["total"] > 0
     assert set(c1["per_query"]["nDCG@10"]) == {f"q{i}" for i in range(0, 36, 4)}
     for c in (c1, read_cell(cell_path(run, "tinyset", "bm25", 1))):
-        assert all(c["runtimes"][k] is not None for k in ("encode_s", "search_s", "query_latency_ms", "qps", "index_bytes"))
+        assert all(
+            c["runtimes"][k] is not None
+            for k in ("encode_s", "search_s", "query_latency_ms", "qps", "index_bytes")
+        )
     assert c1["dataset_info"]["counts"]["test_queries"] == 9 and c1["dataset_info"]["fingerprint"]
-    for name in ("results.json", "results.csv", "summary.txt", "REPORT.md", "results/tinyset.json", "config.json",
-                 "environment.json"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "summary.txt",
+        "REPORT.md",
+        "results/tinyset.json",
+        "config.json",
+        "environment.json",
+    ):
         assert (run / name).is_file(), name
     assert json.loads((run / "config.json").read_text())["methods"] == ["bm25", "zeroshot"]
 
@@ -114,6 +142,7 @@ def test_failures_are_recorded_and_the_run_goes_on(tmp_path, tiny_beir, monkeypa
         calls.append(ds.key)
         real(cell, ds, cfg, **kw)
         cell["metrics"]["nDCG@10"] = float("nan")  # a non-finite figure is stored as null, not crash
+
     monkeypatch.setattr(runner_mod, "_bm25_cell", flaky)
     out = run_benchmark(cfg)
     assert out.exit_code == 1
@@ -134,6 +163,7 @@ def test_failures_are_recorded_and_the_run_goes_on(tmp_path, tiny_beir, monkeypa
 def test_interrupt_keeps_finished_cells_and_rebuilds_reports(tmp_path, tiny_beir, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(runner_mod, "_zeroshot_cell", interrupted)
     out = run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25", "zeroshot"], seeds=(1,)))
     assert out.interrupted and out.exit_code == 130 and out.ran == [("tinyset", "bm25", 1)]
@@ -173,7 +203,9 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
     enc = Encoder.from_pretrained(str(tiny_model)).eval()
     cache = PrefixCache.open_or_build(enc, ds.doc_texts(), 32, 1, tmp_path / "pc", "float32", 8, "docs")
     kw = dict(query_max_length=16, doc_max_length=32, batch_size=8, device="cpu", latency_queries=2)
-    ids, cached = runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw).encode_corpus(ds.corpus)
+    ids, cached = runner_mod.PrefixCachedRetriever(
+        enc, cache.folder, 1, throughput_sample=5, **kw
+    ).encode_corpus(ds.corpus)
     ids_full, full = DenseRetriever(enc, cache_dir=None, **kw).encode_corpus(ds.corpus)
     assert ids == ids_full and np.allclose(cached, full, atol=1e-5)
     # a cache made for other texts (or other weights) is refused, never silently used
@@ -187,5 +219,11 @@ def test_shared_prefix_layer(tmp_path):
     assert runner_mod.shared_prefix_layer(cfg, 6) == 5
     cfg = resolve_config(overrides_from_flags({"methods": "zeroshot,finetune,maw", "maw_layers": "5,6"}))
     assert runner_mod.shared_prefix_layer(cfg, 6) == 4
-    assert runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "zeroshot,full"})), 6) is None
-    assert runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "bm25,zeroshot"})), 6) is None
+    assert (
+        runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "zeroshot,full"})), 6)
+        is None
+    )
+    assert (
+        runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "bm25,zeroshot"})), 6)
+        is None
+    )

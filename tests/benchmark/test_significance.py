@@ -119,8 +119,10 @@ def test_compare_pairs_by_query_and_holm_verdicts():
     same = {q: v + rng.normal(0, 0.05) for q, v in base.items()}
     worse = {q: v - 0.1 + rng.normal(0, 0.02) for q, v in base.items()}
     better["extra"] = 1.0  # scored for one system only: not paired
-    comps = [compare(name, "base", "nDCG@10", s, base, n_resamples=2000) for name, s in
-             (("better", better), ("same", same), ("worse", worse))]
+    comps = [
+        compare(name, "base", "nDCG@10", s, base, n_resamples=2000)
+        for name, s in (("better", better), ("same", same), ("worse", worse))
+    ]
     assert comps[0].n == 80
     apply_holm(comps)
     assert [c.verdict for c in comps] == ["better", "n.s.", "worse"]

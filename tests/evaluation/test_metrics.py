@@ -47,7 +47,11 @@ def test_hand_computed_binary_and_graded_values():
     assert q2["AP"] == pytest.approx(1.0)  # binary: both docs relevant, both retrieved on top
     assert q1["RR"] == 1.0 and q1["RR@10"] == 1.0
     assert q1["P@1"] == 1.0 and q1["P@3"] == pytest.approx(1 / 3) and q1["P@5"] == pytest.approx(2 / 5)
-    assert q1["R@1"] == pytest.approx(1 / 3) and q1["R@3"] == pytest.approx(1 / 3) and q1["R@5"] == pytest.approx(2 / 3)
+    assert (
+        q1["R@1"] == pytest.approx(1 / 3)
+        and q1["R@3"] == pytest.approx(1 / 3)
+        and q1["R@5"] == pytest.approx(2 / 3)
+    )
     assert q1["R@1000"] == pytest.approx(2 / 3)
     assert q1["Rprec"] == pytest.approx(1 / 3)  # top R=3: a, c, d
     # bpref = 1/R * sum over retrieved relevant r of (1 - |judged non-rel above r| / min(R, N)); N = 1
@@ -114,15 +118,29 @@ NAMES = {"ndcg_cut": "nDCG", "recall": "R", "P": "P", "success": "Success"}
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_equal_to_pytrec_eval_directly(seed):
     qrels, run = _random_case(seed)
-    measures = {f"{m}.{','.join(map(str, ks))}" for m, ks in PYTREC.items()} | {"map", "map_cut.100", "recip_rank", "Rprec", "bpref"}
+    measures = {f"{m}.{','.join(map(str, ks))}" for m, ks in PYTREC.items()} | {
+        "map",
+        "map_cut.100",
+        "recip_rank",
+        "Rprec",
+        "bpref",
+    }
     ref = pytrec_eval.RelevanceEvaluator(qrels, measures, relevance_level=1).evaluate(run)
     res = evaluate_run(qrels, run)
     pairs = [(f"{m}_{k}", f"{NAMES[m]}@{k}") for m, ks in PYTREC.items() for k in ks]
-    pairs += [("map", "AP"), ("map_cut_100", "AP@100"), ("recip_rank", "RR"), ("Rprec", "Rprec"), ("bpref", "Bpref")]
+    pairs += [
+        ("map", "AP"),
+        ("map_cut_100", "AP@100"),
+        ("recip_rank", "RR"),
+        ("Rprec", "Rprec"),
+        ("bpref", "Bpref"),
+    ]
     for theirs, ours in pairs:
         for q in qrels:
             assert res.per_query[ours][q] == pytest.approx(ref[q][theirs], abs=1e-12), (ours, q)
-        assert res.aggregate[ours] == pytest.approx(sum(ref[q][theirs] for q in qrels) / len(qrels), abs=1e-12)
+        assert res.aggregate[ours] == pytest.approx(
+            sum(ref[q][theirs] for q in qrels) / len(qrels), abs=1e-12
+        )
     # RR@10 == recip_rank of the run truncated to its top 10
     top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in run.items()}
     ref10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
@@ -156,7 +174,11 @@ def test_empty_run_and_empty_rankings():
     for run in ({}, {"q1": {}, "q2": {}}):
         res = evaluate_run(QRELS, run)
         assert res.num_queries == 2
-        assert all(v == 0.0 for k, v in res.aggregate.items() if k.split("@")[0] in {"nDCG", "R", "P", "AP", "RR", "Success", "Judged", "Bpref", "Rprec"})
+        assert all(
+            v == 0.0
+            for k, v in res.aggregate.items()
+            if k.split("@")[0] in {"nDCG", "R", "P", "AP", "RR", "Success", "Judged", "Bpref", "Rprec"}
+        )
         assert res.aggregate["NoRelRetrieved"] == 2
         assert res.aggregate["FirstRelRank_mean"] is None and res.aggregate["FirstRelRank_median"] is None
         assert res.per_query["FirstRelRank"] == {"q1": None, "q2": None}

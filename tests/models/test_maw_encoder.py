@@ -42,8 +42,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random BERT with the MiniLM tokenizer, saved as a local HF model folder."""
     path = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(default_model())
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                     vocab_size=tok.vocab_size, max_position_embeddings=128)
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=tok.vocab_size,
+        max_position_embeddings=128,
+    )
     torch.manual_seed(0)
     BertModel(cfg, add_pooling_layer=False).save_pretrained(path)
     tok.save_pretrained(path)
@@ -161,7 +167,9 @@ def test_save_load_round_trip_is_exact(tiny_model_dir, tmp_path):
     for (k1, v1), (k2, v2) in zip(enc.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
     # tile size / implementation are runtime choices, not structure
-    load_maw_encoder(tmp_path / "ckpt", expected=dataclasses.replace(cfg, tile_size=7, implementation="naive"))
+    load_maw_encoder(
+        tmp_path / "ckpt", expected=dataclasses.replace(cfg, tile_size=7, implementation="naive")
+    )
 
 
 def test_mismatched_config_errors(tiny_model_dir, tmp_path):
@@ -201,7 +209,9 @@ def test_minilm_soft_at_init_and_depth_one_equal_pretrained(minilm):
     cases = [
         MAWConfig(maw_layers="6", depth_dim=32, granularity="pair", router="soft"),
         MAWConfig(maw_layers="5,6", depth_dim=8, granularity="query", router="soft"),
-        MAWConfig(maw_layers="all", depth_dim=4, granularity="head", router="soft", depth_projection="project"),
+        MAWConfig(
+            maw_layers="all", depth_dim=4, granularity="head", router="soft", depth_projection="project"
+        ),
         MAWConfig(maw_layers="6", depth_dim=1, granularity="pair", router="grpo"),
         MAWConfig(maw_layers="6", depth_dim=1, granularity="query", router="supervised"),
     ]
@@ -221,7 +231,9 @@ def test_minilm_hf_native_forward_matches_encoder_path(minilm):
             p.normal_(0, 0.5)
     tok = enc.tokenize(SENTENCES, 32)
     with torch.no_grad():
-        hidden = enc.backbone(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+        hidden = enc.backbone(
+            input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
+        ).last_hidden_state
         ours = enc.run_layers(enc.embed(tok["input_ids"]), tok["attention_mask"], 0)
     valid = tok["attention_mask"].bool()
     torch.testing.assert_close(hidden[valid], ours[valid], atol=1e-5, rtol=0)

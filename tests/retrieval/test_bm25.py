@@ -22,7 +22,9 @@ def bm25() -> BM25Retriever:
 
 
 def test_obvious_document_ranks_first(bm25):
-    run = bm25.retrieve({"q1": "gluon quark interactions", "q2": "a dog running", "q3": "interest rates"}, k=10)
+    run = bm25.retrieve(
+        {"q1": "gluon quark interactions", "q2": "a dog running", "q3": "interest rates"}, k=10
+    )
     assert max(run["q1"], key=run["q1"].get) == "quarks"
     assert max(run["q2"], key=run["q2"].get) == "dogs"  # stemming: dog/dogs, running/run
     assert max(run["q3"], key=run["q3"].get) == "stocks"
@@ -69,7 +71,14 @@ def test_scores_follow_lucene_bm25(bm25):
 
 def test_timings_and_params(bm25):
     bm25.retrieve({"q": "cats"}, k=3)
-    for key in ("index_seconds", "index_docs_per_second", "index_bytes", "query_seconds", "qps", "query_latency_ms"):
+    for key in (
+        "index_seconds",
+        "index_docs_per_second",
+        "index_bytes",
+        "query_seconds",
+        "qps",
+        "query_latency_ms",
+    ):
         assert bm25.timings[key] >= 0
     assert bm25.timings["index_bytes"] > 0
     assert bm25.params["k1"] == 0.9 and bm25.params["b"] == 0.4 and bm25.params["method"] == "lucene"

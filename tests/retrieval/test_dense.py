@@ -29,12 +29,21 @@ def tokenizer():
 def tiny_encoder(tokenizer, seed: int = 0) -> Encoder:
     torch.manual_seed(seed)
     cfg = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=tokenizer.vocab_size
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=tokenizer.vocab_size,
     )
-    return Encoder(BertModel(cfg, add_pooling_layer=False), tokenizer, "tiny-random-bert", normalize=True).eval()
+    return Encoder(
+        BertModel(cfg, add_pooling_layer=False), tokenizer, "tiny-random-bert", normalize=True
+    ).eval()
 
 
-CORPUS = {f"d{i}": Document(f"title {i}", f"document number {i} about topic {i % 3} " * (1 + i % 4)) for i in range(12)}
+CORPUS = {
+    f"d{i}": Document(f"title {i}", f"document number {i} about topic {i % 3} " * (1 + i % 4))
+    for i in range(12)
+}
 QUERIES = {"q1": "topic 1", "q2": "document number 7", "q3": "title 0"}
 
 
@@ -66,12 +75,16 @@ def test_search_embeddings_clips_k_and_checks_shapes():
         search_embeddings(np.ones((1, 4), np.float32), ["q"], d, ["a", "b", "c"], k=2)
     with pytest.raises(ValueError, match="k must be"):
         search_embeddings(np.ones((1, 3), np.float32), ["q"], d, ["a", "b", "c"], k=0)
-    assert search_embeddings(np.ones((1, 3), np.float32), ["q"], np.zeros((0, 3), np.float32), [], k=5) == {"q": {}}
+    assert search_embeddings(np.ones((1, 3), np.float32), ["q"], np.zeros((0, 3), np.float32), [], k=5) == {
+        "q": {}
+    }
 
 
 def test_dense_retriever_equals_encode_then_search(tokenizer):
     enc = tiny_encoder(tokenizer)
-    retriever = DenseRetriever(enc, query_max_length=16, doc_max_length=32, batch_size=4, device="cpu", latency_queries=2)
+    retriever = DenseRetriever(
+        enc, query_max_length=16, doc_max_length=32, batch_size=4, device="cpu", latency_queries=2
+    )
     run = retriever.retrieve(QUERIES, CORPUS, k=5)
     d_ids = list(CORPUS)
     d_emb = enc.encode([CORPUS[d].full_text() for d in d_ids], 32, 4)
@@ -84,14 +97,29 @@ def test_dense_retriever_equals_encode_then_search(tokenizer):
     t = retriever.timings
     assert t["doc_cache_hit"] is False and t["device"] == "cpu"
     assert t["index_bytes"] >= len(CORPUS) * 32 * 4
-    for key in ("doc_encode_seconds", "docs_per_second", "query_encode_seconds", "search_seconds", "qps", "query_latency_ms"):
+    for key in (
+        "doc_encode_seconds",
+        "docs_per_second",
+        "query_encode_seconds",
+        "search_seconds",
+        "qps",
+        "query_latency_ms",
+    ):
         assert t[key] > 0
     assert t["latency_queries"] == 2
 
 
 def test_embedding_cache_hit_miss_and_invalidation(tokenizer, tmp_path):
     enc = tiny_encoder(tokenizer)
-    make = lambda e, **kw: DenseRetriever(e, query_max_length=16, doc_max_length=kw.get("L", 32), batch_size=4, cache_dir=tmp_path, device="cpu", latency_queries=0)  # noqa: E731
+    make = lambda e, **kw: DenseRetriever(
+        e,
+        query_max_length=16,
+        doc_max_length=kw.get("L", 32),
+        batch_size=4,
+        cache_dir=tmp_path,
+        device="cpu",
+        latency_queries=0,
+    )  # noqa: E731
 
     r1 = make(enc)
     run1 = r1.retrieve(QUERIES, CORPUS, k=5)

@@ -13,10 +13,47 @@ import json
 import random
 from pathlib import Path
 
-SYLLABLES = ["ka", "lor", "ven", "mi", "tas", "dor", "rel", "sun", "pa", "gri", "mo", "zet", "bal", "nor", "fi", "qua"]
-KINDS = ["bridge", "library", "harbor", "observatory", "mill", "castle", "garden", "tower", "market", "school"]
+SYLLABLES = [
+    "ka",
+    "lor",
+    "ven",
+    "mi",
+    "tas",
+    "dor",
+    "rel",
+    "sun",
+    "pa",
+    "gri",
+    "mo",
+    "zet",
+    "bal",
+    "nor",
+    "fi",
+    "qua",
+]
+KINDS = [
+    "bridge",
+    "library",
+    "harbor",
+    "observatory",
+    "mill",
+    "castle",
+    "garden",
+    "tower",
+    "market",
+    "school",
+]
 PLACES = ["osmar", "delt", "ruvia", "kesh", "antal", "borin", "cyra", "lune"]
-THINGS = ["glass windows", "stone arches", "old maps", "copper bells", "red tiles", "tall pines", "rare books", "fresh fish"]
+THINGS = [
+    "glass windows",
+    "stone arches",
+    "old maps",
+    "copper bells",
+    "red tiles",
+    "tall pines",
+    "rare books",
+    "fresh fish",
+]
 
 
 def _name(rng: random.Random) -> str:
@@ -32,11 +69,13 @@ def write_tiny_beir(folder: str | Path, num_docs: int = 60, seed: int = 0) -> Pa
     for i in range(num_docs):
         name, kind, place, thing = _name(rng), rng.choice(KINDS), rng.choice(PLACES), rng.choice(THINGS)
         year = rng.randint(1700, 1990)
-        docs.append({
-            "_id": f"d{i}",
-            "title": f"The {name} {kind}",
-            "text": f"The {name} {kind} stands in {place}. It was completed in {year} and is famous for its {thing}.",
-        })
+        docs.append(
+            {
+                "_id": f"d{i}",
+                "title": f"The {name} {kind}",
+                "text": f"The {name} {kind} stands in {place}. It was completed in {year} and is famous for its {thing}.",
+            }
+        )
         q1 = {"_id": f"q{i}a", "text": f"which {kind} in {place} is known for {thing}"}
         q2 = {"_id": f"q{i}b", "text": f"when was the {name} {kind} built"}
         queries += [q1, q2]
@@ -94,8 +133,16 @@ def tiny_configs(model_dir: str | Path, **train_overrides):
     model = ModelConfig(model=str(model_dir), query_max_length=16, doc_max_length=48)
     maw = MAWConfig(depth_dim=4, granularity="query", group_size=2)
     train = TrainConfig(
-        num_epochs=2, batch_size=8, learning_rate=1e-3, hard_negatives=1, hard_negative_depth=5,
-        patience=5, progress=False, num_threads=1, checkpoint_every=0, prefix_cache_dtype="float32",
+        num_epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        hard_negatives=1,
+        hard_negative_depth=5,
+        patience=5,
+        progress=False,
+        num_threads=1,
+        checkpoint_every=0,
+        prefix_cache_dtype="float32",
     )
     for k, v in train_overrides.items():
         setattr(train, k, v)

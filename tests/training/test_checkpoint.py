@@ -21,17 +21,23 @@ from maw.training.checkpoint import (
     set_rng_state,
 )
 from maw.training.methods import build_model_with_plan
+from maw.utils.io import _umask
 
 
 def test_config_differences_lists_every_changed_key():
     a = {"structure": {"method": "maw", "maw": {"depth_dim": 8, "router": "soft"}}, "run": {"lr": 1e-3}}
-    b = {"structure": {"method": "maw", "maw": {"depth_dim": 4, "router": "soft"}, "extra": 1}, "run": {"lr": 2e-3}}
+    b = {
+        "structure": {"method": "maw", "maw": {"depth_dim": 4, "router": "soft"}, "extra": 1},
+        "run": {"lr": 2e-3},
+    }
     assert config_differences(a, b) == [
         "run.lr: saved=0.001, current=0.002",
         "structure.extra: saved='<absent>', current=1",
         "structure.maw.depth_dim: saved=8, current=4",
     ]
-    assert config_differences(a, b, ignore=("run", "structure.extra")) == ["structure.maw.depth_dim: saved=8, current=4"]
+    assert config_differences(a, b, ignore=("run", "structure.extra")) == [
+        "structure.maw.depth_dim: saved=8, current=4"
+    ]
 
 
 def test_rng_state_round_trip_through_json_and_tensors():
@@ -55,10 +61,13 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tiny, tmp_path):
         opt.step()
         sched.step()
     names = [n for n, _ in params]
-    state = TrainingState(epoch=2, step_in_epoch=3, global_step=7, history=[{"epoch": 0, "val": {"nDCG@10": 0.5}}])
+    state = TrainingState(
+        epoch=2, step_in_epoch=3, global_step=7, history=[{"epoch": 0, "val": {"nDCG@10": 0.5}}]
+    )
     save_checkpoint(tmp_path / "latest", enc, {"structure": {"x": 1}}, state, opt, sched, None, names)
     files = sorted(p.name for p in (tmp_path / "latest").iterdir())
     assert files == ["config.json", "model.safetensors", "training_state.json", "training_state.safetensors"]
+    assert (tmp_path / "latest").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
 
     enc2, _ = build_model_with_plan("finetune", model, maw, tcfg)
     params2 = [(n, p) for n, p in enc2.named_parameters() if p.requires_grad]

@@ -41,13 +41,33 @@ def test_two_processes_match_one_process(tiny_data_dir, tiny_model_nodrop, tmp_p
     from maw.training.trainer import train
 
     # no dropout: the two runs must compute the same function
-    data, model, maw, tcfg, ev = tiny_configs(tiny_model_nodrop, num_epochs=2, checkpoint_every=0, batch_size=8)
+    data, model, maw, tcfg, ev = tiny_configs(
+        tiny_model_nodrop, num_epochs=2, checkpoint_every=0, batch_size=8
+    )
     ds, splits = load_tiny(tiny_data_dir, data)
     single = train("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / "one")
 
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(HERE / "train_script.py"),
-           "--data", str(tiny_data_dir), "--model", str(tiny_model_nodrop), "--run-dir", str(tmp_path / "two"),
-           "--out", str(tmp_path / "two.json"), "--epochs", "2", "--checkpoint-every", "0", "--batch-size", "8"]
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(HERE / "train_script.py"),
+        "--data",
+        str(tiny_data_dir),
+        "--model",
+        str(tiny_model_nodrop),
+        "--run-dir",
+        str(tmp_path / "two"),
+        "--out",
+        str(tmp_path / "two.json"),
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "0",
+        "--batch-size",
+        "8",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     two = json.loads((tmp_path / "two.json").read_text())

@@ -45,7 +45,7 @@ def test_false_negative_mask_removes_duplicates_and_other_relevant_docs_but_not_
     d = F.normalize(torch.randn(4, 4), dim=-1)
     masked = info_nce_per_query(q, d, torch.tensor(pos), 1.0, mask)
     # q1 with d1 masked at index 0 equals a softmax over the remaining docs only
-    logits = (q[1] @ d[[1, 2, 3]].T)
+    logits = q[1] @ d[[1, 2, 3]].T
     torch.testing.assert_close(masked[1], -(logits[0] - torch.logsumexp(logits, 0)))
 
 

@@ -101,4 +101,6 @@ def test_soft_maw_model_equals_the_pretrained_model_at_init(tiny):
     base, _ = build_model("finetune", model, maw, train)
     enc, _ = build_model("maw", model, maw, train)
     texts = ["which tower in osmar is known for old maps", "short"]
-    torch.testing.assert_close(torch.from_numpy(enc.encode(texts, 16)), torch.from_numpy(base.encode(texts, 16)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.from_numpy(enc.encode(texts, 16)), torch.from_numpy(base.encode(texts, 16)), atol=1e-5, rtol=0
+    )

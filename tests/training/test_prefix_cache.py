@@ -80,7 +80,9 @@ def test_stale_temporary_builds_of_dead_processes_are_removed(tiny, tmp_path):
     _, _, _, model, maw, train, _ = tiny
     enc, k = build_model("finetune", model, maw, train)
     key = PrefixCache.key(enc, TEXTS, 24, k, "float32")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = tmp_path / f".prefix-{key}.{int(dead.stdout)}.abc.tmp"
     stale.mkdir()
     alive = tmp_path / f".prefix-{key}.{__import__('os').getpid()}.def.tmp"

@@ -22,8 +22,19 @@ ARGS = ["--method", "maw", "--router", "grpo", "--epochs", "3", "--checkpoint-ev
 
 
 def _cmd(data, model, run_dir, out):
-    return [sys.executable, str(SCRIPT), "--data", str(data), "--model", str(model), "--run-dir", str(run_dir),
-            "--out", str(out), *ARGS]
+    return [
+        sys.executable,
+        str(SCRIPT),
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--run-dir",
+        str(run_dir),
+        "--out",
+        str(out),
+        *ARGS,
+    ]
 
 
 @pytest.mark.slow
@@ -40,8 +51,11 @@ def test_killed_run_resumes_to_the_same_weights(tiny_data_dir, tiny_model_dir, t
     ref = train("maw", ds, splits, model, maw, tcfg, ev, tmp_path / "ref")
 
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(tiny_data_dir, tiny_model_dir, run_dir, tmp_path / "a.json"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(tiny_data_dir, tiny_model_dir, run_dir, tmp_path / "a.json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     marker = run_dir / "latest" / "training_state.json"
     deadline = time.monotonic() + 120
     while not marker.exists():
@@ -58,7 +72,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny_data_dir, tiny_model_dir, t
     assert not state["finished"], "the run finished before it could be killed"
     assert not (tmp_path / "a.json").exists()
 
-    done = subprocess.run(_cmd(tiny_data_dir, tiny_model_dir, run_dir, tmp_path / "b.json"), capture_output=True, text=True)
+    done = subprocess.run(
+        _cmd(tiny_data_dir, tiny_model_dir, run_dir, tmp_path / "b.json"), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads((tmp_path / "b.json").read_text())
     assert out["resumed_from"] is not None and out["resumed_from"]["global_step"] >= 3

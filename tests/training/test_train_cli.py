@@ -12,9 +12,33 @@ runner = CliRunner()
 
 
 def _args(data, model, run_dir, *extra):
-    return ["train", "--dataset", str(data), "--model", str(model), "--run-dir", str(run_dir), "--method", "finetune",
-            "--num-epochs", "1", "--batch-size", "8", "--learning-rate", "1e-3", "--query-max-length", "16",
-            "--doc-max-length", "48", "--hard-negative-depth", "5", "--num-threads", "1", "--quiet", *extra]
+    return [
+        "train",
+        "--dataset",
+        str(data),
+        "--model",
+        str(model),
+        "--run-dir",
+        str(run_dir),
+        "--method",
+        "finetune",
+        "--num-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--query-max-length",
+        "16",
+        "--doc-max-length",
+        "48",
+        "--hard-negative-depth",
+        "5",
+        "--num-threads",
+        "1",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_train_command_writes_result_and_resumes(tiny_data_dir, tiny_model_dir, tmp_path):
@@ -36,7 +60,9 @@ def test_train_command_writes_result_and_resumes(tiny_data_dir, tiny_model_dir, 
 def test_bad_flags_are_named(tiny_data_dir, tiny_model_dir, tmp_path):
     res = runner.invoke(app, _args(tiny_data_dir, tiny_model_dir, tmp_path / "x", "--method", "bm25"))
     assert res.exit_code == 2 and "--method" in res.output
-    res = runner.invoke(app, _args(tiny_data_dir, tiny_model_dir, tmp_path / "x", "--method", "maw", "--router", "nope"))
+    res = runner.invoke(
+        app, _args(tiny_data_dir, tiny_model_dir, tmp_path / "x", "--method", "maw", "--router", "nope")
+    )
     assert res.exit_code == 2 and "--router" in res.output
     res = runner.invoke(app, _args(tiny_data_dir, tiny_model_dir, tmp_path / "x", "--warmup-ratio", "2"))
     assert res.exit_code == 2 and "--warmup-ratio" in res.output

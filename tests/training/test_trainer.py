@@ -35,7 +35,11 @@ def test_finetune_trains_only_the_trainable_layer_and_records_history(tiny, tmp_
     for h in res.history:
         assert 0.0 <= h["val"]["nDCG@10"] <= 1.0 and set(h["val"]) == {"nDCG@10", "R@100", "RR@10", "AP"}
     assert all(np.isfinite(h["train_loss"]) for h in res.history[1:])
-    assert len(res.history[1]["step_losses"]) == res.setup["optimizer_steps_per_epoch"] == -(-res.setup["examples"] // 8)
+    assert (
+        len(res.history[1]["step_losses"])
+        == res.setup["optimizer_steps_per_epoch"]
+        == -(-res.setup["examples"] // 8)
+    )
     assert res.best_epoch == int(np.argmax([h["val"]["nDCG@10"] for h in res.history]))
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == json.loads(json.dumps(res.history))
     # the latest checkpoint holds the last epoch's weights: frozen tensors unchanged, trainable ones moved
@@ -47,7 +51,9 @@ def test_finetune_trains_only_the_trainable_layer_and_records_history(tiny, tmp_
         if not k.startswith("backbone.encoder.layer.1."):
             assert torch.equal(after[k], v), k
     assert res.params["trainable"] < res.params["total"]
-    assert res.setup["prefix_cache"] and res.setup["warmup_steps"] <= 2 * res.setup["optimizer_steps_per_epoch"]
+    assert (
+        res.setup["prefix_cache"] and res.setup["warmup_steps"] <= 2 * res.setup["optimizer_steps_per_epoch"]
+    )
 
 
 def test_validation_uses_val_queries_only_and_best_weights_are_returned(tiny, tmp_path, monkeypatch):
@@ -82,7 +88,13 @@ def test_prefix_cache_and_live_prefix_train_identically(tiny_data_dir, tiny_mode
         ds, splits = load_tiny(tiny_data_dir, data)
         res = train("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / f"c{cache}")
         assert res.setup["prefix_cache"] is cache
-        losses.append((res.history[1]["step_losses"], res.history[1]["val"]["nDCG@10"], res.history[0]["val"]["nDCG@10"]))
+        losses.append(
+            (
+                res.history[1]["step_losses"],
+                res.history[1]["val"]["nDCG@10"],
+                res.history[0]["val"]["nDCG@10"],
+            )
+        )
     np.testing.assert_allclose(losses[0][0], losses[1][0], atol=1e-5)
     assert losses[0][1:] == pytest.approx(losses[1][1:], abs=1e-6)
 
@@ -105,7 +117,9 @@ def test_early_stopping_keeps_epoch_zero_when_nothing_improves(tiny, tmp_path):
     assert again.history == json.loads(json.dumps(res.history)) and again.resumed_from["epoch"] == 2
 
 
-def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tiny, tmp_path, monkeypatch
+):
     real = router_objectives.info_nce_per_query
     calls = {"n": 0}
 
@@ -189,7 +203,9 @@ def test_gradient_checkpointing_path_gives_the_same_steps(tiny_data_dir, tiny_mo
 
     out = []
     for ckpt in (False, True):
-        data, model, maw, tcfg, ev = tiny_configs(tiny_model_nodrop, finetune_layers="all", prefix_cache=False)
+        data, model, maw, tcfg, ev = tiny_configs(
+            tiny_model_nodrop, finetune_layers="all", prefix_cache=False
+        )
         ds, splits = load_tiny(tiny_data_dir, data)
         tr = Trainer("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / str(ckpt), DistributedContext())
         tr.setup()

@@ -36,7 +36,10 @@ def main() -> None:
     from maw.training.trainer import train
 
     data, model, maw, tcfg, ev = tiny_configs(
-        args.model, num_epochs=args.epochs, checkpoint_every=args.checkpoint_every, batch_size=args.batch_size,
+        args.model,
+        num_epochs=args.epochs,
+        checkpoint_every=args.checkpoint_every,
+        batch_size=args.batch_size,
         prefix_cache=not args.no_cache,
     )
     maw.router = args.router
@@ -44,12 +47,16 @@ def main() -> None:
     result = train(args.method, ds, splits, model, maw, tcfg, ev, args.run_dir)
     if result.setup["rank"] != 0:
         return
-    Path(args.out).write_text(json.dumps({
-        "history": result.history,
-        "resumed_from": result.resumed_from,
-        "best_epoch": result.best_epoch,
-        "world_size": result.setup.get("world_size"),
-    }))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "history": result.history,
+                "resumed_from": result.resumed_from,
+                "best_epoch": result.best_epoch,
+                "world_size": result.setup.get("world_size"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

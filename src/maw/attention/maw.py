@@ -126,7 +126,9 @@ def key_validity(attention_mask: torch.Tensor | None, batch: int, length: int, d
     else:
         raise ValueError(f"MAW attention: unsupported attention_mask shape {tuple(m.shape)}")
     if valid.shape[-1] != length:
-        raise ValueError(f"MAW attention: mask has {valid.shape[-1]} keys, hidden states have {length} tokens")
+        raise ValueError(
+            f"MAW attention: mask has {valid.shape[-1]} keys, hidden states have {length} tokens"
+        )
     return valid.expand(batch, length).to(device)
 
 
@@ -415,7 +417,11 @@ class MAWSelfAttention(nn.Module):
         """x (B, L, d_model) -> q, k (B, H, D, L, g) with q pre-scaled; v (B, H, L, d_h)."""
         B, L, _ = x.shape
         H, D, g = self.num_heads, self.depth, self.width
-        qproj, kproj = (self.query, self.key) if self.cfg.depth_projection == "split" else (self.depth_query, self.depth_key)
+        qproj, kproj = (
+            (self.query, self.key)
+            if self.cfg.depth_projection == "split"
+            else (self.depth_query, self.depth_key)
+        )
         q = (qproj(x) * self.scale).view(B, L, H, D, g).permute(0, 2, 3, 1, 4).contiguous()
         k = kproj(x).view(B, L, H, D, g).permute(0, 2, 3, 1, 4).contiguous()
         v = self.value(x).view(B, L, H, -1).transpose(1, 2)
@@ -429,7 +435,9 @@ class MAWSelfAttention(nn.Module):
         return self.training and self.kind in POLICY_ROUTERS
 
     # ------------------------------------------------------------------ forward
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs
+    ):
         if kwargs.get("encoder_hidden_states") is not None:
             raise ValueError("MAW attention is self-attention only (no cross-attention)")
         B, L, _ = hidden_states.shape
@@ -504,7 +512,9 @@ class MAWSelfAttention(nn.Module):
                 ref = None
                 if self.reference is not None:
                     with torch.no_grad():
-                        ref = self.reference.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(B, H, D, T, Lk)
+                        ref = self.reference.forward_dmajor(S.detach().reshape(B, H, D, T * Lk)).view(
+                            B, H, D, T, Lk
+                        )
                 rec = _Summaries.record(logits, ref, choice, unit_mask, 2)
         P = torch.softmax(A + key_bias, dim=-1)  # (B, H, T, Lk) softmax over KEYS
         if self.training and self.dropout_p > 0:
@@ -534,12 +544,20 @@ class MAWSelfAttention(nn.Module):
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
         Bc, T = self.tile_shape(B, L, L)
-        needs_grad = any(t.requires_grad for t in (q, k, v)) or any(p.requires_grad for p in self.router.parameters())
+        needs_grad = any(t.requires_grad for t in (q, k, v)) or any(
+            p.requires_grad for p in self.router.parameters()
+        )
         use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad
         # split (not index) so backward assembles each input's gradient once, not one full-size
         # zero-filled gradient per tile
-        chunks = zip(q.split(Bc, 0), kT.split(Bc, 0), v.split(Bc, 0), key_bias.split(Bc, 0), valid.split(Bc, 0),
-                     strict=True)
+        chunks = zip(
+            q.split(Bc, 0),
+            kT.split(Bc, 0),
+            v.split(Bc, 0),
+            key_bias.split(Bc, 0),
+            valid.split(Bc, 0),
+            strict=True,
+        )
         outs, stats, recs = [], None, []
         for c, (qb, kTb, vb, biasb, validb) in enumerate(chunks):
             row_outs, rec = [], None
@@ -702,7 +720,11 @@ class MAWSelfAttention(nn.Module):
             idx = idx.unsqueeze(-1).expand(B, H, 1, L, L)
             A = S.gather(2, idx).squeeze(2) * D
         else:
-            w = r.weights.transpose(-1, -2)[..., None] if self.cfg.granularity == "query" else r.weights[..., None, None]
+            w = (
+                r.weights.transpose(-1, -2)[..., None]
+                if self.cfg.granularity == "query"
+                else r.weights[..., None, None]
+            )
             A = (w * S).sum(2) * D  # (B, H, L, L)
         P = torch.softmax(A + key_bias, dim=-1)
         if self.training and self.dropout_p > 0:

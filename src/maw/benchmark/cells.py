@@ -30,10 +30,29 @@ from typing import Any
 from maw.utils.io import atomic_write_json, read_json
 
 SEED_INDEPENDENT = ("bm25", "zeroshot")
-RUNTIME_KEYS = ("train_s", "encode_s", "search_s", "query_latency_ms", "qps", "index_bytes", "encode_docs_per_s")
+RUNTIME_KEYS = (
+    "train_s",
+    "encode_s",
+    "search_s",
+    "query_latency_ms",
+    "qps",
+    "index_bytes",
+    "encode_docs_per_s",
+)
 REQUIRED_KEYS = (
-    "dataset", "method", "seed", "status", "error", "metrics", "per_query", "history", "router_stats",
-    "params", "runtimes", "checkpoint", "config",
+    "dataset",
+    "method",
+    "seed",
+    "status",
+    "error",
+    "metrics",
+    "per_query",
+    "history",
+    "router_stats",
+    "params",
+    "runtimes",
+    "checkpoint",
+    "config",
 )
 
 

@@ -36,7 +36,9 @@ def _colors(names: Sequence[str]) -> dict[str, tuple]:
     """The same colour for a method in every figure (by its place in ``maw.config.METHODS``)."""
     cmap = _pyplot().get_cmap("tab10")
     extra = [n for n in names if n not in METHODS]
-    return {n: cmap((METHODS.index(n) if n in METHODS else len(METHODS) + extra.index(n)) % 10) for n in names}
+    return {
+        n: cmap((METHODS.index(n) if n in METHODS else len(METHODS) + extra.index(n)) % 10) for n in names
+    }
 
 
 def plot_metrics(
@@ -62,8 +64,15 @@ def plot_metrics(
             means.append(mean)
             err_lo.append(max(0.0, mean - lo) if np.isfinite(mean) else 0.0)
             err_hi.append(max(0.0, hi - mean) if np.isfinite(mean) else 0.0)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=[err_lo, err_hi], capsize=3,
-               label=m, color=colors[m])
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=[err_lo, err_hi],
+            capsize=3,
+            label=m,
+            color=colors[m],
+        )
     ax.set_xticks(x, list(metrics))
     ax.set_ylabel("score (mean over test queries, 95% CI)")
     ax.set_ylim(0, 1.05)
@@ -108,7 +117,9 @@ def plot_training_curves(
     return _save(fig, path)
 
 
-def plot_depth_histograms(path: str | Path, title: str, layers: Mapping[str, Sequence[Sequence[float]]]) -> Path:
+def plot_depth_histograms(
+    path: str | Path, title: str, layers: Mapping[str, Sequence[Sequence[float]]]
+) -> Path:
     """Share of routing units choosing each depth, per MAW layer (one panel) and head (rows).
 
     layers: layer label -> counts (H, D).
@@ -120,7 +131,9 @@ def plot_depth_histograms(path: str | Path, title: str, layers: Mapping[str, Seq
     for ax, name in zip(axes[0], names, strict=True):
         counts = np.asarray(layers[name], dtype=np.float64)
         if counts.ndim != 2:
-            raise ValueError(f"depth histogram of layer {name}: expected (heads, depths) counts, got {counts.shape}")
+            raise ValueError(
+                f"depth histogram of layer {name}: expected (heads, depths) counts, got {counts.shape}"
+            )
         share = counts / np.clip(counts.sum(1, keepdims=True), 1e-12, None)
         im = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_xlabel("depth")

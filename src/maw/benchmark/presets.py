@@ -70,8 +70,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.load(fh)
 
 
-def resolve_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None,
-                   base: dict[str, Any] | None = None) -> BenchmarkConfig:
+def resolve_config(
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    base: dict[str, Any] | None = None,
+) -> BenchmarkConfig:
     """Build the run's BenchmarkConfig.
 
     Layers, lowest first: dataclass defaults, ``BENCHMARK_DEFAULTS``, the quick preset (when ``quick`` is on: the flag, else
@@ -151,7 +154,9 @@ def overrides_from_flags(flags: dict[str, Any]) -> dict[str, Any]:
                 try:
                     value = [int(v) for v in value]
                 except ValueError:
-                    raise ConfigError(f"--seeds: expected comma-separated integers, got {flags[name]!r}") from None
+                    raise ConfigError(
+                        f"--seeds: expected comma-separated integers, got {flags[name]!r}"
+                    ) from None
         node = out
         *parents, leaf = FLAG_PATHS[name].split(".")
         for p in parents:

@@ -74,7 +74,11 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
     if not vals:
         return {"mean": None, "std": None, "n": 0}
     arr = np.asarray(vals)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals)}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if len(vals) > 1 else 0.0,
+        "n": len(vals),
+    }
 
 
 def averaged_per_query(cells: list[dict[str, Any]], metric: str) -> dict[str, float]:
@@ -108,7 +112,9 @@ def summarise_method(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def improvements(summaries: dict[str, dict[str, Any]], baselines: Sequence[str] = BASELINES) -> list[dict[str, Any]]:
+def improvements(
+    summaries: dict[str, dict[str, Any]], baselines: Sequence[str] = BASELINES
+) -> list[dict[str, Any]]:
     """Absolute and relative improvement of each method over each baseline, per figure.
 
     Higher-is-better figures: ``absolute = method - baseline``; lower-is-better (latency, index
@@ -130,11 +136,19 @@ def improvements(summaries: dict[str, dict[str, Any]], baselines: Sequence[str] 
                         continue
                     hib = higher_is_better(fig)
                     absolute = (v - b) if hib else (b - v)
-                    rows.append({
-                        "method": method, "baseline": base, "figure": fig, "kind": kind,
-                        "higher_is_better": hib, "method_value": v, "baseline_value": b,
-                        "absolute": absolute, "relative": absolute / abs(b) if b != 0 else None,
-                    })
+                    rows.append(
+                        {
+                            "method": method,
+                            "baseline": base,
+                            "figure": fig,
+                            "kind": kind,
+                            "higher_is_better": hib,
+                            "method_value": v,
+                            "baseline_value": b,
+                            "absolute": absolute,
+                            "relative": absolute / abs(b) if b != 0 else None,
+                        }
+                    )
     return rows
 
 
@@ -172,24 +186,41 @@ def significance_tests(
     # the family size m; resample enough that a clear difference can still reach alpha / 5.
     n_resamples = max(n_resamples, math.ceil(10 * len(todo) / alpha))
     # one fixed resampling seed: reproducible, and identical inputs give identical p-values
-    comps = [compare(m, base, metric, a, b, n_resamples=n_resamples, seed=0) for m, base, metric, a, b in todo]
+    comps = [
+        compare(m, base, metric, a, b, n_resamples=n_resamples, seed=0) for m, base, metric, a, b in todo
+    ]
     return apply_holm(comps, alpha=alpha)
 
 
-def verdict(dataset: str, comps: list[Comparison], failed: dict[str, list[dict]], present: Sequence[str],
-            metric: str = "nDCG@10", method: str = HEADLINE, baseline: str = CAPACITY_MATCHED) -> dict[str, Any]:
+def verdict(
+    dataset: str,
+    comps: list[Comparison],
+    failed: dict[str, list[dict]],
+    present: Sequence[str],
+    metric: str = "nDCG@10",
+    method: str = HEADLINE,
+    baseline: str = CAPACITY_MATCHED,
+) -> dict[str, Any]:
     """The one plain sentence: did MAW beat the capacity-matched baseline significantly?"""
     name, bname = method.upper(), f"the capacity-matched baseline ({baseline})"
     for who in (method, baseline):
         if who not in present:
             why = "failed" if who in failed else "was not run"
-            return {"outcome": "missing", "sentence": f"{dataset}: no verdict — {who} {why}, so MAW cannot be compared with {bname}."}
+            return {
+                "outcome": "missing",
+                "sentence": f"{dataset}: no verdict — {who} {why}, so MAW cannot be compared with {bname}.",
+            }
     c = next((c for c in comps if c.method == method and c.baseline == baseline and c.metric == metric), None)
     if c is None:
-        return {"outcome": "missing", "sentence": f"{dataset}: no verdict — no {metric} scores in common for {method} and {baseline}."}
-    nums = (f"{metric} {c.mean_method:.4f} vs {c.mean_baseline:.4f} (difference {c.diff:+.4f}, "
-            f"95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}], Holm-adjusted randomisation-test p = {c.p_perm_holm:.3g}, "
-            f"paired t-test p = {c.p_ttest:.3g}, n = {c.n} test queries)")
+        return {
+            "outcome": "missing",
+            "sentence": f"{dataset}: no verdict — no {metric} scores in common for {method} and {baseline}.",
+        }
+    nums = (
+        f"{metric} {c.mean_method:.4f} vs {c.mean_baseline:.4f} (difference {c.diff:+.4f}, "
+        f"95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}], Holm-adjusted randomisation-test p = {c.p_perm_holm:.3g}, "
+        f"paired t-test p = {c.p_ttest:.3g}, n = {c.n} test queries)"
+    )
     outcome = c.verdict
     if outcome == "better":
         s = f"{dataset}: {name} beat {bname} significantly: {nums}."
@@ -286,8 +317,12 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 # --------------------------------------------------------------------------- building
-def dataset_report(dataset: str, cells: list[dict[str, Any]], method_order: Sequence[str] = (),
-                   n_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
+def dataset_report(
+    dataset: str,
+    cells: list[dict[str, Any]],
+    method_order: Sequence[str] = (),
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> dict[str, Any]:
     """Everything about one dataset, from its cells."""
     ok: dict[str, list[dict[str, Any]]] = {}
     failed: dict[str, list[dict[str, Any]]] = {}
@@ -302,7 +337,11 @@ def dataset_report(dataset: str, cells: list[dict[str, Any]], method_order: Sequ
         "dataset": dataset,
         "dataset_info": info,
         "methods": summaries,
-        "failed": [{"method": c["method"], "seed": c["seed"], "error": c["error"]} for fs in failed.values() for c in fs],
+        "failed": [
+            {"method": c["method"], "seed": c["seed"], "error": c["error"]}
+            for fs in failed.values()
+            for c in fs
+        ],
         "improvements": improvements(summaries),
         "significance": [c.to_dict() for c in comps],
         "verdict": verdict(dataset, comps, failed, methods),
@@ -331,10 +370,19 @@ def make_plots(run_dir: Path, rep: dict[str, Any]) -> tuple[dict[str, str], list
         except Exception as exc:  # a figure must never cost the reports of a long run
             errors.append(f"plot {kind} of {ds} failed: {type(exc).__name__}: {exc}")
 
-    bars = {m: {k: (v["mean"], v["ci_low"], v["ci_high"]) for k, v in s["per_query_ci"].items()}
-            for m, s in summaries.items() if s["per_query_ci"]}
+    bars = {
+        m: {k: (v["mean"], v["ci_low"], v["ci_high"]) for k, v in s["per_query_ci"].items()}
+        for m, s in summaries.items()
+        if s["per_query_ci"]
+    }
     if bars:
-        attempt("metrics", plotting.plot_metrics, f"{ds}: test metrics (95% CI over queries)", bars, PRIMARY_METRICS)
+        attempt(
+            "metrics",
+            plotting.plot_metrics,
+            f"{ds}: test metrics (95% CI over queries)",
+            bars,
+            PRIMARY_METRICS,
+        )
     curves = {}
     for m, cs in ok.items():
         for c in cs:
@@ -348,12 +396,20 @@ def make_plots(run_dir: Path, rep: dict[str, Any]) -> tuple[dict[str, str], list
         for c in cs:
             for layer, counts in depth_counts(c["router_stats"]).items():
                 arr = np.asarray(counts, dtype=np.float64)
-                layers[layer] = layers[layer] + arr if layer in layers and layers[layer].shape == arr.shape else arr
+                layers[layer] = (
+                    layers[layer] + arr if layer in layers and layers[layer].shape == arr.shape else arr
+                )
         if layers:
-            attempt(f"depth_{m}", plotting.plot_depth_histograms,
-                    f"{ds}: {m} depth choices at inference, validation texts (summed over seeds)", {k: v.tolist() for k, v in sorted(layers.items())})
-    points = {m: (s["runtimes"]["query_latency_ms"]["mean"], s["metrics"].get("nDCG@10", {}).get("mean"))
-              for m, s in summaries.items()}
+            attempt(
+                f"depth_{m}",
+                plotting.plot_depth_histograms,
+                f"{ds}: {m} depth choices at inference, validation texts (summed over seeds)",
+                {k: v.tolist() for k, v in sorted(layers.items())},
+            )
+    points = {
+        m: (s["runtimes"]["query_latency_ms"]["mean"], s["metrics"].get("nDCG@10", {}).get("mean"))
+        for m, s in summaries.items()
+    }
     points = {m: p for m, p in points.items() if p[0] is not None and p[1] is not None}
     if points:
         attempt("tradeoff", plotting.plot_tradeoff, f"{ds}: nDCG@10 vs query latency", points)
@@ -378,8 +434,13 @@ def summary_text(reports: list[dict[str, Any]]) -> str:
         out.append(f"== {rep['dataset']} ==")
         rows = []
         for m, s in rep["methods"].items():
-            rows.append([m, *[_mean_std(s["metrics"].get(k, {}), s["seed_independent"]) for k in PRIMARY_METRICS],
-                         str(len(s["seeds"]))])
+            rows.append(
+                [
+                    m,
+                    *[_mean_std(s["metrics"].get(k, {}), s["seed_independent"]) for k in PRIMARY_METRICS],
+                    str(len(s["seeds"])),
+                ]
+            )
         if rows:
             out.append(_text_table(["method", *PRIMARY_METRICS, "seeds"], rows))
         for f in rep["failed"]:
@@ -388,10 +449,18 @@ def summary_text(reports: list[dict[str, Any]]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, environment: Any,
-                    plots_made: dict[str, dict[str, str]], plot_errors: list[str]) -> str:
-    md = [f"# MAW benchmark report\n\nRun folder `{run_dir}`, reports generated {time.strftime('%Y-%m-%d %H:%M:%S')} "
-          "from the cells on disk.\n"]
+def report_markdown(
+    run_dir: Path,
+    reports: list[dict[str, Any]],
+    config: Any,
+    environment: Any,
+    plots_made: dict[str, dict[str, str]],
+    plot_errors: list[str],
+) -> str:
+    md = [
+        f"# MAW benchmark report\n\nRun folder `{run_dir}`, reports generated {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        "from the cells on disk.\n"
+    ]
     md.append("## Verdicts\n")
     md += [f"- {rep['verdict']['sentence']}" for rep in reports]
     md.append("")
@@ -401,39 +470,85 @@ def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, e
         rows = []
         for m, s in rep["methods"].items():
             cis = [s["per_query_ci"].get(k) for k in PRIMARY_METRICS]
-            rows.append([m, *[_mean_std(s["metrics"].get(k, {}), s["seed_independent"]) for k in PRIMARY_METRICS],
-                         *[f"[{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]" if ci else "—" for ci in cis[:1]],
-                         ", ".join(map(str, s["seeds"]))])
+            rows.append(
+                [
+                    m,
+                    *[_mean_std(s["metrics"].get(k, {}), s["seed_independent"]) for k in PRIMARY_METRICS],
+                    *[f"[{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]" if ci else "—" for ci in cis[:1]],
+                    ", ".join(map(str, s["seeds"])),
+                ]
+            )
         md.append("### Test metrics (mean ± std over seeds)\n")
         md.append(_md_table(["method", *PRIMARY_METRICS, "nDCG@10 95% CI (queries)", "seeds"], rows) + "\n")
-        rows = [[m, *[_mean_std(s["runtimes"][k], s["seed_independent"], 2) for k in EFFICIENCY_FIGURES],
-                 *[_fmt(None if s["params"][k]["mean"] is None else round(s["params"][k]["mean"]))
-                   for k in ("trainable", "total")]]
-                for m, s in rep["methods"].items()]
+        rows = [
+            [
+                m,
+                *[_mean_std(s["runtimes"][k], s["seed_independent"], 2) for k in EFFICIENCY_FIGURES],
+                *[
+                    _fmt(None if s["params"][k]["mean"] is None else round(s["params"][k]["mean"]))
+                    for k in ("trainable", "total")
+                ],
+            ]
+            for m, s in rep["methods"].items()
+        ]
         md.append("### Efficiency\n")
         md.append(_md_table(["method", *EFFICIENCY_FIGURES, "trainable params", "total params"], rows) + "\n")
         imp = {(r["method"], r["baseline"], r["figure"]): r for r in rep["improvements"]}
         pairs = list(dict.fromkeys((m, b) for m, b, _ in imp))
         if pairs:
-            md.append("### Improvements over baselines\n\nPositive = the method is better: nDCG@10 uses method − "
-                      "baseline, query latency (lower is better) uses baseline − method; relative = absolute / baseline.\n")
+            md.append(
+                "### Improvements over baselines\n\nPositive = the method is better: nDCG@10 uses method − "
+                "baseline, query latency (lower is better) uses baseline − method; relative = absolute / baseline.\n"
+            )
             rows = []
             for m, b in pairs:
                 row = [m, b]
                 for fig in ("nDCG@10", "query_latency_ms"):
                     r = imp.get((m, b, fig))
-                    row += [_fmt(r["absolute"]) if r else "—",
-                            f"{100 * r['relative']:+.1f}%" if r and r["relative"] is not None else "—"]
+                    row += [
+                        _fmt(r["absolute"]) if r else "—",
+                        f"{100 * r['relative']:+.1f}%" if r and r["relative"] is not None else "—",
+                    ]
                 rows.append(row)
-            md.append(_md_table(["method", "baseline", "Δ nDCG@10", "Δ nDCG@10 rel.", "Δ latency ms", "Δ latency rel."],
-                                rows) + "\n")
+            md.append(
+                _md_table(
+                    ["method", "baseline", "Δ nDCG@10", "Δ nDCG@10 rel.", "Δ latency ms", "Δ latency rel."],
+                    rows,
+                )
+                + "\n"
+            )
         if rep["significance"]:
             md.append("### Paired significance tests (Holm over all comparisons of this dataset)\n")
-            md.append(_md_table(
-                ["method", "baseline", "metric", "diff", "95% CI", "p (t)", "p (perm.)", "p (perm., Holm)", "verdict"],
-                [[c["method"], c["baseline"], c["metric"], f"{c['diff']:+.4f}", f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]",
-                  f"{c['p_ttest']:.3g}", f"{c['p_perm']:.3g}", f"{c['p_perm_holm']:.3g}",
-                  Comparison(**c).verdict] for c in rep["significance"]]) + "\n")
+            md.append(
+                _md_table(
+                    [
+                        "method",
+                        "baseline",
+                        "metric",
+                        "diff",
+                        "95% CI",
+                        "p (t)",
+                        "p (perm.)",
+                        "p (perm., Holm)",
+                        "verdict",
+                    ],
+                    [
+                        [
+                            c["method"],
+                            c["baseline"],
+                            c["metric"],
+                            f"{c['diff']:+.4f}",
+                            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]",
+                            f"{c['p_ttest']:.3g}",
+                            f"{c['p_perm']:.3g}",
+                            f"{c['p_perm_holm']:.3g}",
+                            Comparison(**c).verdict,
+                        ]
+                        for c in rep["significance"]
+                    ],
+                )
+                + "\n"
+            )
         if plots_made.get(ds):
             md.append("### Plots\n")
             md += [f"- [{kind}]({p})" for kind, p in plots_made[ds].items()]
@@ -446,12 +561,18 @@ def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, e
     md.append("### Datasets\n")
     for rep in reports:
         info = rep["dataset_info"] or {}
-        md.append(f"- **{rep['dataset']}**: source `{info.get('source', '?')}`, fingerprint `{info.get('fingerprint', '?')}`, "
-                  f"counts {json.dumps(info.get('counts', {}))}")
+        md.append(
+            f"- **{rep['dataset']}**: source `{info.get('source', '?')}`, fingerprint `{info.get('fingerprint', '?')}`, "
+            f"counts {json.dumps(info.get('counts', {}))}"
+        )
         if info.get("provenance"):
             md.append(f"  - split provenance: `{json.dumps(info['provenance'], sort_keys=True)}`")
     md.append("\n### Resolved configuration\n")
-    md.append("```json\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```\n" if config else "(config.json not found)\n")
+    md.append(
+        "```json\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```\n"
+        if config
+        else "(config.json not found)\n"
+    )
     md.append("### Environment\n")
     if environment:
         md.append(_md_table(["package", "version"], [[k, str(v)] for k, v in environment.items()]) + "\n")
@@ -464,7 +585,8 @@ def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, e
         "runs over all comparisons of a dataset; a difference is called significant when the Holm-adjusted "
         f"randomisation p-value is <= {ALPHA}. 95% CIs of mean differences use the t distribution. "
         "bm25 and zeroshot do not depend on the seed: they run once and count once. "
-        "'± std' is the sample standard deviation of the aggregate metric over seeds.\n")
+        "'± std' is the sample standard deviation of the aggregate metric over seeds.\n"
+    )
     md.append("### Runtimes\n")
     md.append(
         "train_s: wall seconds of training (all epochs and validations). query_latency_ms: one test query at a "
@@ -472,7 +594,8 @@ def report_markdown(run_dir: Path, reports: list[dict[str, Any]], config: Any, e
         "batched. encode_docs_per_s: document-encoding throughput of the whole model (bm25: indexing). "
         "For the trained methods the test corpus embeddings reuse the trainer's frozen-prefix cache (only the "
         "trainable top layers run; encode_s is that pass) and encode_docs_per_s is measured by encoding 128 "
-        "documents with the whole trained model. index_bytes: FAISS flat index (dense) or BM25 score matrix.\n")
+        "documents with the whole trained model. index_bytes: FAISS flat index (dense) or BM25 score matrix.\n"
+    )
     if plot_errors:
         md.append("### Plot errors\n")
         md += [f"- {e}" for e in plot_errors]
@@ -489,7 +612,9 @@ def build_reports(run_dir: str | Path, n_resamples: int = DEFAULT_RESAMPLES) -> 
     by_ds: dict[str, list[dict[str, Any]]] = {}
     for c in cells:
         by_ds.setdefault(c["dataset"], []).append(c)
-    ds_order = [d for d in dict.fromkeys(map(dataset_key, (config or {}).get("datasets") or [])) if d in by_ds]
+    ds_order = [
+        d for d in dict.fromkeys(map(dataset_key, (config or {}).get("datasets") or [])) if d in by_ds
+    ]
     ds_order += sorted(set(by_ds) - set(ds_order))
     reports = [dataset_report(ds, by_ds[ds], order, n_resamples=n_resamples) for ds in ds_order]
 
@@ -504,7 +629,9 @@ def build_reports(run_dir: str | Path, n_resamples: int = DEFAULT_RESAMPLES) -> 
     combined = {
         "config": config,
         "environment": environment,
-        "datasets": {rep["dataset"]: {**_public(rep), "plots": plots_made[rep["dataset"]]} for rep in reports},
+        "datasets": {
+            rep["dataset"]: {**_public(rep), "plots": plots_made[rep["dataset"]]} for rep in reports
+        },
         "n_cells": len(cells),
         "n_failed": sum(c["status"] != "ok" for c in cells),
     }
@@ -516,5 +643,7 @@ def build_reports(run_dir: str | Path, n_resamples: int = DEFAULT_RESAMPLES) -> 
     writer.writerows(csv_rows(cells))
     atomic_write_text(run_dir / "results.csv", buf.getvalue())
     atomic_write_text(run_dir / "summary.txt", summary_text(reports))
-    atomic_write_text(run_dir / "REPORT.md", report_markdown(run_dir, reports, config, environment, plots_made, plot_errors))
+    atomic_write_text(
+        run_dir / "REPORT.md", report_markdown(run_dir, reports, config, environment, plots_made, plot_errors)
+    )
     return combined

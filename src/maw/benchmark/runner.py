@@ -59,8 +59,19 @@ from maw.utils.io import atomic_write_json, environment_info, read_json
 # Options that may differ between two invocations on the same run folder: they say what to run
 # and where, not how; everything else must match the saved config.
 RESUMABLE_KEYS = (
-    "datasets", "methods", "seeds", "out", "run_name", "tracker", "data.data_dir", "eval.cache_dir",
-    "train.progress", "train.device", "train.num_threads", "train.cache_dir", "train.resume",
+    "datasets",
+    "methods",
+    "seeds",
+    "out",
+    "run_name",
+    "tracker",
+    "data.data_dir",
+    "eval.cache_dir",
+    "train.progress",
+    "train.device",
+    "train.num_threads",
+    "train.cache_dir",
+    "train.resume",
 )
 
 
@@ -107,7 +118,9 @@ def check_dataset_keys(datasets: list[str]) -> list[str]:
     keys = [dataset_key(d) for d in datasets]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
-        raise ConfigError(f"--datasets: several datasets map to the same results folder {dup}; rename one folder")
+        raise ConfigError(
+            f"--datasets: several datasets map to the same results folder {dup}; rename one folder"
+        )
     return keys
 
 
@@ -129,18 +142,26 @@ class _Dataset:
         self.splits = make_splits(self.dataset, data_cfg)
         missing = sorted(q for q in self.splits.test if q not in self.dataset.queries)
         if missing:
-            raise DataError(f"{self.dataset.source or self.name}: {len(missing)} judged test queries have no text, e.g. {missing[:5]}")
+            raise DataError(
+                f"{self.dataset.source or self.name}: {len(missing)} judged test queries have no text, e.g. {missing[:5]}"
+            )
         if not self.splits.test:
-            raise DataError(f"{self.dataset.source or self.name}: the test split {data_cfg.test_split!r} has no judged query")
+            raise DataError(
+                f"{self.dataset.source or self.name}: the test split {data_cfg.test_split!r} has no judged query"
+            )
         self.queries = {q: self.dataset.queries[q] for q in self.splits.test}
         self.info = {
             "name": self.dataset.name,
             "argument": self.name,
             "source": self.dataset.source,
             "fingerprint": self.dataset.fingerprint,
-            "counts": {"docs": len(self.dataset.corpus), "queries": len(self.dataset.queries),
-                       "train_queries": len(self.splits.train), "val_queries": len(self.splits.val),
-                       "test_queries": len(self.splits.test)},
+            "counts": {
+                "docs": len(self.dataset.corpus),
+                "queries": len(self.dataset.queries),
+                "train_queries": len(self.splits.train),
+                "val_queries": len(self.splits.val),
+                "test_queries": len(self.splits.test),
+            },
             "provenance": self.splits.provenance,
             "loader_report": self.dataset.report,
         }
@@ -150,8 +171,14 @@ def _device(cfg: BenchmarkConfig) -> str:
     return cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _dense_cell(cell: dict[str, Any], encoder, ds: _Dataset, cfg: BenchmarkConfig, cache_dir: str | None,
-                prefix: tuple[str, int] | None = None) -> None:
+def _dense_cell(
+    cell: dict[str, Any],
+    encoder,
+    ds: _Dataset,
+    cfg: BenchmarkConfig,
+    cache_dir: str | None,
+    prefix: tuple[str, int] | None = None,
+) -> None:
     """Test retrieval with a dense encoder over the full corpus: metrics + runtimes into ``cell``.
 
     ``prefix``: (doc prefix-cache folder, first trainable layer) of a trained encoder, see
@@ -203,9 +230,13 @@ def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None
     cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
     cell["params"] = {"total": 0, "trainable": 0}
     cell["runtimes"].update(
-        train_s=0.0, encode_s=t["index_seconds"], search_s=t["query_seconds"],
-        query_latency_ms=sum(times) / len(times) if times else None, qps=t["qps"],
-        index_bytes=t["index_bytes"], encode_docs_per_s=t["index_docs_per_second"],
+        train_s=0.0,
+        encode_s=t["index_seconds"],
+        search_s=t["query_seconds"],
+        query_latency_ms=sum(times) / len(times) if times else None,
+        qps=t["qps"],
+        index_bytes=t["index_bytes"],
+        encode_docs_per_s=t["index_docs_per_second"],
     )
     cell["timings"] = {**t, "latency_queries": len(times), "retriever": retriever.params}
 
@@ -223,7 +254,11 @@ def shared_prefix_layer(cfg: BenchmarkConfig, num_layers: int) -> int | None:
 
     if not cfg.train.prefix_cache:
         return None
-    ks = [resolve_plan(m, num_layers, cfg.maw, cfg.train).first_trainable for m in cfg.methods if m in TRAINED_METHODS]
+    ks = [
+        resolve_plan(m, num_layers, cfg.maw, cfg.train).first_trainable
+        for m in cfg.methods
+        if m in TRAINED_METHODS
+    ]
     ks = [k for k in ks if k > 0]
     return min(ks) if ks else None
 
@@ -238,7 +273,9 @@ def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run
     from maw.utils.io import default_cache_dir
 
     try:
-        encoder = Encoder.from_pretrained(cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize)
+        encoder = Encoder.from_pretrained(
+            cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize
+        )
     except OSError as exc:
         raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
     cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
@@ -250,8 +287,15 @@ def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run
     encoder.to(_device(cfg)).eval()
     t0 = time.perf_counter()
     cache = PrefixCache.open_or_build(
-        encoder, ds.dataset.doc_texts(), cfg.model.doc_max_length, k, _prefix_cache_dir(cfg, run_dir, ds.key),
-        cfg.train.prefix_cache_dtype, cfg.eval.eval_batch_size, "docs", cfg.train.progress,
+        encoder,
+        ds.dataset.doc_texts(),
+        cfg.model.doc_max_length,
+        k,
+        _prefix_cache_dir(cfg, run_dir, ds.key),
+        cfg.train.prefix_cache_dtype,
+        cfg.eval.eval_batch_size,
+        "docs",
+        cfg.train.progress,
     )
     build_s = time.perf_counter() - t0
     _dense_cell(cell, encoder, ds, cfg, None, prefix=(str(cache.folder), k))
@@ -271,7 +315,9 @@ class PrefixCachedRetriever(DenseRetriever):
     measured on ``throughput_sample`` documents: what indexing new documents costs.
     """
 
-    def __init__(self, encoder, doc_cache_dir: str | Path, first_trainable: int, throughput_sample: int = 128, **kwargs):
+    def __init__(
+        self, encoder, doc_cache_dir: str | Path, first_trainable: int, throughput_sample: int = 128, **kwargs
+    ):
         super().__init__(encoder, cache_dir=None, **kwargs)
         self.prefix_cache = PrefixCache(doc_cache_dir)
         self.first_trainable = first_trainable
@@ -283,8 +329,12 @@ class PrefixCachedRetriever(DenseRetriever):
         cache, k = self.prefix_cache, self.first_trainable
         ids = list(corpus)
         texts = [corpus[d].full_text() for d in ids]
-        if PrefixCache.key(self.encoder, texts, self.doc_max_length, k, cache.meta["dtype"]) != cache.meta.get("key"):
-            raise RuntimeError(f"prefix cache {cache.folder} does not match the trained encoder and the corpus")
+        if PrefixCache.key(
+            self.encoder, texts, self.doc_max_length, k, cache.meta["dtype"]
+        ) != cache.meta.get("key"):
+            raise RuntimeError(
+                f"prefix cache {cache.folder} does not match the trained encoder and the corpus"
+            )
         self.encoder.eval()
         t0 = time.perf_counter()
         out = np.empty((len(ids), self.encoder.hidden_size), dtype=np.float32)
@@ -299,9 +349,13 @@ class PrefixCachedRetriever(DenseRetriever):
         self.encoder.encode(sample, self.doc_max_length, self.batch_size)
         full = time.perf_counter() - t1
         self.timings.update(
-            doc_cache_hit=False, doc_encode_seconds=seconds, doc_encode_mode=f"prefix cache + layers {k + 1}..N",
-            prefix_cache=str(cache.folder), prefix_cache_dtype=cache.meta["dtype"],
-            docs_per_second=len(sample) / full if full > 0 else None, docs_per_second_sample=len(sample),
+            doc_cache_hit=False,
+            doc_encode_seconds=seconds,
+            doc_encode_mode=f"prefix cache + layers {k + 1}..N",
+            prefix_cache=str(cache.folder),
+            prefix_cache_dtype=cache.meta["dtype"],
+            docs_per_second=len(sample) / full if full > 0 else None,
+            docs_per_second_sample=len(sample),
             doc_encode_device=self.device,
         )
         return ids, out
@@ -321,14 +375,25 @@ def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_
     cell["train_setup"] = {**dict(result.setup), "plan": result.plan, "resumed_from": result.resumed_from}
     cell["runtimes"]["train_s"] = float(result.train_seconds)
     setup = result.setup or {}
-    prefix = (setup["doc_cache"], int(setup["first_trainable"])) if setup.get("prefix_cache") and setup.get("doc_cache") else None
-    _dense_cell(cell, result.encoder, ds, cfg, cache_dir=None, prefix=prefix)  # new weights: no embedding cache
+    prefix = (
+        (setup["doc_cache"], int(setup["first_trainable"]))
+        if setup.get("prefix_cache") and setup.get("doc_cache")
+        else None
+    )
+    _dense_cell(
+        cell, result.encoder, ds, cfg, cache_dir=None, prefix=prefix
+    )  # new weights: no embedding cache
 
 
 def cell_config(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> dict[str, Any]:
     """The part of the resolved config that defines one cell."""
-    out: dict[str, Any] = {"dataset": dataset, "method": method, "seed": seed,
-                           "data": to_dict(cfg.data), "eval": to_dict(cfg.eval)}
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "method": method,
+        "seed": seed,
+        "data": to_dict(cfg.data),
+        "eval": to_dict(cfg.eval),
+    }
     if method != "bm25":
         out["model"] = to_dict(cfg.model)
     if method in TRAINED_METHODS:
@@ -386,7 +451,11 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
                         log(f"{tag}: seed-independent, reused")
                         continue
                     if (key, method) in failed_once:  # the same computation: do not repeat it per seed
-                        cell = {**failed_once[(key, method)], "seed": seed, "reused_from_seed": failed_once[(key, method)]["seed"]}
+                        cell = {
+                            **failed_once[(key, method)],
+                            "seed": seed,
+                            "reused_from_seed": failed_once[(key, method)]["seed"],
+                        }
                         write_cell(run_dir, cell)
                     else:
                         cell = _run_cell(ds, method, seed, cfg, run_dir)
@@ -396,8 +465,11 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
                         except Exception as exc:  # tracking is optional; the result is already safe on disk
                             log(f"{tag}: tracker error {type(exc).__name__}: {exc}")
                         outcome.ran.append((key, method, seed))
-                        shown = ", ".join(f"{m} {cell['metrics'].get(m, float('nan')):.4f}" for m in PRIMARY_METRICS
-                                          if cell["metrics"].get(m) is not None)
+                        shown = ", ".join(
+                            f"{m} {cell['metrics'].get(m, float('nan')):.4f}"
+                            for m in PRIMARY_METRICS
+                            if cell["metrics"].get(m) is not None
+                        )
                         log(f"{tag}: ok in {cell['cell_seconds']:.1f} s ({shown})")
                     else:
                         if method in SEED_INDEPENDENT:
@@ -420,8 +492,10 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
                     c = read_cell(path)
                     if c["status"] != "ok":
                         outcome.failed.append((key, method, seed, c["error"]))
-    log(f"reports in {run_dir} (REPORT.md, summary.txt); {len(outcome.ran)} ran, {len(outcome.skipped)} skipped, "
-        f"{len(outcome.failed)} failed, {outcome.seconds:.1f} s")
+    log(
+        f"reports in {run_dir} (REPORT.md, summary.txt); {len(outcome.ran)} ran, {len(outcome.skipped)} skipped, "
+        f"{len(outcome.failed)} failed, {outcome.seconds:.1f} s"
+    )
     return outcome
 
 

@@ -72,7 +72,9 @@ def paired_ttest(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tupl
     return float(res.pvalue), float(ci.low), float(ci.high)
 
 
-def permutation_pvalue(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> float:
+def permutation_pvalue(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> float:
     """Two-sided paired randomisation test of the mean difference. a, b: (n,) -> p-value.
 
     ``scipy.stats.permutation_test(permutation_type="samples")`` swaps a and b within a query at
@@ -98,7 +100,11 @@ def permutation_pvalue(a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_
 
 
 def bootstrap_ci(
-    a: np.ndarray, b: np.ndarray, confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``mean(a - b)`` (queries resampled with replacement)."""
     a, b = _check_pair(a, b)
@@ -106,7 +112,11 @@ def bootstrap_ci(
     if np.all(diff == diff[0]):
         return float(diff[0]), float(diff[0])
     res = stats.bootstrap(
-        (diff,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+        (diff,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
         rng=np.random.default_rng(seed),
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -158,7 +168,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """"better" / "worse" (significant, by the sign of diff) or "n.s."."""
+        """ "better" / "worse" (significant, by the sign of diff) or "n.s."."""
         if not self.significant:
             return "n.s."
         return "better" if self.diff > 0 else "worse"
@@ -182,9 +192,17 @@ def compare(
     p_t, lo, hi = paired_ttest(a, b)
     p_perm = permutation_pvalue(a, b, n_resamples=n_resamples, seed=seed)
     return Comparison(
-        method=method, baseline=baseline, metric=metric, n=len(qids),
-        mean_method=float(a.mean()), mean_baseline=float(b.mean()), diff=float((a - b).mean()),
-        ci_low=lo, ci_high=hi, p_ttest=p_t, p_perm=p_perm,
+        method=method,
+        baseline=baseline,
+        metric=metric,
+        n=len(qids),
+        mean_method=float(a.mean()),
+        mean_baseline=float(b.mean()),
+        diff=float((a - b).mean()),
+        ci_low=lo,
+        ci_high=hi,
+        p_ttest=p_t,
+        p_perm=p_perm,
     )
 
 

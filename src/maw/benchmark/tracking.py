@@ -68,7 +68,9 @@ class TensorBoardTracker(Tracker):
         self.root = Path(run_dir) / "tensorboard"
 
     def log_cell(self, cell: dict[str, Any]) -> None:
-        writer = self._writer_cls(log_dir=str(self.root / cell["dataset"] / f"{cell['method']}-seed{cell['seed']}"))
+        writer = self._writer_cls(
+            log_dir=str(self.root / cell["dataset"] / f"{cell['method']}-seed{cell['seed']}")
+        )
         try:
             for i, h in enumerate(cell.get("history") or []):
                 step = int(h.get("epoch", i)) if isinstance(h, dict) else i
@@ -106,9 +108,15 @@ class MLflowTracker(Tracker):
             for i, h in enumerate(cell.get("history") or []):
                 if isinstance(h, dict):
                     step = int(h.get("epoch", i))
-                    mlflow.log_metrics({self._key(f"history/{k}"): v for k, v in _numeric(h).items()}, step=step)
-            mlflow.log_metrics({self._key(k): v for k, v in
-                                _numeric({"test": cell["metrics"], "runtime": cell["runtimes"]}).items()})
+                    mlflow.log_metrics(
+                        {self._key(f"history/{k}"): v for k, v in _numeric(h).items()}, step=step
+                    )
+            mlflow.log_metrics(
+                {
+                    self._key(k): v
+                    for k, v in _numeric({"test": cell["metrics"], "runtime": cell["runtimes"]}).items()
+                }
+            )
 
 
 def make_tracker(kind: str, run_dir: str | Path) -> Tracker:

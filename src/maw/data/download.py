@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from maw.data.types import DataError
+from maw.utils.io import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,7 @@ def extract_zip(archive: Path, target_dir: Path, label: str | None = None) -> Pa
     name = label or str(archive)
     if not zipfile.is_zipfile(archive):
         raise DataError(f"{name} is not a valid zip file (corrupt or incomplete download)")
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".extract", dir=target_dir.parent))
+    staging = staging_dir(target_dir.parent, prefix=f".{target_dir.name}.", suffix=".extract")
     try:
         try:
             with zipfile.ZipFile(archive) as zf:

@@ -49,7 +49,9 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         if self.method not in EVALUATE_METHODS:
-            raise ConfigError(f"--method: unknown method {self.method!r}; choose one of {', '.join(EVALUATE_METHODS)}")
+            raise ConfigError(
+                f"--method: unknown method {self.method!r}; choose one of {', '.join(EVALUATE_METHODS)}"
+            )
         checks = (
             ("--top-k", self.eval.top_k),
             ("--batch-size", self.eval.eval_batch_size),
@@ -128,7 +130,9 @@ def run_evaluation(cfg: EvaluateConfig, console: Any | None = None) -> dict[str,
         from maw.retrieval.dense import DenseRetriever
 
         try:
-            encoder = Encoder.from_pretrained(cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize)
+            encoder = Encoder.from_pretrained(
+                cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize
+            )
         except OSError as exc:
             raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
         except ValueError as exc:  # e.g. --num-layers out of range (the message names the flag)

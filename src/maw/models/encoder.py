@@ -48,13 +48,17 @@ class Encoder(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, model_name_or_path: str, num_layers: int | None = None, normalize: bool = True) -> Encoder:
+    def from_pretrained(
+        cls, model_name_or_path: str, num_layers: int | None = None, normalize: bool = True
+    ) -> Encoder:
         """Load any Hugging Face encoder (id or local path), optionally keeping only the first N layers."""
         config = AutoConfig.from_pretrained(model_name_or_path)
         total = config.num_hidden_layers
         if num_layers is not None:
             if not 1 <= num_layers <= total:
-                raise ValueError(f"--num-layers: must be in 1..{total} for {model_name_or_path}, got {num_layers}")
+                raise ValueError(
+                    f"--num-layers: must be in 1..{total} for {model_name_or_path}, got {num_layers}"
+                )
         backbone = AutoModel.from_pretrained(model_name_or_path)
         if getattr(backbone, "pooler", None) is not None:
             # Loaded (so a checkpoint that has it reports no unexpected keys) but never used: we mean-pool.
@@ -89,7 +93,9 @@ class Encoder(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         return self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
-    def run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int | None = None) -> torch.Tensor:
+    def run_layers(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int | None = None
+    ) -> torch.Tensor:
         """Run layers ``[start, end)`` on hidden states (B, L, d) with a (B, L) padding mask."""
         end = self.num_layers if end is None else end
         bias = additive_mask(attention_mask, hidden.dtype)

@@ -91,7 +91,9 @@ def force_depth(encoder: torch.nn.Module, depth: int | None) -> Iterator[None]:
     if depth is not None:
         for m in modules:
             if not 0 <= depth < m.depth:
-                raise ValueError(f"force_depth: depth {depth} out of range 0..{m.depth - 1} (layer {m.layer_number})")
+                raise ValueError(
+                    f"force_depth: depth {depth} out of range 0..{m.depth - 1} (layer {m.layer_number})"
+                )
     previous = [m.forced_depth for m in modules]
     for m in modules:
         m.forced_depth = depth
@@ -205,7 +207,9 @@ def read_maw_config(path: str | Path) -> tuple[ModelConfig, MAWConfig]:
     meta = read_json(cfg_file)
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise ConfigError(f"{cfg_file}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        raise ConfigError(
+            f"{cfg_file}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+        )
     known = {f.name for f in dataclasses.fields(MAWConfig)}
     unknown = sorted(set(meta["maw"]) - known)
     if unknown:
@@ -250,11 +254,15 @@ def load_maw_encoder(
     if expected is not None:
         diffs = [d for d in config_differences(expected, maw_cfg) if d.split(":")[0] not in _RUNTIME_FIELDS]
         if diffs:
-            raise ConfigError(f"{path}: checkpoint MAW config differs from the requested one: " + "; ".join(diffs))
+            raise ConfigError(
+                f"{path}: checkpoint MAW config differs from the requested one: " + "; ".join(diffs)
+            )
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing weights file")
-    encoder = Encoder.from_pretrained(model or model_cfg.model, num_layers=model_cfg.num_layers, normalize=model_cfg.normalize)
+    encoder = Encoder.from_pretrained(
+        model or model_cfg.model, num_layers=model_cfg.num_layers, normalize=model_cfg.normalize
+    )
     inject_maw(encoder, maw_cfg)
     state = load_file(str(weights))
     load_state_strict(encoder, state, str(weights))
@@ -281,5 +289,7 @@ def load_state_strict(encoder: torch.nn.Module, state: dict[str, torch.Tensor], 
             parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
         if shapes:
             parts.append(f"shape mismatches {shapes[:8]}")
-        raise ConfigError(f"{source}: weights do not match the model built from its config: " + "; ".join(parts))
+        raise ConfigError(
+            f"{source}: weights do not match the model built from its config: " + "; ".join(parts)
+        )
     encoder.load_state_dict(state, strict=True)

@@ -56,7 +56,10 @@ class BM25Retriever:
         self.tokenizer = Tokenizer(lower=True, stopwords=stopwords, stemmer=stemmer)
         t0 = time.perf_counter()
         tokens = self.tokenizer.tokenize(
-            [corpus[d].full_text() for d in self.doc_ids], update_vocab=True, return_as="ids", show_progress=False
+            [corpus[d].full_text() for d in self.doc_ids],
+            update_vocab=True,
+            return_as="ids",
+            show_progress=False,
         )
         self.model = bm25s.BM25(k1=k1, b=b, method=method)
         self.model.index(tokens, show_progress=False)
@@ -65,7 +68,9 @@ class BM25Retriever:
         self.timings: dict[str, float] = {
             "index_seconds": seconds,
             "index_docs_per_second": len(self.doc_ids) / seconds if seconds > 0 else float("inf"),
-            "index_bytes": float(sum(v.nbytes for v in self.model.scores.values() if isinstance(v, np.ndarray))),
+            "index_bytes": float(
+                sum(v.nbytes for v in self.model.scores.values() if isinstance(v, np.ndarray))
+            ),
         }
 
     @property
@@ -91,7 +96,9 @@ class BM25Retriever:
             )
             for row, i in enumerate(searchable):
                 run[qids[i]] = {
-                    self.doc_ids[d]: float(s) for d, s in zip(docs[row].tolist(), scores[row].tolist(), strict=True) if s > 0
+                    self.doc_ids[d]: float(s)
+                    for d, s in zip(docs[row].tolist(), scores[row].tolist(), strict=True)
+                    if s > 0
                 }
         seconds = time.perf_counter() - t0
         n = max(len(qids), 1)

@@ -81,7 +81,12 @@ class EmbeddingCache:
             emb = np.load(npy, allow_pickle=False)
         except (OSError, ValueError):
             return None
-        if meta.get("ids") != list(ids) or emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] != len(ids):
+        if (
+            meta.get("ids") != list(ids)
+            or emb.dtype != np.float32
+            or emb.ndim != 2
+            or emb.shape[0] != len(ids)
+        ):
             return None
         return emb, meta
 
@@ -89,7 +94,9 @@ class EmbeddingCache:
         npy, meta_path = self.paths(key)
         with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(emb, dtype=np.float32), allow_pickle=False)
-        atomic_write_json(meta_path, {**meta, "ids": list(ids)}, indent=None)  # written last: marks the entry complete
+        atomic_write_json(
+            meta_path, {**meta, "ids": list(ids)}, indent=None
+        )  # written last: marks the entry complete
 
 
 def build_index(d_emb: np.ndarray) -> faiss.Index:
@@ -102,7 +109,9 @@ def build_index(d_emb: np.ndarray) -> faiss.Index:
     return index
 
 
-def search_index(index: faiss.Index, q_emb: np.ndarray, q_ids: Sequence[str], d_ids: Sequence[str], k: int) -> Run:
+def search_index(
+    index: faiss.Index, q_emb: np.ndarray, q_ids: Sequence[str], d_ids: Sequence[str], k: int
+) -> Run:
     """Top-``k`` (clipped to the index size) documents per query from a built index."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -156,7 +165,11 @@ class DenseRetriever:
         show_progress: bool = False,
         fingerprint_extra: str = "",
     ):
-        for name, value in (("query_max_length", query_max_length), ("doc_max_length", doc_max_length), ("batch_size", batch_size)):
+        for name, value in (
+            ("query_max_length", query_max_length),
+            ("doc_max_length", doc_max_length),
+            ("batch_size", batch_size),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -182,7 +195,9 @@ class DenseRetriever:
         key = None
         if self.cache is not None:
             model_fp = model_fingerprint(self.encoder, self.fingerprint_extra)
-            key = EmbeddingCache.key(model_fp, texts_fingerprint(ids, texts), self.doc_max_length, self.encoder.normalize)
+            key = EmbeddingCache.key(
+                model_fp, texts_fingerprint(ids, texts), self.doc_max_length, self.encoder.normalize
+            )
             t0 = time.perf_counter()
             hit = self.cache.load(key, ids)
             if hit is not None:
@@ -196,7 +211,13 @@ class DenseRetriever:
                 )
                 return ids, emb
         t0 = time.perf_counter()
-        emb = self.encoder.encode(texts, self.doc_max_length, self.batch_size, show_progress=self.show_progress, description="encode corpus")
+        emb = self.encoder.encode(
+            texts,
+            self.doc_max_length,
+            self.batch_size,
+            show_progress=self.show_progress,
+            description="encode corpus",
+        )
         seconds = time.perf_counter() - t0
         meta = {
             "model": str(getattr(self.encoder, "model_name", "")),
@@ -209,7 +230,10 @@ class DenseRetriever:
         if self.cache is not None and key is not None:
             self.cache.save(key, ids, emb, meta)
         self.timings.update(
-            doc_cache_hit=False, doc_encode_seconds=seconds, docs_per_second=meta["docs_per_second"], doc_encode_device=self.device
+            doc_cache_hit=False,
+            doc_encode_seconds=seconds,
+            docs_per_second=meta["docs_per_second"],
+            doc_encode_device=self.device,
         )
         return ids, emb
 
@@ -236,7 +260,9 @@ class DenseRetriever:
         self.timings.update(self._latency(queries, index, d_ids, k))
         return run
 
-    def _latency(self, queries: Mapping[str, str], index: faiss.Index, d_ids: Sequence[str], k: int) -> dict[str, Any]:
+    def _latency(
+        self, queries: Mapping[str, str], index: faiss.Index, d_ids: Sequence[str], k: int
+    ) -> dict[str, Any]:
         """Per-query wall time (encode one query + search), over the first ``latency_queries`` queries."""
         sample = list(queries)[: self.latency_queries]
         if not sample:

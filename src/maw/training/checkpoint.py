@@ -28,7 +28,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from maw.utils.io import atomic_write_json, read_json
+from maw.utils.io import atomic_write_json, read_json, staging_dir
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -94,8 +93,12 @@ def model_tensors(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The checkpointed tensors: every state-dict entry under :func:`checkpoint_module_prefixes`."""
     prefixes = tuple(checkpoint_module_prefixes(encoder))
     state = encoder.state_dict()
-    extra = {n for n, p in encoder.named_parameters() if p.requires_grad}  # e.g. a trainable tensor outside layers
-    out = {k: v.detach().clone().contiguous() for k, v in state.items() if k.startswith(prefixes) or k in extra}
+    extra = {
+        n for n, p in encoder.named_parameters() if p.requires_grad
+    }  # e.g. a trainable tensor outside layers
+    out = {
+        k: v.detach().clone().contiguous() for k, v in state.items() if k.startswith(prefixes) or k in extra
+    }
     from maw.models.maw_encoder import reference_state
 
     # GRPO's frozen reference routers are non-persistent buffers (not in state_dict): keep them too
@@ -113,12 +116,17 @@ def load_model_tensors(encoder: nn.Module, tensors: dict[str, torch.Tensor], sou
             f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
             f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
         )
-    state = {**encoder.state_dict(), **{k: v for k, v in model_tensors(encoder).items() if k.startswith(REFERENCE_PREFIX)}}
+    state = {
+        **encoder.state_dict(),
+        **{k: v for k, v in model_tensors(encoder).items() if k.startswith(REFERENCE_PREFIX)},
+    }
     bad = [k for k, v in tensors.items() if tuple(v.shape) != tuple(state[k].shape)]
     if bad:
         raise CheckpointError(
             f"{source}: tensor shapes differ: "
-            + ", ".join(f"{k}: saved {tuple(tensors[k].shape)} vs model {tuple(state[k].shape)}" for k in bad[:10])
+            + ", ".join(
+                f"{k}: saved {tuple(tensors[k].shape)} vs model {tuple(state[k].shape)}" for k in bad[:10]
+            )
         )
     reference = {k[len(REFERENCE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(REFERENCE_PREFIX)}
     with torch.no_grad():
@@ -182,7 +190,13 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
     js = {
-        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": keys.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
     return tensors, js
@@ -194,13 +208,17 @@ def set_rng_state(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> None:
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
     n = js["numpy"]
-    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        (n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     p = js["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 # ---------------------------------------------------------------------------------- optimizer
-def optimizer_state(optimizer: torch.optim.Optimizer, param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_state(
+    optimizer: torch.optim.Optimizer, param_names: list[str]
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into tensors and JSON scalars (with the parameter names)."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -215,7 +233,11 @@ def optimizer_state(optimizer: torch.optim.Optimizer, param_names: list[str]) ->
 
 
 def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], js: dict, param_names: list[str], source: str
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    js: dict,
+    param_names: list[str],
+    source: str,
 ) -> None:
     if js["param_names"] != param_names:
         diff = config_differences({"params": js["param_names"]}, {"params": param_names})
@@ -273,8 +295,7 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint folder atomically (model, config, and the training state if given)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = staging_dir(folder.parent, prefix=f".{folder.name}.")
     try:
         save_file(model_tensors(encoder), str(tmp / MODEL_FILE), metadata={"format": str(FORMAT_VERSION)})
         atomic_write_json(tmp / CONFIG_FILE, {**config, "format_version": FORMAT_VERSION})
@@ -338,6 +359,10 @@ def load_checkpoint(
 def load_weights(folder: str | Path, encoder: nn.Module, config: dict | None = None) -> dict:
     """Load only the model tensors of a checkpoint (config checked when given); returns its config.json."""
     folder = Path(folder)
-    saved = check_config(folder, {**config, "format_version": FORMAT_VERSION}) if config is not None else read_json(folder / CONFIG_FILE)
+    saved = (
+        check_config(folder, {**config, "format_version": FORMAT_VERSION})
+        if config is not None
+        else read_json(folder / CONFIG_FILE)
+    )
     load_model_tensors(encoder, load_file(str(folder / MODEL_FILE)), str(folder / MODEL_FILE))
     return saved

@@ -73,7 +73,9 @@ def init_distributed(device: str | None = None, timeout_minutes: float = 120.0) 
     backend = "nccl" if want_cuda else "gloo"
     if want_cuda:
         torch.cuda.set_device(local)
-    dist.init_process_group(backend=backend, init_method="env://", timeout=datetime.timedelta(minutes=timeout_minutes))
+    dist.init_process_group(
+        backend=backend, init_method="env://", timeout=datetime.timedelta(minutes=timeout_minutes)
+    )
     dev = torch.device(f"cuda:{local}") if want_cuda else torch.device("cpu")
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local, dev, initialized_here=True)
 

@@ -31,7 +31,12 @@ from torch import nn
 from maw.config import TRAINED_METHODS, ConfigError, MAWConfig, ModelConfig, TrainConfig, parse_layers
 from maw.models.encoder import Encoder
 
-LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense")
+LORA_TARGETS = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+)
 
 
 @dataclass
@@ -58,7 +63,9 @@ class ModelPlan:
 def resolve_plan(method: str, num_layers: int, maw_cfg: MAWConfig, train_cfg: TrainConfig) -> ModelPlan:
     """Which layers train / carry MAW / carry LoRA for ``method`` on an encoder with ``num_layers``."""
     if method not in TRAINED_METHODS:
-        raise ConfigError(f"--method: {method!r} is not a trainable method; choose one of {', '.join(TRAINED_METHODS)}")
+        raise ConfigError(
+            f"--method: {method!r} is not a trainable method; choose one of {', '.join(TRAINED_METHODS)}"
+        )
     maw_layers: list[int] = []
     lora_layers: list[int] = []
     train_embeddings = False
@@ -150,7 +157,9 @@ def build_model_with_plan(
     method: str, model_cfg: ModelConfig, maw_cfg: MAWConfig, train_cfg: TrainConfig
 ) -> tuple[Encoder, ModelPlan]:
     """Load the backbone, inject LoRA / MAW as ``method`` says, freeze all but the trainable parts."""
-    encoder = Encoder.from_pretrained(model_cfg.model, num_layers=model_cfg.num_layers, normalize=model_cfg.normalize)
+    encoder = Encoder.from_pretrained(
+        model_cfg.model, num_layers=model_cfg.num_layers, normalize=model_cfg.normalize
+    )
     plan = resolve_plan(method, encoder.num_layers, maw_cfg, train_cfg)
     if plan.lora_layers:
         _inject_lora(encoder, plan.lora_layers, train_cfg)
@@ -203,11 +212,17 @@ def frozen_prefix_eval_mode(encoder: Encoder, plan: ModelPlan) -> None:
             layer.eval()
 
 
-def structure_config(plan: ModelPlan, model_cfg: ModelConfig, maw_cfg: MAWConfig, train_cfg: TrainConfig) -> dict:
+def structure_config(
+    plan: ModelPlan, model_cfg: ModelConfig, maw_cfg: MAWConfig, train_cfg: TrainConfig
+) -> dict:
     """Everything that defines the model's structure (saved in every checkpoint's config.json)."""
     out = {
         "method": plan.method,
-        "model": {"model": str(model_cfg.model), "num_layers": plan.num_layers, "normalize": model_cfg.normalize},
+        "model": {
+            "model": str(model_cfg.model),
+            "num_layers": plan.num_layers,
+            "normalize": model_cfg.normalize,
+        },
         "plan": plan.to_dict(),
     }
     if plan.method == "maw":

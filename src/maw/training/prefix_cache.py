@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from maw.models.encoder import Encoder
-from maw.utils.io import atomic_write_json, fingerprint, read_json
+from maw.utils.io import atomic_write_json, fingerprint, read_json, staging_dir
 
 CACHE_FORMAT = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -47,8 +46,12 @@ _DTYPES = {"float16": np.float16, "float32": np.float32}
 def prefix_fingerprint(encoder: Encoder, upto: int) -> str:
     """Hash of the embeddings' and layers ``[0, upto)``'s tensors and the tokenizer identity."""
     h = hashlib.sha256()
-    h.update(f"{encoder.model_name}\x00{type(encoder.tokenizer).__name__}\x00{len(encoder.tokenizer)}\x00{upto}".encode())
-    modules = [("embeddings", encoder.backbone.embeddings)] + [(f"layer{i}", encoder.layers[i]) for i in range(upto)]
+    h.update(
+        f"{encoder.model_name}\x00{type(encoder.tokenizer).__name__}\x00{len(encoder.tokenizer)}\x00{upto}".encode()
+    )
+    modules = [("embeddings", encoder.backbone.embeddings)] + [
+        (f"layer{i}", encoder.layers[i]) for i in range(upto)
+    ]
     for prefix, module in modules:
         for name, tensor in sorted(module.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -83,7 +86,10 @@ class PrefixCache:
         self.offsets = np.load(self.folder / "offsets.npy", allow_pickle=False)
         n_tokens, dim = int(self.meta["total_tokens"]), int(self.meta["hidden_size"])
         self.hidden = np.memmap(
-            self.folder / "hidden.bin", dtype=_DTYPES[self.meta["dtype"]], mode="r", shape=(max(n_tokens, 1), dim)
+            self.folder / "hidden.bin",
+            dtype=_DTYPES[self.meta["dtype"]],
+            mode="r",
+            shape=(max(n_tokens, 1), dim),
         )
         self.lengths = np.diff(self.offsets)
 
@@ -92,9 +98,15 @@ class PrefixCache:
 
     @property
     def nbytes(self) -> int:
-        return int(self.meta["total_tokens"]) * int(self.meta["hidden_size"]) * np.dtype(_DTYPES[self.meta["dtype"]]).itemsize
+        return (
+            int(self.meta["total_tokens"])
+            * int(self.meta["hidden_size"])
+            * np.dtype(_DTYPES[self.meta["dtype"]]).itemsize
+        )
 
-    def batch(self, rows: Sequence[int], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, rows: Sequence[int], device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded float32 hidden states (B, L_max, d) and the (B, L_max) long mask of ``rows``."""
         lengths = [int(self.lengths[r]) for r in rows]
         width = max(lengths) if lengths else 0
@@ -111,7 +123,14 @@ class PrefixCache:
     @staticmethod
     def key(encoder: Encoder, texts: Sequence[str], max_length: int, upto: int, dtype: str) -> str:
         return fingerprint(
-            [prefix_fingerprint(encoder, upto), fingerprint(texts), str(max_length), str(upto), dtype, str(CACHE_FORMAT)]
+            [
+                prefix_fingerprint(encoder, upto),
+                fingerprint(texts),
+                str(max_length),
+                str(upto),
+                dtype,
+                str(CACHE_FORMAT),
+            ]
         )
 
     @classmethod
@@ -137,7 +156,7 @@ class PrefixCache:
             return cls(final)
         cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_builds(cache_dir, f".{name}-{key}.")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}.{os.getpid()}.", suffix=".tmp", dir=cache_dir))
+        tmp = staging_dir(cache_dir, prefix=f".{name}-{key}.{os.getpid()}.")
         try:
             cls._build(encoder, texts, max_length, upto, tmp, dtype, batch_size, key, show_progress, name)
             try:
@@ -167,7 +186,9 @@ class PrefixCache:
         was_training = encoder.training
         encoder.eval()
         device = encoder.device
-        ids = encoder.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+        ids = encoder.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)[
+            "input_ids"
+        ]
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -217,15 +238,22 @@ class PrefixCache:
 class CachedPrefix:
     """Prefix hidden states of queries and documents served from two ``PrefixCache``s."""
 
-    def __init__(self, queries: PrefixCache, query_ids: Sequence[str], docs: PrefixCache, doc_ids: Sequence[str]):
+    def __init__(
+        self, queries: PrefixCache, query_ids: Sequence[str], docs: PrefixCache, doc_ids: Sequence[str]
+    ):
         self.caches = {"query": queries, "doc": docs}
-        self.rows = {"query": {q: i for i, q in enumerate(query_ids)}, "doc": {d: i for i, d in enumerate(doc_ids)}}
+        self.rows = {
+            "query": {q: i for i, q in enumerate(query_ids)},
+            "doc": {d: i for i, d in enumerate(doc_ids)},
+        }
 
     def lengths(self, kind: str, ids: Sequence[str]) -> list[int]:
         cache, rows = self.caches[kind], self.rows[kind]
         return [int(cache.lengths[rows[i]]) for i in ids]
 
-    def hidden(self, kind: str, ids: Sequence[str], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden(
+        self, kind: str, ids: Sequence[str], device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, d) states entering layer k and the (B, L) mask for the texts ``ids`` of ``kind``."""
         rows = self.rows[kind]
         return self.caches[kind].batch([rows[i] for i in ids], device)
@@ -255,7 +283,9 @@ class LivePrefix:
     def lengths(self, kind: str, ids: Sequence[str]) -> list[int]:
         return [len(self.texts[kind][i]) for i in ids]  # characters: a cheap proxy for sorting
 
-    def hidden(self, kind: str, ids: Sequence[str], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden(
+        self, kind: str, ids: Sequence[str], device: torch.device | str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self.encoder.tokenize([self.texts[kind][i] for i in ids], self.max_lengths[kind])
         input_ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
         if self.trainable and torch.is_grad_enabled():

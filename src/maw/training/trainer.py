@@ -107,8 +107,17 @@ log = logging.getLogger(__name__)
 VAL_METRICS = ("nDCG@10", "R@100", "RR@10", "AP")
 SELECTION_METRIC = "nDCG@10"
 # training settings that may change when a run is resumed (they do not change the computation)
-RESUME_IGNORED = ("run.patience", "run.checkpoint_every", "run.progress", "run.device", "run.num_threads",
-                  "run.save_checkpoints", "run.resume", "run.cache_dir", "run.eval_batch_size")
+RESUME_IGNORED = (
+    "run.patience",
+    "run.checkpoint_every",
+    "run.progress",
+    "run.device",
+    "run.num_threads",
+    "run.save_checkpoints",
+    "run.resume",
+    "run.cache_dir",
+    "run.eval_batch_size",
+)
 
 
 class TrainingError(RuntimeError):
@@ -166,8 +175,14 @@ def _merge_depth_stats(a: dict, b: dict) -> dict:
             continue
         ux, uy = x["units"], y["units"]
         out[layer] = {
-            "counts": [[i + j for i, j in zip(r1, r2, strict=True)] for r1, r2 in zip(x["counts"], y["counts"], strict=True)],
-            "entropy": [(ex * ux + ey * uy) / (ux + uy) if ux + uy else 0.0 for ex, ey in zip(x["entropy"], y["entropy"], strict=True)],
+            "counts": [
+                [i + j for i, j in zip(r1, r2, strict=True)]
+                for r1, r2 in zip(x["counts"], y["counts"], strict=True)
+            ],
+            "entropy": [
+                (ex * ux + ey * uy) / (ux + uy) if ux + uy else 0.0
+                for ex, ey in zip(x["entropy"], y["entropy"], strict=True)
+            ],
             "units": ux + uy,
         }
     return out
@@ -189,7 +204,9 @@ def _depth_stats(encoder: Encoder) -> dict:
     return {str(k): v for k, v in depth_statistics(encoder).items()}
 
 
-def run_config(train_cfg: TrainConfig, eval_cfg: EvalConfig, dataset: RetrievalDataset, splits: Splits) -> dict:
+def run_config(
+    train_cfg: TrainConfig, eval_cfg: EvalConfig, dataset: RetrievalDataset, splits: Splits
+) -> dict:
     """The training settings and data identity a resumed run must share (see ``RESUME_IGNORED``)."""
     out = asdict(train_cfg)
     out["eval_batch_size"] = eval_cfg.eval_batch_size
@@ -228,7 +245,11 @@ class Trainer:
             if self.is_cuda:
                 self.autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else torch.float16
             else:
-                log.warning("--precision %s applies on CUDA only; training in fp32 on %s", train_cfg.precision, self.device)
+                log.warning(
+                    "--precision %s applies on CUDA only; training in fp32 on %s",
+                    train_cfg.precision,
+                    self.device,
+                )
         self.grad_ckpt = bool(train_cfg.gradient_checkpointing and self.is_cuda)
         if train_cfg.gradient_checkpointing and not self.is_cuda:
             log.warning("--gradient-checkpointing applies on CUDA only; ignored on %s", self.device)
@@ -248,11 +269,15 @@ class Trainer:
                 f"dataset {self.dataset.name!r}: the validation split is empty; training needs validation queries "
                 "for model selection (use --val-fraction > 0 or a dataset with a dev split)"
             )
-        self.encoder, self.plan = build_model_with_plan(self.method, self.model_cfg, self.maw_cfg, self.train_cfg)
+        self.encoder, self.plan = build_model_with_plan(
+            self.method, self.model_cfg, self.maw_cfg, self.train_cfg
+        )
         self.encoder.to(self.device)
         self.router = self.maw_cfg.router if self.plan.maw_layers else None
         if self.ctx.enabled and cfg.batch_size < self.ctx.world_size:
-            raise ConfigError(f"--batch-size: {cfg.batch_size} is smaller than the number of processes ({self.ctx.world_size})")
+            raise ConfigError(
+                f"--batch-size: {cfg.batch_size} is smaller than the number of processes ({self.ctx.world_size})"
+            )
 
         self.examples = self._examples(train_qrels)
         self.relevant = relevant_documents(self.dataset, train_qrels)
@@ -288,9 +313,17 @@ class Trainer:
 
     def _examples(self, train_qrels: Qrels) -> list[Example]:
         examples = training_examples(train_qrels)
-        missing = [e for e in examples if e.doc_id not in self.dataset.corpus or e.query_id not in self.dataset.queries]
+        missing = [
+            e
+            for e in examples
+            if e.doc_id not in self.dataset.corpus or e.query_id not in self.dataset.queries
+        ]
         if missing:
-            log.warning("%d training pairs point at unknown documents/queries and are skipped, e.g. %s", len(missing), missing[:3])
+            log.warning(
+                "%d training pairs point at unknown documents/queries and are skipped, e.g. %s",
+                len(missing),
+                missing[:3],
+            )
             examples = [e for e in examples if e not in set(missing)]
         if not examples:
             raise DataError(f"dataset {self.dataset.name!r}: no (query, positive document) pair to train on")
@@ -325,12 +358,26 @@ class Trainer:
 
         def build():
             qc = PrefixCache.open_or_build(
-                self.encoder, [q_texts[q] for q in q_ids], self.model_cfg.query_max_length, k, cache_dir,
-                cfg.prefix_cache_dtype, self.eval_cfg.eval_batch_size, "queries", show,
+                self.encoder,
+                [q_texts[q] for q in q_ids],
+                self.model_cfg.query_max_length,
+                k,
+                cache_dir,
+                cfg.prefix_cache_dtype,
+                self.eval_cfg.eval_batch_size,
+                "queries",
+                show,
             )
             dc = PrefixCache.open_or_build(
-                self.encoder, [d_texts[d] for d in d_ids], self.model_cfg.doc_max_length, k, cache_dir,
-                cfg.prefix_cache_dtype, self.eval_cfg.eval_batch_size, "docs", show,
+                self.encoder,
+                [d_texts[d] for d in d_ids],
+                self.model_cfg.doc_max_length,
+                k,
+                cache_dir,
+                cfg.prefix_cache_dtype,
+                self.eval_cfg.eval_batch_size,
+                "docs",
+                show,
             )
             return qc, dc
 
@@ -376,7 +423,9 @@ class Trainer:
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
     # ------------------------------------------------------------------ forward pieces
-    def _run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, end: int | None) -> torch.Tensor:
+    def _run_layers(
+        self, hidden: torch.Tensor, mask: torch.Tensor, start: int, end: int | None
+    ) -> torch.Tensor:
         end = self.encoder.num_layers if end is None else end
         if start >= end:
             return hidden
@@ -384,6 +433,7 @@ class Trainer:
             return self.encoder.run_layers(hidden, mask, start, end)
         bias = additive_mask(mask, hidden.dtype)
         for layer in self.encoder.layers[start:end]:
+
             def run(h, layer=layer):
                 out = layer(h, attention_mask=bias)
                 return out[0] if isinstance(out, tuple) else out
@@ -419,11 +469,15 @@ class Trainer:
         d_h, d_m = self.provider.hidden("doc", batch.doc_ids[d0:d1], self.device)
         q_h, d_h = self._run_layers(q_h, q_m, k, m), self._run_layers(d_h, d_m, k, m)  # shared part (k <= m)
         return LocalBatch(
-            q_hidden=q_h, q_mask=q_m, d_hidden=d_h, d_mask=d_m,
+            q_hidden=q_h,
+            q_mask=q_m,
+            d_hidden=d_h,
+            d_mask=d_m,
             positive_index=batch.positive_index[e0:e1].to(self.device),
             mask=batch.mask[e0:e1].to(self.device),
             doc_owner=(batch.doc_owner[d0:d1] - e0).to(self.device),
-            denom_queries=denom_q, denom_texts=denom_t,
+            denom_queries=denom_q,
+            denom_texts=denom_t,
         )
 
     def _objective(self, lb: LocalBatch, global_step: int) -> ObjectiveOutput:
@@ -443,8 +497,15 @@ class Trainer:
             from maw.models.maw_encoder import set_gumbel_tau
 
             frac = min(1.0, state.global_step / max(1, self.total_steps - 1))
-            set_gumbel_tau(self.encoder, self.maw_cfg.gumbel_tau_start + (self.maw_cfg.gumbel_tau_end - self.maw_cfg.gumbel_tau_start) * frac)
-        batches = [make_batch([self.examples[i] for i in mb], [negatives[i] for i in mb], self.relevant) for mb in group]
+            set_gumbel_tau(
+                self.encoder,
+                self.maw_cfg.gumbel_tau_start
+                + (self.maw_cfg.gumbel_tau_end - self.maw_cfg.gumbel_tau_start) * frac,
+            )
+        batches = [
+            make_batch([self.examples[i] for i in mb], [negatives[i] for i in mb], self.relevant)
+            for mb in group
+        ]
         denom_q = float(sum(len(b) for b in batches))
         denom_t = denom_q + float(sum(len(b.doc_ids) for b in batches))
         self.optimizer.zero_grad(set_to_none=True)
@@ -493,7 +554,9 @@ class Trainer:
             refresh_reference(self.encoder)
             state.last_ref_refresh = state.global_step
         keys = sorted(stats)
-        summed = dist_utils.all_reduce_sum([infonce_sum, float(n_queries), *[stats[k2] for k2 in keys], *labels], self.ctx)
+        summed = dist_utils.all_reduce_sum(
+            [infonce_sum, float(n_queries), *[stats[k2] for k2 in keys], *labels], self.ctx
+        )
         return {
             "loss_sum": summed[0],
             "n": summed[1],
@@ -563,8 +626,14 @@ class Trainer:
         self.state.train_seconds = self._elapsed()
         if self.ctx.is_main:
             save_checkpoint(
-                self.run_dir / "latest", self.encoder, self.config, self.state,
-                self.optimizer, self.scheduler, self.scaler, self.param_names,
+                self.run_dir / "latest",
+                self.encoder,
+                self.config,
+                self.state,
+                self.optimizer,
+                self.scheduler,
+                self.scaler,
+                self.param_names,
             )
         dist_utils.barrier(self.ctx)
 
@@ -572,7 +641,12 @@ class Trainer:
         self._check_finite_weights(epoch)
         self.best_tensors = model_tensors(self.encoder)
         if self.train_cfg.save_checkpoints and self.ctx.is_main:
-            best_state = TrainingState(epoch=epoch, global_step=self.state.global_step, best_score=self.state.best_score, best_epoch=epoch)
+            best_state = TrainingState(
+                epoch=epoch,
+                global_step=self.state.global_step,
+                best_score=self.state.best_score,
+                best_epoch=epoch,
+            )
             save_checkpoint(self.run_dir / "best", self.encoder, self.config, best_state, include_rng=False)
 
     def _elapsed(self) -> float:
@@ -599,12 +673,23 @@ class Trainer:
         latest = self.run_dir / "latest"
         if cfg.resume and cfg.save_checkpoints and (latest / "config.json").is_file():
             self.state = load_checkpoint(
-                latest, self.encoder, self.config, self.optimizer, self.scheduler, self.scaler, self.param_names,
-                restore_rng=True, ignore=RESUME_IGNORED,
+                latest,
+                self.encoder,
+                self.config,
+                self.optimizer,
+                self.scheduler,
+                self.scaler,
+                self.param_names,
+                restore_rng=True,
+                ignore=RESUME_IGNORED,
             )
             self.seconds_before = self.state.train_seconds
             self.t_start = time.perf_counter()
-            resumed_from = {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch, "global_step": self.state.global_step}
+            resumed_from = {
+                "epoch": self.state.epoch,
+                "step_in_epoch": self.state.step_in_epoch,
+                "global_step": self.state.global_step,
+            }
             log.info("resuming %s from %s: %s", self.method, latest, resumed_from)
             if (self.run_dir / "best" / "model.safetensors").is_file():
                 from safetensors.torch import load_file
@@ -612,7 +697,12 @@ class Trainer:
                 self.best_tensors = load_file(str(self.run_dir / "best" / "model.safetensors"))
         if not self.state.history:
             metrics, depth, secs = self._validate_all_ranks()
-            entry: dict[str, Any] = {"epoch": 0, "val": metrics, "val_seconds": secs, "setup_seconds": self.setup_seconds}
+            entry: dict[str, Any] = {
+                "epoch": 0,
+                "val": metrics,
+                "val_seconds": secs,
+                "setup_seconds": self.setup_seconds,
+            }
             if self.router:
                 entry["router"] = {"val_depth_statistics": depth}
             self.state.history.append(entry)
@@ -630,8 +720,12 @@ class Trainer:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} steps/s"), TimeRemainingColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]} steps/s"),
+                TimeRemainingColumn(),
             )
             progress.start()
         try:
@@ -646,8 +740,16 @@ class Trainer:
         batches = epoch_batches(len(self.examples), cfg.batch_size, cfg.seed, epoch)[: self.micro_per_epoch]
         negatives = epoch_negatives(self.examples, self.candidates, cfg.hard_negatives, cfg.seed, epoch)
         if state.step_in_epoch == 0 or not state.epoch_partial:
-            state.epoch_partial = {"loss_sum": 0.0, "n": 0.0, "step_losses": [], "stats": {}, "labels": [],
-                                   "depth_statistics": {}, "train_seconds": 0.0, "grad_norms": []}
+            state.epoch_partial = {
+                "loss_sum": 0.0,
+                "n": 0.0,
+                "step_losses": [],
+                "stats": {},
+                "labels": [],
+                "depth_statistics": {},
+                "train_seconds": 0.0,
+                "grad_norms": [],
+            }
         part = state.epoch_partial
         if self.router:
             from maw.models.maw_encoder import reset_depth_statistics
@@ -656,8 +758,13 @@ class Trainer:
         frozen_prefix_eval_mode(self.encoder, self.plan)
         task = None
         if progress is not None:
-            task = progress.add_task(f"{self.method} epoch {epoch}/{cfg.num_epochs}", total=len(batches),
-                                     completed=state.step_in_epoch, loss="-", rate="-")
+            task = progress.add_task(
+                f"{self.method} epoch {epoch}/{cfg.num_epochs}",
+                total=len(batches),
+                completed=state.step_in_epoch,
+                loss="-",
+                rate="-",
+            )
         t_epoch = time.perf_counter()
         t_rate, done_rate = time.perf_counter(), 0
         i = state.step_in_epoch
@@ -674,7 +781,10 @@ class Trainer:
             for k, v in out["stats"].items():
                 part["stats"][k] = part["stats"].get(k, 0.0) + v
             if out["labels"]:
-                part["labels"] = [a + b for a, b in zip(part["labels"] or [0] * len(out["labels"]), out["labels"], strict=True)]
+                part["labels"] = [
+                    a + b
+                    for a, b in zip(part["labels"] or [0] * len(out["labels"]), out["labels"], strict=True)
+                ]
             if task is not None:
                 done_rate += len(group)
                 rate = done_rate / max(time.perf_counter() - t_rate, 1e-9)
@@ -743,8 +853,13 @@ class Trainer:
             out = self._train_step(batches[i : i + cfg.grad_accum], negatives, epoch)
             times.append(time.perf_counter() - t0)
             losses.append(out["loss_sum"] / max(out["n"], 1.0))
-        return {"seconds": time.perf_counter() - t_all, "cpu_seconds": time.process_time() - cpu_all,
-                "steps": len(times), "step_seconds": times, "losses": losses}
+        return {
+            "seconds": time.perf_counter() - t_all,
+            "cpu_seconds": time.process_time() - cpu_all,
+            "steps": len(times),
+            "step_seconds": times,
+            "losses": losses,
+        }
 
     def _stash_partial(self, part: dict, t_since: float) -> None:
         """Fold the time and depth statistics since ``t_since`` into the epoch's running record."""
@@ -752,7 +867,9 @@ class Trainer:
         if self.router:
             from maw.models.maw_encoder import reset_depth_statistics
 
-            part["depth_statistics"] = _merge_depth_stats(part["depth_statistics"], _depth_stats(self.encoder))
+            part["depth_statistics"] = _merge_depth_stats(
+                part["depth_statistics"], _depth_stats(self.encoder)
+            )
             reset_depth_statistics(self.encoder)
 
     def _router_log(self, part: dict, train_depth: dict, val_depth: dict) -> dict[str, Any]:
@@ -769,7 +886,9 @@ class Trainer:
         if self.router == "grpo":
             out.update(
                 mean_reward=s["reward_sum"] / s["reward_count"] if s.get("reward_count") else None,
-                advantage_spread=s["reward_std_sum"] / s["reward_std_count"] if s.get("reward_std_count") else None,
+                advantage_spread=s["reward_std_sum"] / s["reward_std_count"]
+                if s.get("reward_std_count")
+                else None,
                 policy_loss=s["policy_loss_sum"] / s["policy_count"] if s.get("policy_count") else None,
                 kl_ref=s["kl_sum"] / s["policy_count"] if s.get("policy_count") else None,
                 record_entropy=s["entropy_sum"] / s["entropy_count"] if s.get("entropy_count") else None,
@@ -817,9 +936,15 @@ class Trainer:
             best_score=state.best_score,
             plan=self.plan.to_dict(),
             resumed_from=resumed_from,
-            setup={**self.cache_info, "setup_seconds": self.setup_seconds, "examples": len(self.examples),
-                   "optimizer_steps_per_epoch": self.steps_per_epoch, "warmup_steps": self.warmup_steps,
-                   "world_size": self.ctx.world_size, "rank": self.ctx.rank},
+            setup={
+                **self.cache_info,
+                "setup_seconds": self.setup_seconds,
+                "examples": len(self.examples),
+                "optimizer_steps_per_epoch": self.steps_per_epoch,
+                "warmup_steps": self.warmup_steps,
+                "world_size": self.ctx.world_size,
+                "rank": self.ctx.rank,
+            },
         )
 
 
@@ -849,7 +974,9 @@ def train(
     ctx = ctx or dist_utils.init_distributed(train_cfg.device)
     try:
         with _deterministic_cpu(ctx.device.type == "cpu", train_cfg.num_threads):
-            trainer = Trainer(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir, ctx, retrieve)
+            trainer = Trainer(
+                method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir, ctx, retrieve
+            )
             return trainer.run()
     finally:
         if own_ctx:
@@ -901,10 +1028,19 @@ def train_from_config(
         summary = result_summary(result)
         summary.update(
             method=method,
-            dataset={"name": dataset.name, "fingerprint": dataset.fingerprint, "source": dataset.source,
-                     "provenance": splits.provenance},
-            config={"data": asdict(data_cfg), "model": asdict(model_cfg), "maw": asdict(maw_cfg),
-                    "train": asdict(train_cfg), "eval": asdict(eval_cfg)},
+            dataset={
+                "name": dataset.name,
+                "fingerprint": dataset.fingerprint,
+                "source": dataset.source,
+                "provenance": splits.provenance,
+            },
+            config={
+                "data": asdict(data_cfg),
+                "model": asdict(model_cfg),
+                "maw": asdict(maw_cfg),
+                "train": asdict(train_cfg),
+                "eval": asdict(eval_cfg),
+            },
             versions=environment_info(),
         )
         atomic_write_json(Path(run_dir) / "result.json", summary)
@@ -926,12 +1062,18 @@ def load_trained_encoder(folder: str | Path, device: str | None = None) -> tuple
         raise CheckpointError(f"{folder}: no config.json (not a training checkpoint)") from None
     s = saved["structure"]
     plan = s["plan"]
-    model_cfg = ModelConfig(model=s["model"]["model"], num_layers=s["model"]["num_layers"], normalize=s["model"]["normalize"])
+    model_cfg = ModelConfig(
+        model=s["model"]["model"], num_layers=s["model"]["num_layers"], normalize=s["model"]["normalize"]
+    )
     maw_cfg = MAWConfig(**s["maw"]) if "maw" in s else MAWConfig()
     train_cfg = TrainConfig()
     if plan["method"] == "lora":
         train_cfg.lora_layers = ",".join(map(str, plan["lora_layers"]))
-        train_cfg.lora_rank, train_cfg.lora_alpha, train_cfg.lora_dropout = s["lora"]["rank"], s["lora"]["alpha"], s["lora"]["dropout"]
+        train_cfg.lora_rank, train_cfg.lora_alpha, train_cfg.lora_dropout = (
+            s["lora"]["rank"],
+            s["lora"]["alpha"],
+            s["lora"]["dropout"],
+        )
     elif plan["method"] in ("finetune", "maw"):
         train_cfg.finetune_layers = ",".join(map(str, plan["trainable_layers"])) or None
     if plan["method"] == "maw":

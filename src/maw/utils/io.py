@@ -43,6 +43,18 @@ def _umask() -> int:
     return mask
 
 
+def staging_dir(parent: str | Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A fresh folder in ``parent`` to build into before an atomic rename onto its final name.
+
+    Unlike a bare ``tempfile.mkdtemp`` (mode 0700), it gets the permissions of any new folder.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -107,7 +119,17 @@ def environment_info() -> dict[str, Any]:
     import importlib.metadata as md
 
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("maw", "torch", "transformers", "peft", "faiss-cpu", "bm25s", "ir-measures", "pytrec-eval-terrier", "numpy"):
+    for name in (
+        "maw",
+        "torch",
+        "transformers",
+        "peft",
+        "faiss-cpu",
+        "bm25s",
+        "ir-measures",
+        "pytrec-eval-terrier",
+        "numpy",
+    ):
         try:
             info[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -116,7 +138,9 @@ def environment_info() -> dict[str, Any]:
         import torch
 
         info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-        info["device_name"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+        info["device_name"] = (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+        )
         info["num_threads"] = torch.get_num_threads()
     except Exception:  # pragma: no cover - torch is a hard dependency
         pass
