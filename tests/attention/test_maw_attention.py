@@ -168,8 +168,9 @@ def test_element_budget_splits_rows_and_texts(router):
 def test_tile_shape_budget():
     enc, _ = maw_encoder(depth_dim=4, granularity="pair", tile_size=8, tile_elements=1000)
     m = maw_modules(enc)[0]  # H * D = 16 elements per (text, row, key)
-    assert m.tile_shape(2, 100, 10) == (2, 3)  # 2 * 160 * 3 = 960 <= 1000
-    assert m.tile_shape(10, 100, 10) == (6, 1)  # one row of 10 texts is too big: split texts
+    assert m.tile_shape(10, 100, 10) == (1, 6)  # 8 rows of one text (1280) too big: 6 rows, 960
+    assert m.tile_shape(10, 4, 10) == (1, 4)  # 4 rows of one text: 640, two texts would not fit
+    assert m.tile_shape(10, 100, 2) == (3, 8)  # 8 rows of one text: 256; three texts: 768
     assert m.tile_shape(1, 5, 5) == (1, 5)  # fewer rows than tile_size
     m.cfg.tile_elements = 0
     assert m.tile_shape(10, 100, 10) == (10, 8)

@@ -524,19 +524,18 @@ class MAWSelfAttention(nn.Module):
         return out, stats, rec
 
     def tile_shape(self, batch: int, rows: int, keys: int) -> tuple[int, int]:
-        """(texts, query rows) per 5D tile (pair tiles, and the no-grad max pass): at most ``cfg.tile_size`` rows and, when
-        ``cfg.tile_elements`` > 0, at most that many elements in a 5D tile ``(b, H, D, t, Lk)``
-        (rows shrink first, then the batch is split). Small tiles also stay in the CPU cache."""
+        """(texts, query rows) per 5D tile (pair tiles, and the no-grad max pass): at most
+        ``cfg.tile_size`` rows and, when ``cfg.tile_elements`` > 0, at most that many elements in a
+        5D tile ``(b, H, D, t, Lk)``. The batch is split first, rows shrink only for a single text:
+        tiles of many rows keep the matmuls large, and small tiles stay in the CPU cache."""
         T = max(1, min(self.cfg.tile_size, rows))
         budget = self.cfg.tile_elements
         if not budget:
             return batch, T
         per = self.num_heads * self.depth * keys  # elements per (text, row)
-        if batch * per * T <= budget:
-            return batch, T
-        if batch * per <= budget:
-            return batch, max(1, budget // (batch * per))
-        return max(1, budget // per), 1
+        if per * T <= budget:
+            return max(1, min(batch, budget // (per * T))), T
+        return 1, max(1, budget // per)
 
     def _tiled_pair(self, q, k, v, valid, noise):
         B, H, D, L, _ = q.shape
@@ -607,7 +606,7 @@ class MAWSelfAttention(nn.Module):
     def _max_pass(self, q, k, valid, over_rows: bool):
         """No-grad tiled max of S over valid keys: (B,H,D,L) (or over valid (i,j): (B,H,D))."""
         B, H, D, L, _ = q.shape
-        kmask = (~valid)[:, None, None, None, :]  # (B,1,1,1,Lk)
+        key_bias = _bias_from_valid(valid, q.dtype)[:, :, None]  # (B,1,1,1,Lk): 0 or -inf
         kT = k.transpose(-1, -2)
         Bc, T = self.tile_shape(B, L, L)
         rows = []
@@ -615,7 +614,7 @@ class MAWSelfAttention(nn.Module):
             parts = []
             for i0 in range(0, L, T):
                 S = depth_scores(q[b0 : b0 + Bc, :, :, i0 : i0 + T], kT[b0 : b0 + Bc])
-                parts.append(S.masked_fill_(kmask[b0 : b0 + Bc], float("-inf")).amax(-1))  # (b, H, D, T)
+                parts.append(S.add_(key_bias[b0 : b0 + Bc]).amax(-1))  # (b, H, D, T)
             rows.append(torch.cat(parts, dim=-1))
         mx = torch.cat(rows, dim=0)
         if over_rows:
