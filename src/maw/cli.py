@@ -134,7 +134,13 @@ def benchmark(
     eval_batch_size: Annotated[
         int | None, typer.Option(help="Encoding batch size for retrieval (default: 128).")
     ] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate (default: 2e-5).")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Learning rate of finetune / maw encoder weights (default: 2e-5).")
+    ] = None,
+    lora_learning_rate: Annotated[
+        float | None, typer.Option(help="Learning rate of LoRA adapters (default: 5e-4).")
+    ] = None,
+    policy_lr: Annotated[float | None, typer.Option(help="MAW router learning rate (default: 1e-3).")] = None,
     num_layers: Annotated[int | None, typer.Option(help="Keep only the first N encoder layers.")] = None,
     maw_layers: Annotated[
         str | None, typer.Option(help="1-indexed MAW layers: '6', '5,6', 'all', 'last' (default: last).")
@@ -214,6 +220,8 @@ def benchmark(
                 "batch_size",
                 "eval_batch_size",
                 "learning_rate",
+                "lora_learning_rate",
+                "policy_lr",
                 "num_layers",
                 "maw_layers",
                 "finetune_layers",
@@ -298,7 +306,10 @@ def train_command(
     num_epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Examples per micro-batch (in-batch negatives).")] = 32,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-5,
+    learning_rate: Annotated[
+        float, typer.Option(help="AdamW learning rate of the encoder weights (finetune / maw / full).")
+    ] = 2e-5,
+    lora_learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of LoRA adapters.")] = 5e-4,
     weight_decay: Annotated[
         float, typer.Option(help="AdamW weight decay (not on biases / LayerNorm / routers).")
     ] = 0.01,
@@ -338,9 +349,7 @@ def train_command(
     oracle_every: Annotated[
         int, typer.Option(help="Supervised router: oracle labels every N optimiser steps.")
     ] = 1,
-    policy_lr: Annotated[
-        float | None, typer.Option(help="Router learning rate (default: --learning-rate).")
-    ] = None,
+    policy_lr: Annotated[float, typer.Option(help="MAW router learning rate.")] = 1e-3,
     no_prefix_cache: Annotated[
         bool, typer.Option("--no-prefix-cache", help="Recompute the frozen layers every step.")
     ] = False,
@@ -419,6 +428,7 @@ def train_command(
             num_epochs=num_epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            lora_learning_rate=lora_learning_rate,
             weight_decay=weight_decay,
             warmup_ratio=warmup_ratio,
             max_grad_norm=max_grad_norm,

@@ -132,6 +132,8 @@ FLAG_PATHS: dict[str, str] = {
     "num_epochs": "train.num_epochs",
     "batch_size": "train.batch_size",
     "learning_rate": "train.learning_rate",
+    "lora_learning_rate": "train.lora_learning_rate",
+    "policy_lr": "maw.policy_lr",
     "finetune_layers": "train.finetune_layers",
     "lora_layers": "train.lora_layers",
     "device": "train.device",

@@ -415,10 +415,11 @@ class Trainer:
                     {"decay": decay, "no_decay": no_decay, "router": router}[kind].append(p)
                     names.append(n)
         self.param_names = names
+        lr = cfg.lora_learning_rate if self.plan.method == "lora" else cfg.learning_rate
         groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.learning_rate},
-            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.learning_rate},
-            {"params": router, "weight_decay": 0.0, "lr": self.maw_cfg.policy_lr or cfg.learning_rate},
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            {"params": router, "weight_decay": 0.0, "lr": self.maw_cfg.policy_lr},
         ]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
