@@ -111,6 +111,59 @@ def read_queries(path: Path, hasher: Any | None = None) -> dict[str, str]:
     return queries
 
 
+class QrelsBuilder:
+    """Collects judgements for the qrels loaders of every format.
+
+    A row naming an unknown query or document is dropped and counted; a repeated (query, doc)
+    pair keeps its last grade and is counted. ``finish`` logs what was dropped and returns the
+    qrels with the report (``rows``, ``dropped_unknown_query``, ``dropped_unknown_doc``,
+    ``duplicate_pairs``, ``queries``, ``kept``).
+    """
+
+    def __init__(self, queries: dict[str, str], corpus: dict[str, Document]):
+        self.queries, self.corpus = queries, corpus
+        self.qrels: Qrels = {}
+        self.stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "duplicate_pairs": 0}
+
+    def known_query(self, qid: str) -> bool:
+        """Count one row of ``qid``; False (and counted as dropped) when the query is unknown."""
+        self.stats["rows"] += 1
+        if qid not in self.queries:
+            self.stats["dropped_unknown_query"] += 1
+            return False
+        return True
+
+    def judge(self, qid: str, doc_id: str, grade: int) -> None:
+        """Add one judgement of a known query (unknown documents are dropped and counted)."""
+        if doc_id not in self.corpus:
+            self.stats["dropped_unknown_doc"] += 1
+            return
+        judged = self.qrels.setdefault(qid, {})
+        if doc_id in judged:
+            self.stats["duplicate_pairs"] += 1
+        judged[doc_id] = grade
+
+    def add(self, qid: str, doc_id: str, grade: int) -> None:
+        """One (query, doc, grade) row."""
+        if self.known_query(qid):
+            self.judge(qid, doc_id, grade)
+
+    def finish(self, label: str | Path) -> tuple[Qrels, dict[str, int]]:
+        s = self.stats
+        if s["dropped_unknown_query"] or s["dropped_unknown_doc"] or s["duplicate_pairs"]:
+            logger.warning(
+                "%s: dropped %d judgement(s) for unknown queries and %d for unknown documents; "
+                "%d duplicate pair(s)",
+                label,
+                s["dropped_unknown_query"],
+                s["dropped_unknown_doc"],
+                s["duplicate_pairs"],
+            )
+        s["queries"] = len(self.qrels)
+        s["kept"] = sum(len(v) for v in self.qrels.values())
+        return self.qrels, s
+
+
 def read_qrels_tsv(
     path: Path,
     queries: dict[str, str],
@@ -124,8 +177,7 @@ def read_qrels_tsv(
     three tab-separated columns with an integer score. Rows naming an unknown query or document
     are dropped and counted; a repeated (query, doc) pair keeps its last grade and is counted.
     """
-    qrels: Qrels = {}
-    stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "duplicate_pairs": 0}
+    builder = QrelsBuilder(queries, corpus)
     for lineno, line in iter_lines(path, hasher):
         cols = line.split("\t")
         if len(cols) != 3:
@@ -141,29 +193,8 @@ def read_qrels_tsv(
             grade = int(score)
         except ValueError:
             raise DataError(f"{path}:{lineno}: score {score!r} is not an integer") from None
-        stats["rows"] += 1
-        if qid not in queries:
-            stats["dropped_unknown_query"] += 1
-            continue
-        if doc_id not in corpus:
-            stats["dropped_unknown_doc"] += 1
-            continue
-        judged = qrels.setdefault(qid, {})
-        if doc_id in judged:
-            stats["duplicate_pairs"] += 1
-        judged[doc_id] = grade
-    dropped = stats["dropped_unknown_query"] + stats["dropped_unknown_doc"]
-    if dropped or stats["duplicate_pairs"]:
-        logger.warning(
-            "%s: dropped %d judgement(s) for unknown queries and %d for unknown documents; %d duplicate pair(s)",
-            label or path,
-            stats["dropped_unknown_query"],
-            stats["dropped_unknown_doc"],
-            stats["duplicate_pairs"],
-        )
-    stats["queries"] = len(qrels)
-    stats["kept"] = sum(len(v) for v in qrels.values())
-    return qrels, stats
+        builder.add(qid, doc_id, grade)
+    return builder.finish(label or path)
 
 
 def load_beir(folder: str | Path, name: str | None = None) -> RetrievalDataset:

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from maw.data.beir import iter_lines
+from maw.data.beir import QrelsBuilder, iter_lines
 from maw.data.msmarco import read_id_text_tsv
 from maw.data.types import DataError, Document, Qrels, RetrievalDataset
 from maw.utils.io import fingerprint
@@ -43,8 +43,8 @@ def read_qas(
     path: Path, qset: str, queries: dict[str, str], corpus: dict[str, Document], hasher: Any
 ) -> tuple[Qrels, dict[str, int]]:
     """Read ``qas.<set>.jsonl`` into qrels over the namespaced query ids."""
-    qrels: Qrels = {}
-    stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "no_answers": 0}
+    builder = QrelsBuilder(queries, corpus)
+    no_answers = 0
     first: dict[str, int] = {}
     for lineno, line in iter_lines(path, hasher):
         try:
@@ -60,29 +60,14 @@ def read_qas(
         if qid in first:
             raise DataError(f"{path}:{lineno}: duplicate qid {record['qid']!r} (first at line {first[qid]})")
         first[qid] = lineno
-        stats["rows"] += 1
-        if qid not in queries:
-            stats["dropped_unknown_query"] += 1
+        if not builder.known_query(qid):
             continue
-        judged = {}
         for pid in map(str, pids):
-            if pid in corpus:
-                judged[pid] = 1
-            else:
-                stats["dropped_unknown_doc"] += 1
-        if judged:
-            qrels[qid] = judged
-        else:
-            stats["no_answers"] += 1
-    if stats["dropped_unknown_query"] or stats["dropped_unknown_doc"]:
-        logger.warning(
-            "%s: dropped %d answer record(s) for unknown questions and %d unknown passage id(s)",
-            path,
-            stats["dropped_unknown_query"],
-            stats["dropped_unknown_doc"],
-        )
-    stats["queries"] = len(qrels)
-    stats["kept"] = sum(len(v) for v in qrels.values())
+            builder.judge(qid, pid, 1)
+        if qid not in builder.qrels:
+            no_answers += 1
+    qrels, stats = builder.finish(path)
+    stats["no_answers"] = no_answers
     return qrels, stats
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from maw.data.beir import iter_lines
+from maw.data.beir import QrelsBuilder, iter_lines
 from maw.data.types import DataError, Document, Qrels, RetrievalDataset
 from maw.utils.io import fingerprint
 
@@ -56,8 +56,7 @@ def read_trec_qrels(
     path: Path, queries: dict[str, str], corpus: dict[str, Document], hasher: Any | None = None
 ) -> tuple[Qrels, dict[str, int]]:
     """Read TREC qrels (``qid iter docid grade``); unknown ids are dropped and counted."""
-    qrels: Qrels = {}
-    stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "duplicate_pairs": 0}
+    builder = QrelsBuilder(queries, corpus)
     for lineno, line in iter_lines(path, hasher):
         cols = line.split()
         if len(cols) != 4:
@@ -69,27 +68,8 @@ def read_trec_qrels(
             grade = int(grade_s)
         except ValueError:
             raise DataError(f"{path}:{lineno}: grade {grade_s!r} is not an integer") from None
-        stats["rows"] += 1
-        if qid not in queries:
-            stats["dropped_unknown_query"] += 1
-            continue
-        if doc_id not in corpus:
-            stats["dropped_unknown_doc"] += 1
-            continue
-        judged = qrels.setdefault(qid, {})
-        if doc_id in judged:
-            stats["duplicate_pairs"] += 1
-        judged[doc_id] = grade
-    if stats["dropped_unknown_query"] or stats["dropped_unknown_doc"]:
-        logger.warning(
-            "%s: dropped %d judgement(s) for unknown queries and %d for unknown passages",
-            path,
-            stats["dropped_unknown_query"],
-            stats["dropped_unknown_doc"],
-        )
-    stats["queries"] = len(qrels)
-    stats["kept"] = sum(len(v) for v in qrels.values())
-    return qrels, stats
+        builder.add(qid, doc_id, grade)
+    return builder.finish(path)
 
 
 def load_msmarco(folder: str | Path, name: str | None = None) -> RetrievalDataset:
