@@ -192,3 +192,15 @@ def test_bad_arguments(tokenizer):
         DenseRetriever(enc, 16, 0, 4, device="cpu")
     with pytest.raises(ValueError, match="empty"):
         DenseRetriever(enc, 16, 32, 4, device="cpu").retrieve(QUERIES, {}, k=3)
+
+
+def test_encode_sorts_by_token_count_and_keeps_input_order(tokenizer):
+    enc = tiny_encoder(tokenizer)
+    # characters and tokens disagree: one long word is many characters but few tokens
+    texts = ["a b c d e f g h i j k l", "supercalifragilisticexpialidocious", "x", "hello world " * 40]
+    lengths = enc.token_lengths(texts, max_length=16, chunk=3)  # chunks of 3: tests the chunking too
+    expected = [len(tokenizer(t, truncation=True, max_length=16)["input_ids"]) for t in texts]
+    assert lengths.tolist() == expected and lengths.max() == 16
+    together = enc.encode(texts, max_length=16, batch_size=2)
+    alone = np.stack([enc.encode([t], max_length=16)[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)

@@ -281,7 +281,7 @@ class LivePrefix:
         self.trainable = trainable
 
     def lengths(self, kind: str, ids: Sequence[str]) -> list[int]:
-        return [len(self.texts[kind][i]) for i in ids]  # characters: a cheap proxy for sorting
+        return self.encoder.token_lengths([self.texts[kind][i] for i in ids], self.max_lengths[kind]).tolist()
 
     def hidden(
         self, kind: str, ids: Sequence[str], device: torch.device | str
