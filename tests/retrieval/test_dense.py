@@ -111,15 +111,17 @@ def test_dense_retriever_equals_encode_then_search(tokenizer):
 
 def test_embedding_cache_hit_miss_and_invalidation(tokenizer, tmp_path):
     enc = tiny_encoder(tokenizer)
-    make = lambda e, **kw: DenseRetriever(
-        e,
-        query_max_length=16,
-        doc_max_length=kw.get("L", 32),
-        batch_size=4,
-        cache_dir=tmp_path,
-        device="cpu",
-        latency_queries=0,
-    )  # noqa: E731
+
+    def make(e, **kw):
+        return DenseRetriever(
+            e,
+            query_max_length=16,
+            doc_max_length=kw.get("L", 32),
+            batch_size=4,
+            cache_dir=tmp_path,
+            device="cpu",
+            latency_queries=0,
+        )
 
     r1 = make(enc)
     run1 = r1.retrieve(QUERIES, CORPUS, k=5)
