@@ -9,6 +9,7 @@ import pytest
 
 from maw.benchmark.cells import new_cell, write_cell
 from maw.benchmark.report import PRIMARY_METRICS
+from tiny_bert import write_tiny_model  # noqa: F401 (re-exported to the tests)
 
 
 def synthetic_cell(dataset: str, method: str, seed: int, scores: np.ndarray, **extra) -> dict:
@@ -81,9 +82,8 @@ def write_synthetic_run(
     return run_dir
 
 
-@pytest.fixture
-def synthetic_run(tmp_path: Path) -> Path:
-    run = tmp_path / "run"
+def write_three_datasets(run: Path) -> Path:
+    """Synthetic cells of three datasets where MAW is better than, worse than and equal to finetune."""
     write_synthetic_run(
         run, "better", {"bm25": -0.05, "zeroshot": 0.0, "lora": 0.02, "finetune": 0.03, "maw": 0.10}
     )
@@ -94,6 +94,11 @@ def synthetic_run(tmp_path: Path) -> Path:
         run, "same", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.0, "maw": 0.0}, base_seed=2, noise=0.05
     )
     return run
+
+
+@pytest.fixture
+def synthetic_run(tmp_path: Path) -> Path:
+    return write_three_datasets(tmp_path / "run")
 
 
 # --------------------------------------------------------------------------- tiny real inputs
@@ -125,28 +130,6 @@ def write_tiny_beir(folder: Path, num_docs: int = 36, with_train: bool = True) -
             (folder / "qrels" / f"{split}.tsv").write_text(
                 "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in rows)
             )
-    return folder
-
-
-def write_tiny_model(folder: Path, layers: int = 2) -> Path:
-    """A random BERT (hidden 32, 4 heads, FFN 64) with the MiniLM tokenizer, in HF format."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from maw.config import default_model
-
-    tok = AutoTokenizer.from_pretrained(default_model())
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
     return folder
 
 

@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from bench_testkit import synthetic_cell, write_synthetic_run
+from bench_testkit import synthetic_cell, write_synthetic_run, write_three_datasets
 
 from maw.benchmark.cells import (
     CellError,
@@ -31,16 +31,7 @@ from maw.benchmark.report import (
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    run = tmp_path_factory.mktemp("bench") / "run"
-    write_synthetic_run(
-        run, "better", {"bm25": -0.05, "zeroshot": 0.0, "lora": 0.02, "finetune": 0.03, "maw": 0.10}
-    )
-    write_synthetic_run(
-        run, "worse", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.05, "maw": -0.05}, base_seed=1
-    )
-    write_synthetic_run(
-        run, "same", {"bm25": 0.0, "zeroshot": 0.0, "finetune": 0.0, "maw": 0.0}, base_seed=2, noise=0.05
-    )
+    run = write_three_datasets(tmp_path_factory.mktemp("bench") / "run")
     failed = new_cell("same", "lora", 13)
     failed["error"] = "TrainingError: non-finite loss at epoch 1 step 3"
     write_cell(run, failed)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 from maw.attention.maw import MAWSelfAttention
 from maw.config import ConfigError, MAWConfig, ModelConfig, default_model
@@ -28,6 +27,7 @@ from maw.models.maw_encoder import (
     save_maw_encoder,
     set_gumbel_tau,
 )
+from tiny_bert import write_tiny_model
 
 SENTENCES = [
     "Dense retrieval maps queries and documents to vectors.",
@@ -40,20 +40,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random BERT with the MiniLM tokenizer, saved as a local HF model folder."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(default_model())
-    cfg = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=64,
-        vocab_size=tok.vocab_size,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"), layers=3)
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,6 @@
 
 * ``write_tiny_beir(folder)``: a small BEIR collection (60 documents about invented entities,
   queries that paraphrase them), with ``qrels/train.tsv`` and ``qrels/test.tsv``.
-* ``write_tiny_model(folder)``: a random 2-layer BERT (hidden 32, 4 heads) with the MiniLM
-  tokenizer, saved in Hugging Face format so ``Encoder.from_pretrained`` loads it.
 * ``tiny_configs(...)``: the config objects the tests train with (small, fast, CPU).
 """
 
@@ -95,33 +93,6 @@ def write_tiny_beir(folder: str | Path, num_docs: int = 60, seed: int = 0) -> Pa
             fh.write("query-id\tcorpus-id\tscore\n")
             for q, d in rows:
                 fh.write(f"{q}\t{d}\t1\n")
-    return folder
-
-
-def write_tiny_model(folder: str | Path, layers: int = 2, seed: int = 0, dropout: float = 0.1) -> Path:
-    """A random BERT (hidden 32, 4 heads of 8, FFN 64) + the MiniLM tokenizer, saved to ``folder``."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from maw.config import default_model
-
-    folder = Path(folder)
-    if (folder / "config.json").is_file():
-        return folder
-    tok = AutoTokenizer.from_pretrained(default_model())
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    torch.manual_seed(seed)
-    BertModel(cfg, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
     return folder
 
 

@@ -9,7 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tiny import load_tiny, tiny_configs, write_tiny_beir, write_tiny_model  # noqa: E402
+from _tiny import load_tiny, tiny_configs, write_tiny_beir  # noqa: E402
+
+from tiny_bert import write_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
