@@ -39,7 +39,7 @@ Implementations (``cfg.implementation``):
 * ``naive``: materialises the full 5D ``S``; the reference used by tests and the benchmark.
 * ``tiled`` (default): never materialises the full 5D tensor.
   - ``pair``: tiles of at most ``tile_size`` query rows and at most ``tile_elements`` elements
-    of the 5D tile (rows shrink first, then the batch is split), each in
+    of the 5D tile (the batch is split first, rows shrink only for a single text), each in
     ``torch.utils.checkpoint`` (non-reentrant) so backward recomputes the tile; peak memory grows
     with the tile, not with ``Lq*Lk*D``. The soft router's 5D part is one fused autograd function
     (:class:`_SoftPairScore`, closed-form backward, no autograd graph over the 5D tensors);
@@ -606,7 +606,7 @@ class MAWSelfAttention(nn.Module):
     def _max_pass(self, q, k, valid, over_rows: bool):
         """No-grad tiled max of S over valid keys: (B,H,D,L) (or over valid (i,j): (B,H,D))."""
         B, H, D, L, _ = q.shape
-        key_bias = _bias_from_valid(valid, q.dtype)[:, :, None]  # (B,1,1,1,Lk): 0 or -inf
+        key_bias = _bias_from_valid(valid, q.dtype)[:, :, None]  # (B,1,1,1,Lk): 0, or dtype-min on padded keys
         kT = k.transpose(-1, -2)
         Bc, T = self.tile_shape(B, L, L)
         rows = []
