@@ -606,7 +606,9 @@ class MAWSelfAttention(nn.Module):
     def _max_pass(self, q, k, valid, over_rows: bool):
         """No-grad tiled max of S over valid keys: (B,H,D,L) (or over valid (i,j): (B,H,D))."""
         B, H, D, L, _ = q.shape
-        key_bias = _bias_from_valid(valid, q.dtype)[:, :, None]  # (B,1,1,1,Lk): 0, or dtype-min on padded keys
+        key_bias = _bias_from_valid(valid, q.dtype)[
+            :, :, None
+        ]  # (B,1,1,1,Lk): 0, or dtype-min on padded keys
         kT = k.transpose(-1, -2)
         Bc, T = self.tile_shape(B, L, L)
         rows = []
