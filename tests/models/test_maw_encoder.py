@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -26,6 +27,7 @@ from maw.models.maw_encoder import (
     router_parameters,
     save_maw_encoder,
     set_gumbel_tau,
+    shared_inputs,
 )
 from tiny_bert import write_tiny_model
 
@@ -128,6 +130,56 @@ def test_controls(tiny_model_dir):
     refresh_reference(enc)  # now reference == changed router
     load_reference_state(enc, state)  # back to the saved one
     torch.testing.assert_close(m.reference.bias, state["layer1.bias"])
+
+
+@pytest.mark.parametrize("granularity", ["pair", "query", "head"])
+def test_shared_inputs_reuse_projections_and_match_recomputing(tiny_model_dir, granularity):
+    """A GRPO group's samples start from one input: sharing its projections and states is exact."""
+    cfg = MAWConfig(maw_layers="2,3", depth_dim=4, router="grpo", granularity=granularity)
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    inject_maw(enc, cfg)
+    refresh_reference(enc)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in router_parameters(enc):
+            p.normal_(0, 0.3)
+    enc.train()
+    first = maw_modules(enc)[0]
+    projections = []
+    project = first._project
+    first._project = lambda x: projections.append(1) or project(x)
+    hidden = torch.randn(3, 9, enc.hidden_size, requires_grad=True)  # "queries"
+    docs = torch.randn(4, 6, enc.hidden_size)
+    mask, doc_mask = torch.ones(3, 9, dtype=torch.long), torch.ones(4, 6, dtype=torch.long)
+    mask[1, 5:] = 0
+    doc_mask[2, 3:] = 0
+
+    def group(share: bool):
+        torch.manual_seed(7)  # same routing samples and dropout in both runs
+        projections.clear()
+        enc.zero_grad(set_to_none=True)
+        hidden.grad = None
+        with shared_inputs(enc) if share else contextlib.nullcontext():
+            losses = []
+            for g in range(3):  # queries and documents alternate, as in grpo_objective
+                emb = enc.suffix(hidden, mask, 1)
+                rec = maw_modules(enc)[0].last_record
+                demb = enc.suffix(docs, doc_mask, 1)
+                loss = (g + 1) * emb.square().sum() + (emb[:, :1] * demb.sum(0)).sum()
+                losses.append(loss + rec.ratio_mean.sum() + rec.kl_ref_mean.sum())
+        sum(losses).backward()
+        grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+        return torch.stack([x.detach() for x in losses]), grads, hidden.grad.clone(), len(projections)
+
+    loss_a, grads_a, dh_a, calls_a = group(share=False)
+    loss_b, grads_b, dh_b, calls_b = group(share=True)
+    assert (calls_a, calls_b) == (6, 2)  # layers above the first MAW layer see new inputs per sample
+    torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=0)
+    assert grads_a.keys() == grads_b.keys() and any("router" in n for n in grads_b)
+    for n in grads_a:
+        torch.testing.assert_close(grads_b[n], grads_a[n], rtol=1e-5, atol=1e-6, msg=n)
+    torch.testing.assert_close(dh_b, dh_a, rtol=1e-5, atol=1e-6)
+    assert first._shared.value is None  # off again, memo released
 
 
 # ---------------------------------------------------------------------------------------------- save / load

@@ -308,18 +308,34 @@ class _SoftPairScore(torch.autograd.Function):
         return dq, dkT, dW, db, None, None, None
 
 
-class _RecordSlot:
-    """Holds the last RoutingRecord. Copies start empty: a record holds autograd graph tensors,
-    which ``copy.deepcopy`` cannot copy (e.g. when a trainer deep-copies the best model)."""
+class _Slot:
+    """Holds a value that must not be copied (a RoutingRecord, or the shared-input memo: both hold
+    autograd graph tensors, which ``copy.deepcopy`` cannot copy, e.g. when a trainer deep-copies the
+    best model). Copies start empty."""
 
     def __init__(self):
-        self.value: RoutingRecord | None = None
+        self.value = None
 
-    def __deepcopy__(self, memo) -> _RecordSlot:
-        return _RecordSlot()
+    def __deepcopy__(self, memo) -> _Slot:
+        return _Slot()
 
     def __getstate__(self) -> dict:
         return {"value": None}
+
+
+@dataclass
+class _SharedInput:
+    """What a MAW block computes from its input alone, kept while :meth:`MAWSelfAttention.share_inputs`
+    is on: the projections (with their autograd graph) and the detached router state. Valid for
+    the exact ``hidden`` object it was computed from (identity, not value) and an equal padding
+    mask (the encoder rebuilds its additive mask on every call)."""
+
+    hidden: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    valid: torch.Tensor
+    state: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------------------------- block
@@ -370,7 +386,8 @@ class MAWSelfAttention(nn.Module):
         self.gumbel_tau = float(cfg.gumbel_tau_start)
         self.track_statistics = True
         self.checkpoint_tiles = True  # pair tiles in torch.utils.checkpoint when grad is needed
-        self._record = _RecordSlot()
+        self._record = _Slot()
+        self._shared = _Slot()  # None: off; a list of _SharedInput: on (see share_inputs)
         self._stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -413,6 +430,14 @@ class MAWSelfAttention(nn.Module):
     def kind(self) -> str:
         return self.cfg.router
 
+    def share_inputs(self, enabled: bool) -> None:
+        """While on, forwards that receive the *same* hidden-state tensor (identity) and mask reuse
+        the first one's Q/K/V projections and router state instead of recomputing them. For a group
+        of GRPO samples run from one shared input: the projections' graph is shared, so their
+        backward runs once with the summed gradient. Exact (the projections are deterministic);
+        the caller must not change the weights while it is on. Off clears the memo."""
+        self._shared.value = [] if enabled else None
+
     def _project(self, x: torch.Tensor):
         """x (B, L, d_model) -> q, k (B, H, D, L, g) with q pre-scaled; v (B, H, L, d_h)."""
         B, L, _ = x.shape
@@ -441,8 +466,8 @@ class MAWSelfAttention(nn.Module):
         if kwargs.get("encoder_hidden_states") is not None:
             raise ValueError("MAW attention is self-attention only (no cross-attention)")
         B, L, _ = hidden_states.shape
-        valid = key_validity(attention_mask, B, L, hidden_states.device)  # (B, L)
-        q, k, v = self._project(hidden_states)
+        shared = self._shared_input(hidden_states, attention_mask)
+        q, k, v, valid = shared.q, shared.k, shared.v, shared.valid
         noise = None
         if self.training and self.forced_depth is None and self.kind in ("gumbel", "grpo"):
             noise = RowNoise.draw(hidden_states.device)
@@ -451,11 +476,25 @@ class MAWSelfAttention(nn.Module):
         elif self.cfg.granularity == "pair":
             out, stats, rec = self._tiled_pair(q, k, v, valid, noise)
         else:
-            out, stats, rec = self._folded(q, k, v, valid, noise)
+            out, stats, rec = self._folded(q, k, v, valid, noise, shared)
         if stats is not None:
             self._stats = _add(self._stats, stats)
         self.last_record = self._finish_record(rec) if rec is not None else None
         return out.transpose(1, 2).reshape(B, L, -1), None
+
+    def _shared_input(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> _SharedInput:
+        """Projections of ``hidden`` (and validity of ``mask``), from the memo when sharing is on."""
+        B, L, _ = hidden.shape
+        valid = key_validity(mask, B, L, hidden.device)  # (B, L)
+        memo = self._shared.value
+        for hit in memo or ():
+            if hit.hidden is hidden and torch.equal(hit.valid, valid):
+                return hit
+        q, k, v = self._project(hidden)
+        entry = _SharedInput(hidden, q, k, v, valid)
+        if memo is not None:
+            memo.append(entry)  # the graph keeps q/k/v alive anyway until backward
+        return entry
 
     def _finish_record(self, rec) -> RoutingRecord:
         sum_lp_a, sum_ent, sum_kl, sum_lp_depth, units = rec
@@ -666,15 +705,15 @@ class MAWSelfAttention(nn.Module):
         mx = mx.masked_fill(~valid.any(-1)[:, None, None], 0.0)
         return torch.cat([mean, std, mx], dim=-1)  # (B, H, 3D)
 
-    def _folded(self, q, k, v, valid, noise):
-        """Query/head granularity: route, fold D*w into the queries, run ordinary attention."""
+    def _folded(self, q, k, v, valid, noise, shared: _SharedInput):
+        """Query/head granularity: route, fold D*w into the queries, run ordinary attention.
+        The (detached) state is kept in ``shared`` for forwards that share this input."""
         B, H, D, L, g = q.shape
-        if self.cfg.granularity == "query":
-            state = self._query_state(q, k, valid)
-            row_valid = valid[:, None, :]  # (B, 1, L)
-        else:
-            state = self._head_state(q, k, valid)
-            row_valid = valid.any(-1)[:, None]  # (B, 1)
+        query = self.cfg.granularity == "query"
+        if shared.state is None:
+            shared.state = self._query_state(q, k, valid) if query else self._head_state(q, k, valid)
+        state = shared.state
+        row_valid = valid[:, None, :] if query else valid.any(-1)[:, None]  # (B, 1, L) or (B, 1)
         r, stats, rec = self._route_small(state, row_valid, noise)
         if r.weights is None:
             coef = F.one_hot(r.choice, D).to(q.dtype) * D

@@ -8,6 +8,8 @@ Controls used by the trainer (all act on every MAW module of the encoder):
 
 * ``force_depth(encoder, d)``: context manager; every routing unit takes depth ``d`` (0-indexed,
   one-hot, scaled by D) -- used for the supervised router's oracle labels. ``None`` = no forcing.
+* ``shared_inputs(encoder)``: context manager; repeated inputs (the same tensor) reuse each
+  module's Q/K/V projections and router states -- used for the G samples of a GRPO group.
 * ``refresh_reference(encoder)``: (re)create each module's frozen reference router for the KL term.
 * ``set_gumbel_tau(encoder, tau)``: temperature of the Gumbel-softmax router.
 * ``depth_statistics`` / ``reset_depth_statistics``: depth histogram per layer and head.
@@ -102,6 +104,21 @@ def force_depth(encoder: torch.nn.Module, depth: int | None) -> Iterator[None]:
     finally:
         for m, p in zip(modules, previous, strict=True):
             m.forced_depth = p
+
+
+@contextmanager
+def shared_inputs(encoder: torch.nn.Module) -> Iterator[None]:
+    """Within the block, MAW modules reuse Q/K/V and router states for repeated inputs (the same
+    tensor objects), e.g. the G samples of a GRPO group, which all start from one shared input of
+    the first MAW layer (:meth:`MAWSelfAttention.share_inputs`). Do not step the optimiser inside."""
+    modules = maw_modules(encoder)
+    for m in modules:
+        m.share_inputs(True)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.share_inputs(False)
 
 
 def refresh_reference(encoder: torch.nn.Module) -> None:

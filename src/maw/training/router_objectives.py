@@ -15,7 +15,9 @@ GRPO (spec section 3), per micro-batch:
 
 1. (shared prefix, computed by the caller once)
 2. ``G = maw_cfg.group_size`` samples: each runs the MAW layers and above in training mode, every
-   MAW module drawing fresh one-hot depth samples ``a ~ pi_theta``.
+   MAW module drawing fresh one-hot depth samples ``a ~ pi_theta``. The first MAW layer's input is
+   the same for all samples, so its Q/K/V projections and router states are computed once
+   (``shared_inputs``; exact) and their backward runs once with the summed gradient.
 3. Reward ``r[g, b] = -InfoNCE_b`` of sample ``g`` (query ``b`` against the batch's documents of
    that sample). The texts of query ``b`` (the query, its positive, its mined negatives) share it.
 4. ``Adv[g, b] = (r[g, b] - mean_g r[:, b]) / (std_g r[:, b] + 1e-6)`` (``std`` unbiased, as in
@@ -123,14 +125,17 @@ def grpo_objective(
     encoder: nn.Module, head: Head, b: LocalBatch, gather: Gather, temperature: float, cfg: MAWConfig
 ) -> ObjectiveOutput:
     """GRPO (see module docstring): encoder on mean InfoNCE over G samples + clipped policy loss + KL."""
+    from maw.models.maw_encoder import shared_inputs
+
     G = cfg.group_size
     losses, q_recs, d_recs = [], [], []
-    for _ in range(G):
-        q_emb = head(b.q_hidden, b.q_mask)
-        q_recs.append(_records(encoder))
-        d_local = head(b.d_hidden, b.d_mask)
-        d_recs.append(_records(encoder))
-        losses.append(info_nce_per_query(q_emb, gather(d_local), b.positive_index, temperature, b.mask))
+    with shared_inputs(encoder):  # the G samples share the first MAW layer's projections and states
+        for _ in range(G):
+            q_emb = head(b.q_hidden, b.q_mask)
+            q_recs.append(_records(encoder))
+            d_local = head(b.d_hidden, b.d_mask)
+            d_recs.append(_records(encoder))
+            losses.append(info_nce_per_query(q_emb, gather(d_local), b.positive_index, temperature, b.mask))
     L = torch.stack(losses)  # (G, B_local)
     rewards = -L.detach()
     mean = rewards.mean(0, keepdim=True)
