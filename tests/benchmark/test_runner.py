@@ -203,9 +203,10 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
     enc = Encoder.from_pretrained(str(tiny_model)).eval()
     cache = PrefixCache.open_or_build(enc, ds.doc_texts(), 32, 1, tmp_path / "pc", "float32", 8, "docs")
     kw = dict(query_max_length=16, doc_max_length=32, batch_size=8, device="cpu", latency_queries=2)
-    ids, cached = runner_mod.PrefixCachedRetriever(
-        enc, cache.folder, 1, throughput_sample=5, **kw
-    ).encode_corpus(ds.corpus)
+    retriever = runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw)
+    ids, cached = retriever.encode_corpus(ds.corpus)
+    assert retriever.timings["docs_per_second_sample"] == min(5, len(ds.corpus))
+    assert retriever.timings["docs_per_second"] > 0
     ids_full, full = DenseRetriever(enc, cache_dir=None, **kw).encode_corpus(ds.corpus)
     assert ids == ids_full and np.allclose(cached, full, atol=1e-5)
     # a cache made for other texts (or other weights) is refused, never silently used

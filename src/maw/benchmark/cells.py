@@ -30,6 +30,7 @@ from typing import Any
 from maw.utils.io import atomic_write_json, read_json
 
 SEED_INDEPENDENT = ("bm25", "zeroshot")
+THROUGHPUT_SAMPLE = 256  # documents timed for encode_docs_per_s when the corpus came from a prefix cache
 RUNTIME_KEYS = (
     "train_s",
     "encode_s",

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from maw.benchmark import plots as plotting
-from maw.benchmark.cells import RUNTIME_KEYS, SEED_INDEPENDENT, dataset_key, load_cells
+from maw.benchmark.cells import RUNTIME_KEYS, SEED_INDEPENDENT, THROUGHPUT_SAMPLE, dataset_key, load_cells
 from maw.benchmark.significance import ALPHA, DEFAULT_RESAMPLES, Comparison, apply_holm, compare, mean_ci
 from maw.config import METHODS
 from maw.utils.io import atomic_write_json, atomic_write_text, read_json
@@ -593,8 +593,9 @@ def report_markdown(
         "time (encode + search), mean over the first `latency_queries` test queries; qps: all test queries "
         "batched. encode_docs_per_s: document-encoding throughput of the whole model (bm25: indexing). "
         "For the trained methods the test corpus embeddings reuse the trainer's frozen-prefix cache (only the "
-        "trainable top layers run; encode_s is that pass) and encode_docs_per_s is measured by encoding 128 "
-        "documents with the whole trained model. index_bytes: FAISS flat index (dense) or BM25 score matrix.\n"
+        "trainable top layers run; encode_s is that pass) and encode_docs_per_s is measured by encoding "
+        f"{THROUGHPUT_SAMPLE} documents spread over the corpus with the whole model, after a warm-up batch. "
+        "index_bytes: FAISS flat index (dense) or BM25 score matrix.\n"
     )
     if plot_errors:
         md.append("### Plot errors\n")
