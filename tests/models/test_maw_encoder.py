@@ -305,3 +305,45 @@ def test_minilm_batched_equals_one_by_one(minilm):
     # the Encoder.encode path (length-sorted batches, inference mode) agrees too
     enc_np = torch.from_numpy(enc.encode(SENTENCES, max_length=32, batch_size=3))
     torch.testing.assert_close(enc_np, batched, atol=1e-5, rtol=0)
+
+
+def test_oracle_labels_with_shared_projections_equal_forced_passes(tiny_model_dir):
+    """The supervised router's D forced passes share the first MAW layer's projections: same losses."""
+    from maw.models.maw_encoder import force_depth
+    from maw.training.losses import info_nce_per_query
+    from maw.training.router_objectives import LocalBatch, oracle_labels
+
+    enc = Encoder.from_pretrained(str(tiny_model_dir))
+    inject_maw(enc, MAWConfig(maw_layers="2,3", depth_dim=4, router="supervised", granularity="query"))
+    torch.manual_seed(1)
+    b = LocalBatch(
+        q_hidden=torch.randn(3, 7, enc.hidden_size),
+        q_mask=torch.ones(3, 7, dtype=torch.long),
+        d_hidden=torch.randn(6, 9, enc.hidden_size),
+        d_mask=torch.ones(6, 9, dtype=torch.long),
+        positive_index=torch.tensor([0, 2, 4]),
+        mask=torch.zeros(3, 6, dtype=torch.bool),
+        doc_owner=torch.tensor([0, 0, 1, 1, 2, 2]),
+        denom_queries=3.0,
+        denom_texts=9.0,
+    )
+    b.d_mask[4, 5:] = 0
+
+    def head(h, m):
+        return enc.suffix(h, m, 1)
+
+    enc.train()
+    labels, losses = oracle_labels(enc, head, b, lambda x: x, 0.05, 4)
+    enc.eval()
+    with torch.no_grad():
+        expected = []
+        for d in range(4):
+            with force_depth(enc, d):
+                expected.append(
+                    info_nce_per_query(
+                        head(b.q_hidden, b.q_mask), head(b.d_hidden, b.d_mask), b.positive_index, 0.05, b.mask
+                    )
+                )
+    torch.testing.assert_close(losses, torch.stack(expected))
+    assert torch.equal(labels, torch.stack(expected).argmin(0))
+    assert all(m._shared.value is None for m in maw_modules(enc))

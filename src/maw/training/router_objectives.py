@@ -31,10 +31,10 @@ GRPO (spec section 3), per micro-batch:
    detached and its choice is one-hot, so InfoNCE reaches the encoder weights only, and the policy
    terms reach the router only.)
 
-Supervised router: on oracle steps, every depth ``d`` is forced in turn (``force_depth``) under
-``no_grad`` with the model in eval mode (no dropout: the labels are a deterministic function of
-the weights), the per-query InfoNCE is computed, and each query's texts are labelled with the
-depth of lowest loss. The classifier then gets ``CE = -mean(log_probs_per_depth[text, label])``;
+Supervised router: on oracle steps, every depth ``d`` is forced in turn (``force_depth``; the
+first MAW layer's projections are shared by the D passes) under ``no_grad`` with the model in
+eval mode (no dropout: the labels are a deterministic function of the weights), the per-query
+InfoNCE is computed, and each query's texts are labelled with the depth of lowest loss. The classifier then gets ``CE = -mean(log_probs_per_depth[text, label])``;
 the encoder trains on InfoNCE with the depths the router selects (argmax) in the same forward.
 """
 
@@ -182,7 +182,7 @@ def oracle_labels(
     encoder: nn.Module, head: Head, b: LocalBatch, gather: Gather, temperature: float, depth: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels (B_local,) long, losses (D, B_local)): the depth of lowest InfoNCE for each query."""
-    from maw.models.maw_encoder import force_depth, maw_modules
+    from maw.models.maw_encoder import force_depth, maw_modules, shared_inputs
 
     modules = maw_modules(encoder)
     tracking = [m.track_statistics for m in modules]
@@ -190,7 +190,7 @@ def oracle_labels(
     try:
         for m in modules:  # forced passes stay out of the depth histogram
             m.track_statistics = False
-        with torch.no_grad(), eval_mode(encoder):
+        with torch.no_grad(), eval_mode(encoder), shared_inputs(encoder):  # one projection for all d
             for d in range(depth):
                 with force_depth(encoder, d):
                     rows.append(_per_query_loss(head, b, gather, temperature))
