@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -90,7 +91,7 @@ def main() -> None:
     ap.add_argument("--methods", default="finetune,maw-soft,maw-grpo")
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # logs: wide enough for the table
 
     dataset = load_dataset(args.dataset)
     splits = make_splits(dataset, DataConfig(dataset=args.dataset))

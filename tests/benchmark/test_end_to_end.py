@@ -53,6 +53,12 @@ def _cmd(out: Path, model: Path, config: Path, quiet: bool = True) -> list[str]:
     ]
 
 
+def _default_sigint() -> None:
+    """Run in the child before exec: a shell starts background jobs with SIGINT ignored, and Python
+    then keeps ignoring it (no KeyboardInterrupt). Ctrl-C must reach the child however CI is run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_and_resume_demo(tmp_path, tiny_model):
     config = tmp_path / "bench.toml"
     config.write_text(
@@ -65,7 +71,11 @@ def test_interrupt_and_resume_demo(tmp_path, tiny_model):
     latest = run / "checkpoints" / "demo" / "finetune-seed1" / "latest" / "config.json"
 
     proc = subprocess.Popen(
-        _cmd(out, tiny_model, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        _cmd(out, tiny_model, config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
