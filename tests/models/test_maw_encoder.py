@@ -167,6 +167,7 @@ def test_shared_inputs_reuse_projections_and_match_recomputing(tiny_model_dir, g
                 demb = enc.suffix(docs, doc_mask, 1)
                 loss = (g + 1) * emb.square().sum() + (emb[:, :1] * demb.sum(0)).sum()
                 losses.append(loss + rec.ratio_mean.sum() + rec.kl_ref_mean.sum())
+            assert maw_modules(enc)[1]._shared.value is None  # later layers never see repeats
         sum(losses).backward()
         grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
         return torch.stack([x.detach() for x in losses]), grads, hidden.grad.clone(), len(projections)

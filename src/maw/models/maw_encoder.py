@@ -8,8 +8,8 @@ Controls used by the trainer (all act on every MAW module of the encoder):
 
 * ``force_depth(encoder, d)``: context manager; every routing unit takes depth ``d`` (0-indexed,
   one-hot, scaled by D) -- used for the supervised router's oracle labels. ``None`` = no forcing.
-* ``shared_inputs(encoder)``: context manager; repeated inputs (the same tensor) reuse each
-  module's Q/K/V projections and router states -- used for the G samples of a GRPO group.
+* ``shared_inputs(encoder)``: context manager; repeated inputs (the same tensor) of the first MAW
+  module reuse its Q/K/V projections and router states -- used for the G samples of a GRPO group.
 * ``refresh_reference(encoder)``: (re)create each module's frozen reference router for the KL term.
 * ``set_gumbel_tau(encoder, tau)``: temperature of the Gumbel-softmax router.
 * ``depth_statistics`` / ``reset_depth_statistics``: depth histogram per layer and head.
@@ -108,10 +108,12 @@ def force_depth(encoder: torch.nn.Module, depth: int | None) -> Iterator[None]:
 
 @contextmanager
 def shared_inputs(encoder: torch.nn.Module) -> Iterator[None]:
-    """Within the block, MAW modules reuse Q/K/V and router states for repeated inputs (the same
-    tensor objects), e.g. the G samples of a GRPO group, which all start from one shared input of
-    the first MAW layer (:meth:`MAWSelfAttention.share_inputs`). Do not step the optimiser inside."""
-    modules = maw_modules(encoder)
+    """Within the block, the first MAW module reuses its Q/K/V projections and router states for
+    repeated inputs (the same tensor objects), e.g. the G samples of a GRPO group, which all start
+    from one shared input (:meth:`MAWSelfAttention.share_inputs`). Later MAW modules are left alone:
+    their inputs depend on the routing sampled below them, so they never repeat. Do not step the
+    optimiser inside."""
+    modules = maw_modules(encoder)[:1]
     for m in modules:
         m.share_inputs(True)
     try:

@@ -34,8 +34,9 @@ GRPO (spec section 3), per micro-batch:
 Supervised router: on oracle steps, every depth ``d`` is forced in turn (``force_depth``; the
 first MAW layer's projections are shared by the D passes) under ``no_grad`` with the model in
 eval mode (no dropout: the labels are a deterministic function of the weights), the per-query
-InfoNCE is computed, and each query's texts are labelled with the depth of lowest loss. The classifier then gets ``CE = -mean(log_probs_per_depth[text, label])``;
-the encoder trains on InfoNCE with the depths the router selects (argmax) in the same forward.
+InfoNCE is computed, and each query's texts are labelled with the depth of lowest loss. The
+classifier then gets ``CE = -mean(log_probs_per_depth[text, label])``; the encoder trains on
+InfoNCE with the depths the router selects (argmax) in the same forward.
 """
 
 from __future__ import annotations
