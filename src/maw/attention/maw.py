@@ -44,6 +44,9 @@ Implementations (``cfg.implementation``):
     with the tile, not with ``Lq*Lk*D``. The soft router's 5D part is one fused autograd function
     (:class:`_SoftPairScore`, closed-form backward, no autograd graph over the 5D tensors);
     depth statistics are computed in the first run of a tile only, not in its recompute.
+    On CPU in float32 with a linear router, that function is the C++ kernel of
+    :mod:`maw.attention.soft_pair_kernel` instead, which never writes a 5D value to memory (its
+    tiles are sized as 4D tensors); ``module.fused_kernel = False`` selects the PyTorch function.
   - ``query`` / ``head``: exact algebraic shortcuts. The weighted score is
     ``A = <q * (D w expanded over g), k>`` so attention runs as ordinary (memory-efficient)
     ``scaled_dot_product_attention`` on re-weighted queries. States: ``mean_j S = <q, mean_j k>``;
@@ -67,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from maw.attention import soft_pair_kernel
 from maw.attention.routers import POLICY_ROUTERS, DepthRouter, RowNoise, first_argmax, freeze_copy, route
 from maw.config import ConfigError, MAWConfig
 
@@ -386,6 +390,7 @@ class MAWSelfAttention(nn.Module):
         self.gumbel_tau = float(cfg.gumbel_tau_start)
         self.track_statistics = True
         self.checkpoint_tiles = True  # pair tiles in torch.utils.checkpoint when grad is needed
+        self.fused_kernel = True  # soft pair combine with the C++ kernel where it applies
         self._record = _Slot()
         self._shared = _Slot()  # None: off; a list of _SharedInput: on (see share_inputs)
         self._stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -509,11 +514,22 @@ class MAWSelfAttention(nn.Module):
         )
 
     # ------------------------------------------------------------------ pair granularity
-    def _pair_block(self, q_t, kT, v, key_bias, unit_mask, noise, i0: int, batch=(0, None), calls=None):
+    def _uses_kernel(self, q: torch.Tensor) -> bool:
+        """Whether the soft pair combine runs in the fused C++ kernel (:mod:`soft_pair_kernel`)."""
+        return (
+            self.fused_kernel
+            and self.kind == "soft"
+            and self.forced_depth is None
+            and self.cfg.implementation == "tiled"
+            and soft_pair_kernel.applicable(q, self.cfg.router_hidden)
+        )
+
+    def _pair_block(self, q_t, kT, v, key_bias, row_valid, key_valid, noise, i0: int, batch=(0, None), calls=None):
         """One block of query rows [i0, i0+T) of texts [b0, b0+B) at pair granularity.
 
-        q_t (B,H,D,T,g), kT (B,H,D,g,Lk), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), unit_mask (B,1,T,Lk);
-        ``batch = (b0, full batch size)`` locates the texts (noise is drawn for the full batch).
+        q_t (B,H,D,T,g), kT (B,H,D,g,Lk), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), row_valid (B,T),
+        key_valid (B,Lk); ``batch = (b0, full batch size)`` locates the texts (noise is drawn for the
+        full batch).
         Returns out (B,H,T,d_h), stats sums (or None), record sums (or None).
         ``calls``: a one-element counter when run inside checkpoint: statistics are computed in
         the first run only, not in the recompute during backward (whose outputs are discarded).
@@ -525,7 +541,16 @@ class MAWSelfAttention(nn.Module):
         track = self.track_statistics and (not in_ckpt or calls[0] == 0)
         if in_ckpt:
             calls[0] += 1
-        rec = None
+        if self._uses_kernel(q_t):  # the whole tile, attention tail included, in the C++ kernel
+            p = self.dropout_p if self.training else 0.0
+            out, counts, ent_sum = soft_pair_kernel.SoftPairAttention.apply(
+                q_t, kT, v, key_bias[:, 0, 0], self.router.weight / self.cfg.tau, self.router.bias / self.cfg.tau,
+                row_valid, key_valid, track, p,
+            )
+            units = (row_valid.sum(1) * key_valid.sum(1)).sum().to(torch.float64)  # per head
+            return out, ((counts, ent_sum, units) if track else None), None
+        rec = stats = None
+        unit_mask = (row_valid[:, :, None] & key_valid[:, None, :])[:, None]  # (B, 1, T, Lk)
         fused = self.cfg.implementation == "tiled" and self.cfg.router_hidden == 0
         if kind == "soft" and forced is None and fused:
             W, b = self.router.weight, self.router.bias
@@ -559,19 +584,21 @@ class MAWSelfAttention(nn.Module):
         if self.training and self.dropout_p > 0:
             P = F.dropout(P, self.dropout_p, True)
         out = torch.matmul(P, v)  # (B, H, T, d_h)
-        stats = _Summaries.stats(choice, ent, unit_mask, D) if track else None
+        if track:
+            stats = _Summaries.stats(choice, ent, unit_mask, D)
         return out, stats, rec
 
-    def tile_shape(self, batch: int, rows: int, keys: int) -> tuple[int, int]:
+    def tile_shape(self, batch: int, rows: int, keys: int, depth: int | None = None) -> tuple[int, int]:
         """(texts, query rows) per 5D tile (pair tiles, and the no-grad max pass): at most
         ``cfg.tile_size`` rows and, when ``cfg.tile_elements`` > 0, at most that many elements in a
         5D tile ``(b, H, D, t, Lk)``. The batch is split first, rows shrink only for a single text:
-        tiles of many rows keep the matmuls large, and small tiles stay in the CPU cache."""
+        tiles of many rows keep the matmuls large, and small tiles stay in the CPU cache.
+        ``depth=1``: tiles whose largest tensors are 4D (the fused kernel never stores the 5D tile)."""
         T = max(1, min(self.cfg.tile_size, rows))
         budget = self.cfg.tile_elements
         if not budget:
             return batch, T
-        per = self.num_heads * self.depth * keys  # elements per (text, row)
+        per = self.num_heads * (self.depth if depth is None else depth) * keys  # elements per (text, row)
         if per * T <= budget:
             return max(1, min(batch, budget // (per * T))), T
         return 1, max(1, budget // per)
@@ -581,11 +608,12 @@ class MAWSelfAttention(nn.Module):
         key_bias = _bias_from_valid(valid, q.dtype)
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
-        Bc, T = self.tile_shape(B, L, L)
+        Bc, T = self.tile_shape(B, L, L, 1 if self._uses_kernel(q) else None)
         needs_grad = any(t.requires_grad for t in (q, k, v)) or any(
             p.requires_grad for p in self.router.parameters()
         )
-        use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad
+        kernel = self._uses_kernel(q)  # saves only its inputs: nothing to checkpoint
+        use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad and not kernel
         # split (not index) so backward assembles each input's gradient once, not one full-size
         # zero-filled gradient per tile
         chunks = zip(
@@ -601,8 +629,7 @@ class MAWSelfAttention(nn.Module):
             row_outs, rec = [], None
             for t, q_t in enumerate(qb.split(T, 3)):
                 i0 = t * T
-                unit_mask = (validb[:, i0 : i0 + T, None] & validb[:, None, :])[:, None]  # (b, 1, t, Lk)
-                args = (q_t, kTb, vb, biasb, unit_mask, noise, i0, (c * Bc, B))
+                args = (q_t, kTb, vb, biasb, validb[:, i0 : i0 + T], validb, noise, i0, (c * Bc, B))
                 if use_ckpt:
                     o, s, r = checkpoint(self._pair_block, *args, [0], use_reentrant=False)
                 else:
@@ -734,8 +761,7 @@ class MAWSelfAttention(nn.Module):
         B, H, D, L, _ = q.shape
         key_bias = _bias_from_valid(valid, q.dtype)
         if self.cfg.granularity == "pair":
-            unit_mask = (valid[:, :, None] & valid[:, None, :])[:, None]
-            return self._pair_block(q, k.transpose(-1, -2), v, key_bias, unit_mask, noise, 0)
+            return self._pair_block(q, k.transpose(-1, -2), v, key_bias, valid, valid, noise, 0)
         S = depth_scores(q, k.transpose(-1, -2))  # (B, H, D, L, L)
         Sd = S.detach()
         kmask = valid[:, None, None, None, :]  # (B,1,1,1,Lk)
