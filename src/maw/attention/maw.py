@@ -44,9 +44,10 @@ Implementations (``cfg.implementation``):
     with the tile, not with ``Lq*Lk*D``. The soft router's 5D part is one fused autograd function
     (:class:`_SoftPairScore`, closed-form backward, no autograd graph over the 5D tensors);
     depth statistics are computed in the first run of a tile only, not in its recompute.
-    On CPU in float32 with a linear router, that function is the C++ kernel of
-    :mod:`maw.attention.soft_pair_kernel` instead, which never writes a 5D value to memory (its
-    tiles are sized as 4D tensors); ``module.fused_kernel = False`` selects the PyTorch function.
+    On CPU in float32 with a linear router, the whole tile (attention tail included) runs in the
+    C++ kernel of :mod:`maw.attention.soft_pair_kernel` instead. It never writes a 5D value to
+    memory and saves only its inputs (plus the dropout keep-mask), so its tiles are sized as 4D
+    tensors and are not checkpointed; ``module.fused_kernel = False`` selects the PyTorch path.
   - ``query`` / ``head``: exact algebraic shortcuts. The weighted score is
     ``A = <q * (D w expanded over g), k>`` so attention runs as ordinary (memory-efficient)
     ``scaled_dot_product_attention`` on re-weighted queries. States: ``mean_j S = <q, mean_j k>``;
@@ -549,7 +550,7 @@ class MAWSelfAttention(nn.Module):
             )
             units = (row_valid.sum(1) * key_valid.sum(1)).sum().to(torch.float64)  # per head
             return out, ((counts, ent_sum, units) if track else None), None
-        rec = stats = None
+        rec = None
         unit_mask = (row_valid[:, :, None] & key_valid[:, None, :])[:, None]  # (B, 1, T, Lk)
         fused = self.cfg.implementation == "tiled" and self.cfg.router_hidden == 0
         if kind == "soft" and forced is None and fused:
@@ -584,8 +585,7 @@ class MAWSelfAttention(nn.Module):
         if self.training and self.dropout_p > 0:
             P = F.dropout(P, self.dropout_p, True)
         out = torch.matmul(P, v)  # (B, H, T, d_h)
-        if track:
-            stats = _Summaries.stats(choice, ent, unit_mask, D)
+        stats = _Summaries.stats(choice, ent, unit_mask, D) if track else None
         return out, stats, rec
 
     def tile_shape(self, batch: int, rows: int, keys: int, depth: int | None = None) -> tuple[int, int]:
@@ -608,11 +608,11 @@ class MAWSelfAttention(nn.Module):
         key_bias = _bias_from_valid(valid, q.dtype)
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
-        Bc, T = self.tile_shape(B, L, L, 1 if self._uses_kernel(q) else None)
+        kernel = self._uses_kernel(q)  # 4D tiles that save only their inputs: nothing to checkpoint
+        Bc, T = self.tile_shape(B, L, L, 1 if kernel else None)
         needs_grad = any(t.requires_grad for t in (q, k, v)) or any(
             p.requires_grad for p in self.router.parameters()
         )
-        kernel = self._uses_kernel(q)  # saves only its inputs: nothing to checkpoint
         use_ckpt = self.checkpoint_tiles and torch.is_grad_enabled() and needs_grad and not kernel
         # split (not index) so backward assembles each input's gradient once, not one full-size
         # zero-filled gradient per tile

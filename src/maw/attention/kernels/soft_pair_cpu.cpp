@@ -174,6 +174,14 @@ inline vf reduce_depths(const vf* x, Op op) {
 }
 inline vf add(vf a, vf b) { return a + b; }
 
+// sum_e a[e] * b[e] over D vectors, 4 partial sums.
+template <int D>
+inline vf dot_depths(const vf* a, const vf* b) {
+  vf r[4] = {};
+  for (int e = 0; e < D; ++e) r[e % 4] += a[e] * b[e];
+  return (r[0] + r[1]) + (r[2] + r[3]);
+}
+
 // Softmax over depths of one block, in place: logits z (D) -> p = exp(z - max_e z), s = sum_e p.
 // With STATS also the first argmax of z (choice) and pt = sum_e p * (z - max z) * log2(e) (for
 // the entropy of w: log s - ln2 * pt / s).
@@ -192,18 +200,7 @@ inline void depth_softmax(vf* z, vf& s, vi* choice = nullptr, vf* pt = nullptr) 
     z[e] = exp2_nonpos(te[e]);
   }
   s = reduce_depths<D>(z, add);
-  if constexpr (STATS) {
-    for (int e = 0; e < D; ++e) te[e] *= z[e];
-    *pt = reduce_depths<D>(te, add);
-  }
-}
-
-// sum_e a[e] * b[e] over D vectors, 4 partial sums.
-template <int D>
-inline vf dot_depths(const vf* a, const vf* b) {
-  vf r[4] = {};
-  for (int e = 0; e < D; ++e) r[e % 4] += a[e] * b[e];
-  return (r[0] + r[1]) + (r[2] + r[3]);
+  if constexpr (STATS) *pt = dot_depths<D>(z, te);
 }
 
 // Blocks of a row whose softmax normalisers (each in [1, D]) can be multiplied before the product
