@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import platform
 import warnings
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "soft_pair_cpu.cpp"
 DEPTHS = (1, 2, 4, 8, 16, 32, 64)
@@ -59,6 +62,7 @@ def load() -> bool:
     digest = hashlib.sha256(
         SOURCE.read_bytes() + " ".join(flags).encode() + _cpu_flags().encode() + torch.__version__.encode()
     ).hexdigest()[:12]
+    logger.info("loading the fused CPU soft-pair kernel (compiled on first use, then cached)")
     try:
         cpp_extension.load(
             name=f"maw_soft_pair_{digest}",
