@@ -3,9 +3,9 @@
 The PyTorch implementation of the soft pair combine (:class:`maw.attention.maw._SoftPairScore`)
 writes and re-reads several 5D tile tensors per tile (scores, logits, exponentials), so on a CPU it
 is bound by memory traffic, not by the router's FLOPs. The C++ kernel keeps every per-pair value in
-registers: it reads ``q``/``k`` and writes the 4D combined score ``A`` (and, in backward, the
-gradients), nothing 5D. The attention tail (softmax over keys, dropout, ``@ v``) runs in PyTorch in
-forward and inside the kernel in backward (:class:`SoftPairAttention`).
+registers and one query row's scores in a buffer: it reads ``q``/``k``/``v`` and writes the
+attention output (and, in backward, the gradients), no 5D tensor and no score matrix. Dropout's
+keep-mask is drawn here with ``torch.rand`` and passed in (:class:`SoftPairAttention`).
 
 It is compiled on first use with ``torch.utils.cpp_extension.load`` (needs a C++ compiler with
 OpenMP and ``ninja``; built once per source and CPU, cached under ``TORCH_EXTENSIONS_DIR``, by
@@ -104,8 +104,8 @@ class SoftPairAttention(torch.autograd.Function):
     (first argmax of w) and entropy sum (H,) over valid units (zeros when ``stats`` is False).
 
     Saves the inputs and, with dropout, the keep-mask (bool, ``n*H*T*Lk`` bytes); no 5D and no
-    float 4D tensor. Backward runs one kernel pass per query row that recomputes the row's
-    per-pair softmax once and derives the key softmax, dropout and value products from it, so a
+    float 4D tensor is ever made. Backward runs one kernel pass per query row that recomputes the
+    row's per-pair softmax once and derives the key softmax, dropout and value products from it, so a
     training step costs one kernel forward plus that backward (with ``torch.utils.checkpoint``
     the forward would run twice).
     """
@@ -113,17 +113,16 @@ class SoftPairAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, kT, v, key_bias, W, b, row_valid, key_valid, stats: bool, dropout_p: float):
         q, kT, v, key_bias, W, b = (t.contiguous() for t in (q, kT, v, key_bias, W, b))
-        A, counts, ent = torch.ops.maw_soft_pair.forward(
-            q, kT, W, b, row_valid.contiguous(), key_valid.contiguous(), stats
-        )
-        P = torch.softmax(A.add_(key_bias[:, None, None, :]), dim=-1)  # (n, H, T, Lk) over keys
+        n, H, _, T, _ = q.shape
         mask = torch.empty(0, dtype=torch.bool)
         if dropout_p > 0:
-            mask = torch.rand_like(P) >= dropout_p
-            P = P.mul_(mask).mul_(1.0 / (1.0 - dropout_p))
-        out = torch.matmul(P, v)
+            mask = torch.rand(n, H, T, kT.shape[-1], dtype=q.dtype) >= dropout_p  # (n, H, T, Lk) keep
+        scale = 1.0 / (1.0 - dropout_p)
+        out, counts, ent = torch.ops.maw_soft_pair.forward(
+            q, kT, v, key_bias, W, b, row_valid.contiguous(), key_valid.contiguous(), mask, scale, stats
+        )
         ctx.save_for_backward(q, kT, v, key_bias, W, b, mask)
-        ctx.scale = 1.0 / (1.0 - dropout_p)
+        ctx.scale = scale
         counts, ent = counts.sum(0).to(torch.float64), ent.sum(0)
         ctx.mark_non_differentiable(counts, ent)
         return out, counts, ent

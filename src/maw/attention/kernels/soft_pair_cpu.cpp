@@ -9,9 +9,10 @@
 //     S[d]   = <q[d, i], kT[d, :, j]>                 per pair (i, j), never stored for the tile
 //     z[e]   = bias[e] + sum_d W[e, d] S[d]            router logits of the (detached) state S
 //     w      = softmax_e(z)
-//     A[i,j] = D * sum_d w[d] S[d]                     (n, H, T, Lk)   <- op ``forward``
-//     out    = dropout(softmax_j(A + key_bias)) @ v    (done in PyTorch after ``forward``)
+//     A[i,j] = D * sum_d w[d] S[d]                     one query row at a time, never stored
+//     out    = dropout(softmax_j(A + key_bias)) @ v    (n, H, T, d_h)   <- op ``forward``
 //
+// The dropout keep-mask (bool, or none) comes from the caller, so PyTorch's generator draws it.
 // ``attention_backward`` goes from dout back to q, kT, v and the router in one pass per query row
 // (the state is detached, so the router gets gradient through w only), with Abar = A / D:
 //
@@ -19,8 +20,8 @@
 //     dS[d] = D dA w[d]                  -> dq[d, i, c] = sum_j dS[d] kT[d, c, j],  dkT likewise
 //     dz[e] = dS[e] (S[e] - Abar)        -> dW[e, d] = sum_pairs dz[e] S[d],  dbias[e] = sum dz[e]
 //
-// Every per-pair value lives in registers or in one row's buffer: nothing 5D is written to
-// memory, so the kernel is bound by the D x D router FLOPs. One task per (text, head), run with
+// Every per-pair value lives in registers or in one row's buffer: nothing 5D (and no score
+// matrix) is written to memory, so the kernel is bound by the D x D router FLOPs. One task per (text, head), run with
 // at::parallel_for. Keys are processed in vectors of JB lanes (GCC/Clang vector extensions).
 
 #include <ATen/ATen.h>
@@ -32,6 +33,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -56,25 +60,35 @@ inline float hsum(vf v) {
   return s;
 }
 
-// 2^t for t <= 0 (up to rounding; t = (z - max z) * log2(e)). Cephes exp2f, ~1 ulp; exactly 1 at
-// t = 0. Arguments below -125 give 2^-125 (negligible next to the maximum's 1).
-inline vf exp2_nonpos(vf t) {
-  t = vmax(t, splat(-125.0f));
-  const vi n = __builtin_convertvector(t - 0.5f, vi);  // round(t): truncation of t - 1/2 <= 0
-  const vf f = t - __builtin_convertvector(n, vf);     // in [-1/2, 1/2]
+// 2^t for t <= 0 (up to rounding; t = (z - max z) * log2(e)): 2^t = 2^n * 2^f with n = round(t),
+// f in [-1/2, 1/2] (Cephes exp2f polynomial, ~1 ulp; exactly 1 at t = 0). Very negative t gives 0.
+inline vf exp2_poly(vf f) {
   vf p = splat(1.535336188319500e-4f);
   p = p * f + 1.339887440266574e-3f;
   p = p * f + 9.618437357674640e-3f;
   p = p * f + 5.550332471162809e-2f;
   p = p * f + 2.402264791363012e-1f;
   p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.0f;  // 2^f in [0.7, 1.42]; times 2^n by adding n to the exponent bits
+  return p * f + 1.0f;
+}
+#if defined(__AVX512F__)
+inline vf exp2_nonpos(vf t) {  // AVX-512: round and scale by 2^n in one instruction each
+  const __m512 n = _mm512_roundscale_ps(reinterpret_cast<__m512>(t), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const vf p = exp2_poly(t - reinterpret_cast<vf>(n));
+  return reinterpret_cast<vf>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), n));
+}
+#else
+inline vf exp2_nonpos(vf t) {
+  t = vmax(t, splat(-125.0f));  // 2^-125 below: negligible next to the maximum's 1
+  const vi n = __builtin_convertvector(t - 0.5f, vi);  // round(t): truncation of t - 1/2 <= 0
+  vf p = exp2_poly(t - __builtin_convertvector(n, vf));
   vi bits;
   std::memcpy(&bits, &p, sizeof(vf));
-  bits += n << 23;
+  bits += n << 23;  // times 2^n: add n to the exponent bits
   std::memcpy(&p, &bits, sizeof(vf));
   return p;
 }
+#endif
 
 // log(x) for x >= 1 (products of softmax normalisers, each in [1, D]). Cephes logf.
 inline vf log_ge1(vf x) {
@@ -212,13 +226,81 @@ constexpr int blocks_per_log() {
   return bits == 0 ? 1 << 20 : 120 / bits;
 }
 
-// Forward of one task. A: (T, Lk). With STATS, over the valid units (row_valid[i] && key_valid[j]):
-// counts (D) of the chosen depth (first argmax of w) and *ent, the sum of the entropies of w.
+// exp(x) for x <= 0 that underflows to exactly 0 (softmax over keys: padded keys get P = 0).
+inline vf exp_keys(vf x) {
+  const vf te = x * LOG2E;
+  return te < -125.0f ? vf{} : exp2_nonpos(te);
+}
+
+// out = p @ v * inv for one row: p (Lk), v (Lk, NV * JB) row-major -> out (NV * JB). 4 * NV / NV
+// accumulators (keys in 4 or 2 interleaved streams), so the FMA chains overlap.
+template <int NV>
+inline void row_times_v(const float* p, const float* v, int Lk, float inv, float* out) {
+  constexpr int S = NV <= 2 ? 4 : 2, dh = NV * JB;
+  vf acc[S][NV] = {};
+  int j = 0;
+  for (; j + S <= Lk; j += S)
+    for (int s = 0; s < S; ++s)
+      for (int c = 0; c < NV; ++c) acc[s][c] += p[j + s] * load(v + static_cast<int64_t>(j + s) * dh + c * JB);
+  for (; j < Lk; ++j)
+    for (int c = 0; c < NV; ++c) acc[0][c] += p[j] * load(v + static_cast<int64_t>(j) * dh + c * JB);
+  for (int c = 0; c < NV; ++c) {
+    vf r = acc[0][c];
+    for (int s = 1; s < S; ++s) r += acc[s][c];
+    store(out + c * JB, r * inv);
+  }
+}
+
+// The attention tail of one query row in forward: the row's scores a (nb * JB floats, key bias
+// included, -inf past Lk; overwritten) -> out_i = dropout(softmax_j(a)) @ v (dh floats).
+struct RowOutput {
+  const float* v;        // (Lk, dh) row-major
+  const uint8_t* mask;   // (T, Lk) dropout keep-mask or nullptr
+  float scale;           // 1 / (1 - p)
+  int dh, Lk, nb;
+
+  void operator()(int i, float* a, float* out) const {
+    vf mx = splat(-INFINITY);
+    for (int jb = 0; jb < nb; ++jb) mx = vmax(mx, load(a + jb * JB));
+    float m = mx[0];
+    for (int k = 1; k < JB; ++k) m = std::max(m, mx[k]);
+    vf z{};
+    for (int jb = 0; jb < nb; ++jb) {
+      const vf e = exp_keys(load(a + jb * JB) - m);
+      store(a + jb * JB, e);
+      z += e;
+    }
+    float inv = 1.0f / hsum(z);
+    if (mask) {
+      const uint8_t* mk = mask + static_cast<int64_t>(i) * Lk;
+      for (int j = 0; j < Lk; ++j) a[j] = mk[j] ? a[j] : 0.0f;
+      inv *= scale;
+    }
+    float* o = out + static_cast<int64_t>(i) * dh;
+    switch (dh) {
+      case 16: row_times_v<1>(a, v, Lk, inv, o); return;
+      case 32: row_times_v<2>(a, v, Lk, inv, o); return;
+      case 64: row_times_v<4>(a, v, Lk, inv, o); return;
+      case 128: row_times_v<8>(a, v, Lk, inv, o); return;
+      default:
+        std::fill(o, o + dh, 0.0f);
+        for (int j = 0; j < Lk; ++j)
+          for (int c = 0; c < dh; ++c) o[c] += a[j] * v[static_cast<int64_t>(j) * dh + c];
+        for (int c = 0; c < dh; ++c) o[c] *= inv;
+    }
+  }
+};
+
+// Forward of one task: out (T, dh), the attention output of every query row (see RowOutput).
+// kbias: (nb * JB) additive key bias, -inf past Lk. With STATS, over the valid units
+// (row_valid[i] && key_valid[j]): counts (D) of the chosen depth (first argmax of w) and *ent, the
+// sum of the entropies of w.
 template <int D, bool STATS>
-void forward_task(const Task& t, const uint8_t* row_valid, const uint8_t* key_valid, float* A,
-                  int64_t* counts, double* ent) {
+void forward_task(const Task& t, const RowOutput& tail, const float* kbias, const uint8_t* row_valid,
+                  const uint8_t* key_valid, float* out, int64_t* counts, double* ent) {
   const int rows = D * t.g;
   std::vector<float> kb(static_cast<size_t>(t.nb) * rows * JB), qi(rows), kmask(static_cast<size_t>(t.nb) * JB, 0.0f);
+  std::vector<float> arow(static_cast<size_t>(t.nb) * JB);
   block_keys(t, rows, kb.data());
   for (int j = 0; j < t.Lk; ++j) kmask[j] = key_valid[j] ? 1.0f : 0.0f;
   constexpr int K = blocks_per_log<D>();
@@ -243,13 +325,7 @@ void forward_task(const Task& t, const uint8_t* row_valid, const uint8_t* key_va
           depth_softmax<D, false>(pk, s);
         const vf num = dot_depths<D>(pk, Sk);
         const vf inv = 1.0f / s;
-        const vf a = static_cast<float>(D) * num * inv;
-        const int n = std::min(JB, t.Lk - j0);
-        float* Ai = A + static_cast<int64_t>(i) * t.Lk + j0;
-        if (n == JB)
-          store(Ai, a);
-        else
-          for (int jj = 0; jj < n; ++jj) Ai[jj] = a[jj];
+        store(arow.data() + j0, static_cast<float>(D) * num * inv + load(kbias + j0));
         if (stats) {
           const vf km = load(kmask.data() + j0);
           const vi valid = km > 0.0f;
@@ -261,6 +337,7 @@ void forward_task(const Task& t, const uint8_t* row_valid, const uint8_t* key_va
           }
           alignas(64) int32_t ch[JB];
           std::memcpy(ch, &choice, sizeof(ch));
+          const int n = std::min(JB, t.Lk - j0);
           for (int jj = 0; jj < n; ++jj) lane_counts[jj % 4][ch[jj]] += key_valid[j0 + jj];
         }
       }
@@ -272,6 +349,7 @@ void forward_task(const Task& t, const uint8_t* row_valid, const uint8_t* key_va
         blocks.template operator()<1>(jb);
     }
     ent_sum += hsum(ent_row);
+    tail(i, arow.data(), out);
   }
   for (int e = 0; e < D; ++e) counts[e] += lane_counts[0][e] + lane_counts[1][e] + lane_counts[2][e] + lane_counts[3][e];
   *ent = ent_sum;
@@ -296,12 +374,6 @@ void accumulate_router_grad(const vf* dz, const vf* S, int nblocks, vf* dWv, vf*
     }
   for (int nb = 0; nb < nblocks; ++nb)
     for (int e = 0; e < D; ++e) dbv[e] += dz[nb * D + e];
-}
-
-// exp(x) for x <= 0 that underflows to exactly 0 (softmax over keys: padded keys get P = 0).
-inline vf exp_keys(vf x) {
-  const vf te = x * LOG2E;
-  return te < -125.0f ? vf{} : exp2_nonpos(te);
 }
 
 // The attention tail of one task in backward: given Abar (one row), recompute
@@ -466,20 +538,51 @@ void with_depth(int64_t D, F&& f) {
   }
 }
 
-// -> A (n, H, T, Lk), counts (n, H, D) int64, entropy sums (n, H) float64 (zeros without stats).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_pair_forward(const at::Tensor& q, const at::Tensor& kT,
-                                                                 const at::Tensor& W, const at::Tensor& bias,
-                                                                 const at::Tensor& row_valid,
-                                                                 const at::Tensor& key_valid, bool stats) {
+// The tail inputs both ops share: v (n,H,Lk,dh), key_bias (n,Lk) additive, mask (n,H,T,Lk) bool
+// keep-mask of dropout or empty. Checks them; true when there is a mask.
+bool check_tail(const at::Tensor& q, const at::Tensor& kT, const at::Tensor& v, const at::Tensor& key_bias,
+                const at::Tensor& mask) {
+  const int64_t n = q.size(0), H = q.size(1), T = q.size(3), Lk = kT.size(4);
+  for (const auto* x : {&v, &key_bias})
+    TORCH_CHECK(x->device().is_cpu() && x->scalar_type() == at::kFloat && x->is_contiguous(),
+                "soft_pair: contiguous float32 CPU tensors expected");
+  TORCH_CHECK(v.dim() == 4 && v.size(0) == n && v.size(1) == H && v.size(2) == Lk, "soft_pair: v (n,H,Lk,dh)");
+  TORCH_CHECK(key_bias.dim() == 2 && key_bias.size(0) == n && key_bias.size(1) == Lk, "soft_pair: key_bias (n,Lk)");
+  if (mask.numel() == 0) return false;
+  TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous() && mask.dim() == 4 && mask.size(0) == n &&
+                  mask.size(1) == H && mask.size(2) == T && mask.size(3) == Lk,
+              "soft_pair: mask (n,H,T,Lk) bool");
+  return true;
+}
+
+// Text b's key bias in key blocks: (nb * JB), -inf past Lk.
+std::vector<float> blocked_key_bias(const at::Tensor& key_bias, int64_t b, const Task& t) {
+  std::vector<float> kbias(static_cast<size_t>(t.nb) * JB, -INFINITY);
+  std::copy_n(key_bias.data_ptr<float>() + b * t.Lk, t.Lk, kbias.begin());
+  return kbias;
+}
+
+const uint8_t* task_mask(const at::Tensor& mask, bool has_mask, int64_t task, const Task& t) {
+  return has_mask ? reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>()) + task * t.T * t.Lk : nullptr;
+}
+
+// A whole attention tile out = dropout(softmax_j(A + key_bias)) @ v with A the soft pair combine
+// -> out (n,H,T,dh), chosen-depth counts (n,H,D) int64 and entropy sums (n,H) float64 over the valid
+// units (zeros without stats).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_pair_forward(
+    const at::Tensor& q, const at::Tensor& kT, const at::Tensor& v, const at::Tensor& key_bias, const at::Tensor& W,
+    const at::Tensor& bias, const at::Tensor& row_valid, const at::Tensor& key_valid, const at::Tensor& mask,
+    double scale, bool stats) {
   check_inputs(q, kT, W, bias);
-  const int64_t n = q.size(0), H = q.size(1), D = q.size(2), T = q.size(3), Lk = kT.size(4);
+  const bool has_mask = check_tail(q, kT, v, key_bias, mask);
+  const int64_t n = q.size(0), H = q.size(1), D = q.size(2), T = q.size(3), Lk = kT.size(4), dh = v.size(3);
   TORCH_CHECK(row_valid.scalar_type() == at::kBool && row_valid.is_contiguous() && row_valid.size(0) == n &&
                   row_valid.size(1) == T,
               "soft_pair: row_valid (n, T) bool expected");
   TORCH_CHECK(key_valid.scalar_type() == at::kBool && key_valid.is_contiguous() && key_valid.size(0) == n &&
                   key_valid.size(1) == Lk,
               "soft_pair: key_valid (n, Lk) bool expected");
-  auto A = at::empty({n, H, T, Lk}, q.options());
+  auto out = at::empty({n, H, T, dh}, q.options());
   auto counts = at::zeros({n, H, D}, q.options().dtype(at::kLong));
   auto ent = at::zeros({n, H}, q.options().dtype(at::kDouble));
   const auto* rv = reinterpret_cast<const uint8_t*>(row_valid.data_ptr<bool>());
@@ -488,42 +591,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_pair_forward(const at::Tenso
     constexpr int DD = decltype(dc)::value;
     at::parallel_for(0, n * H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / H, h = task % H;
-        const Task t = make_task(q, kT, W, bias, b, h);
-        float* Ab = A.data_ptr<float>() + task * T * Lk;
+        const int64_t b = task / H;
+        const Task t = make_task(q, kT, W, bias, b, task % H);
+        const std::vector<float> kbias = blocked_key_bias(key_bias, b, t);
+        const RowOutput tail{v.data_ptr<float>() + task * Lk * dh, task_mask(mask, has_mask, task, t),
+                             static_cast<float>(scale), static_cast<int>(dh), t.Lk, t.nb};
+        float* ob = out.data_ptr<float>() + task * T * dh;
         int64_t* cb = counts.data_ptr<int64_t>() + task * D;
         double* eb = ent.data_ptr<double>() + task;
         if (stats)
-          forward_task<DD, true>(t, rv + b * T, kv + b * Lk, Ab, cb, eb);
+          forward_task<DD, true>(t, tail, kbias.data(), rv + b * T, kv + b * Lk, ob, cb, eb);
         else
-          forward_task<DD, false>(t, rv + b * T, kv + b * Lk, Ab, cb, eb);
+          forward_task<DD, false>(t, tail, kbias.data(), rv + b * T, kv + b * Lk, ob, cb, eb);
       }
     });
   });
-  return {A, counts, ent};
+  return {out, counts, ent};
 }
 
-// Backward of a whole attention tile out = dropout(softmax_j(A + key_bias)) @ v with A the soft
-// pair combine: from dout (n,H,T,dh) -> dq, dkT, dv (n,H,Lk,dh), dW (n,H,D,D), dbias (n,H,D).
-// key_bias (n, Lk) additive; mask (n,H,T,Lk) bool keep-mask of the forward's dropout, or empty.
+// Backward of the same tile: from dout (n,H,T,dh) -> dq, dkT, dv (n,H,Lk,dh), dW (n,H,D,D),
+// dbias (n,H,D) (router gradients float64, per text and head).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_pair_attention_backward(
     const at::Tensor& q, const at::Tensor& kT, const at::Tensor& v, const at::Tensor& key_bias, const at::Tensor& W,
     const at::Tensor& bias, const at::Tensor& mask, double scale, const at::Tensor& dout) {
   check_inputs(q, kT, W, bias);
+  const bool has_mask = check_tail(q, kT, v, key_bias, mask);
   const int64_t n = q.size(0), H = q.size(1), D = q.size(2), T = q.size(3), g = q.size(4), Lk = kT.size(4);
   const int64_t dh = v.size(3);
-  for (const auto* x : {&v, &key_bias, &dout})
-    TORCH_CHECK(x->device().is_cpu() && x->scalar_type() == at::kFloat && x->is_contiguous(),
-                "soft_pair: contiguous float32 CPU tensors expected");
-  TORCH_CHECK(v.dim() == 4 && v.size(0) == n && v.size(1) == H && v.size(2) == Lk, "soft_pair: v (n,H,Lk,dh)");
-  TORCH_CHECK(key_bias.dim() == 2 && key_bias.size(0) == n && key_bias.size(1) == Lk, "soft_pair: key_bias (n,Lk)");
-  TORCH_CHECK(dout.dim() == 4 && dout.size(0) == n && dout.size(1) == H && dout.size(2) == T && dout.size(3) == dh,
-              "soft_pair: dout (n,H,T,dh)");
-  const bool has_mask = mask.numel() > 0;
-  if (has_mask)
-    TORCH_CHECK(mask.scalar_type() == at::kBool && mask.is_contiguous() && mask.dim() == 4 && mask.size(0) == n &&
-                    mask.size(1) == H && mask.size(2) == T && mask.size(3) == Lk,
-                "soft_pair: mask (n,H,T,Lk) bool");
+  TORCH_CHECK(dout.device().is_cpu() && dout.scalar_type() == at::kFloat && dout.is_contiguous() && dout.dim() == 4 &&
+                  dout.size(0) == n && dout.size(1) == H && dout.size(2) == T && dout.size(3) == dh,
+              "soft_pair: dout (n,H,T,dh) contiguous float32 expected");
   auto dq = at::empty_like(q);
   auto dkT = at::empty_like(kT);
   auto dv = at::empty_like(v);
@@ -537,14 +634,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_pair
         const Task t = make_task(q, kT, W, bias, b, task % H);
         const float* vt = v.data_ptr<float>() + task * Lk * dh;
         std::vector<float> vb(static_cast<size_t>(t.nb) * dh * JB, 0.0f), dvb(vb.size(), 0.0f);
-        std::vector<float> kbias(static_cast<size_t>(t.nb) * JB, -INFINITY);
-        for (int64_t j = 0; j < Lk; ++j) {
-          kbias[j] = key_bias.data_ptr<float>()[b * Lk + j];
+        for (int64_t j = 0; j < Lk; ++j)
           for (int64_t c = 0; c < dh; ++c) vb[((j / JB) * dh + c) * JB + j % JB] = vt[j * dh + c];
-        }
+        const std::vector<float> kbias = blocked_key_bias(key_bias, b, t);
         std::vector<vf> a(t.nb), keep(t.nb);
-        const AttentionTail tail{vb.data(), dvb.data(), kbias.data(),
-                                 has_mask ? reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>()) + task * T * Lk : nullptr,
+        const AttentionTail tail{vb.data(), dvb.data(), kbias.data(), task_mask(mask, has_mask, task, t),
                                  dout.data_ptr<float>() + task * T * dh, static_cast<float>(scale),
                                  static_cast<int>(dh), t.nb, t.Lk, DD, &a, &keep};
         backward_task<DD>(t, tail, dq.data_ptr<float>() + task * D * T * g, dkT.data_ptr<float>() + task * D * g * Lk,
@@ -561,8 +655,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_pair
 }  // namespace
 
 TORCH_LIBRARY(maw_soft_pair, m) {
-  m.def("forward(Tensor q, Tensor kT, Tensor W, Tensor bias, Tensor row_valid, Tensor key_valid, bool stats)"
-        " -> (Tensor, Tensor, Tensor)");
+  m.def("forward(Tensor q, Tensor kT, Tensor v, Tensor key_bias, Tensor W, Tensor bias, Tensor row_valid,"
+        " Tensor key_valid, Tensor mask, float scale, bool stats) -> (Tensor, Tensor, Tensor)");
   m.def("attention_backward(Tensor q, Tensor kT, Tensor v, Tensor key_bias, Tensor W, Tensor bias, Tensor mask,"
         " float scale, Tensor dout) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
