@@ -21,8 +21,9 @@
 //     dz[e] = dS[e] (S[e] - Abar)        -> dW[e, d] = sum_pairs dz[e] S[d],  dbias[e] = sum dz[e]
 //
 // Every per-pair value lives in registers or in one row's buffer: nothing 5D (and no score
-// matrix) is written to memory, so the kernel is bound by the D x D router FLOPs. One task per (text, head), run with
-// at::parallel_for. Keys are processed in vectors of JB lanes (GCC/Clang vector extensions).
+// matrix) is written to memory, so the kernel is bound by the D x D router FLOPs. One task per
+// (text, head), run with at::parallel_for. Keys are processed in vectors of JB lanes (GCC/Clang
+// vector extensions).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -232,8 +233,8 @@ inline vf exp_keys(vf x) {
   return te < -125.0f ? vf{} : exp2_nonpos(te);
 }
 
-// out = p @ v * inv for one row: p (Lk), v (Lk, NV * JB) row-major -> out (NV * JB). 4 * NV / NV
-// accumulators (keys in 4 or 2 interleaved streams), so the FMA chains overlap.
+// out = p @ v * inv for one row: p (Lk), v (Lk, NV * JB) row-major -> out (NV * JB). The keys run
+// in S interleaved streams (NV accumulators each), so the FMA chains overlap.
 template <int NV>
 inline void row_times_v(const float* p, const float* v, int Lk, float inv, float* out) {
   constexpr int S = NV <= 2 ? 4 : 2, dh = NV * JB;
