@@ -539,6 +539,21 @@ void with_depth(int64_t D, F&& f) {
   }
 }
 
+// Runs f(depth constant, task, text b, Task) for every (text, head) of the tile in parallel, with
+// the depth as a compile-time constant.
+template <typename F>
+void for_each_task(const at::Tensor& q, const at::Tensor& kT, const at::Tensor& W, const at::Tensor& bias, F&& f) {
+  const int64_t n = q.size(0), H = q.size(1);
+  with_depth(q.size(2), [&](auto dc) {
+    at::parallel_for(0, n * H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / H;
+        f(dc, task, b, make_task(q, kT, W, bias, b, task % H));
+      }
+    });
+  });
+}
+
 // The tail inputs both ops share: v (n,H,Lk,dh), key_bias (n,Lk) additive, mask (n,H,T,Lk) bool
 // keep-mask of dropout or empty. Checks them; true when there is a mask.
 bool check_tail(const at::Tensor& q, const at::Tensor& kT, const at::Tensor& v, const at::Tensor& key_bias,
@@ -588,24 +603,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_pair_forward(
   auto ent = at::zeros({n, H}, q.options().dtype(at::kDouble));
   const auto* rv = reinterpret_cast<const uint8_t*>(row_valid.data_ptr<bool>());
   const auto* kv = reinterpret_cast<const uint8_t*>(key_valid.data_ptr<bool>());
-  with_depth(D, [&](auto dc) {
+  for_each_task(q, kT, W, bias, [&](auto dc, int64_t task, int64_t b, const Task& t) {
     constexpr int DD = decltype(dc)::value;
-    at::parallel_for(0, n * H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / H;
-        const Task t = make_task(q, kT, W, bias, b, task % H);
-        const std::vector<float> kbias = blocked_key_bias(key_bias, b, t);
-        const RowOutput tail{v.data_ptr<float>() + task * Lk * dh, task_mask(mask, has_mask, task, t),
-                             static_cast<float>(scale), static_cast<int>(dh), t.Lk, t.nb};
-        float* ob = out.data_ptr<float>() + task * T * dh;
-        int64_t* cb = counts.data_ptr<int64_t>() + task * D;
-        double* eb = ent.data_ptr<double>() + task;
-        if (stats)
-          forward_task<DD, true>(t, tail, kbias.data(), rv + b * T, kv + b * Lk, ob, cb, eb);
-        else
-          forward_task<DD, false>(t, tail, kbias.data(), rv + b * T, kv + b * Lk, ob, cb, eb);
-      }
-    });
+    const std::vector<float> kbias = blocked_key_bias(key_bias, b, t);
+    const RowOutput tail{v.data_ptr<float>() + task * Lk * dh, task_mask(mask, has_mask, task, t),
+                         static_cast<float>(scale), static_cast<int>(dh), t.Lk, t.nb};
+    float* ob = out.data_ptr<float>() + task * T * dh;
+    int64_t* cb = counts.data_ptr<int64_t>() + task * D;
+    double* eb = ent.data_ptr<double>() + task;
+    if (stats)
+      forward_task<DD, true>(t, tail, kbias.data(), rv + b * T, kv + b * Lk, ob, cb, eb);
+    else
+      forward_task<DD, false>(t, tail, kbias.data(), rv + b * T, kv + b * Lk, ob, cb, eb);
   });
   return {out, counts, ent};
 }
@@ -627,28 +636,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> soft_pair
   auto dv = at::empty_like(v);
   auto dW = at::zeros({n, H, D, D}, q.options().dtype(at::kDouble));
   auto db = at::zeros({n, H, D}, q.options().dtype(at::kDouble));
-  with_depth(D, [&](auto dc) {
+  for_each_task(q, kT, W, bias, [&](auto dc, int64_t task, int64_t b, const Task& t) {
     constexpr int DD = decltype(dc)::value;
-    at::parallel_for(0, n * H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / H;
-        const Task t = make_task(q, kT, W, bias, b, task % H);
-        const float* vt = v.data_ptr<float>() + task * Lk * dh;
-        std::vector<float> vb(static_cast<size_t>(t.nb) * dh * JB, 0.0f), dvb(vb.size(), 0.0f);
-        for (int64_t j = 0; j < Lk; ++j)
-          for (int64_t c = 0; c < dh; ++c) vb[((j / JB) * dh + c) * JB + j % JB] = vt[j * dh + c];
-        const std::vector<float> kbias = blocked_key_bias(key_bias, b, t);
-        std::vector<vf> a(t.nb), keep(t.nb);
-        const AttentionTail tail{vb.data(), dvb.data(), kbias.data(), task_mask(mask, has_mask, task, t),
-                                 dout.data_ptr<float>() + task * T * dh, static_cast<float>(scale),
-                                 static_cast<int>(dh), t.nb, t.Lk, DD, &a, &keep};
-        backward_task<DD>(t, tail, dq.data_ptr<float>() + task * D * T * g, dkT.data_ptr<float>() + task * D * g * Lk,
-                          dW.data_ptr<double>() + task * D * D, db.data_ptr<double>() + task * D);
-        float* dvt = dv.data_ptr<float>() + task * Lk * dh;
-        for (int64_t j = 0; j < Lk; ++j)
-          for (int64_t c = 0; c < dh; ++c) dvt[j * dh + c] = dvb[((j / JB) * dh + c) * JB + j % JB];
-      }
-    });
+    const float* vt = v.data_ptr<float>() + task * Lk * dh;
+    std::vector<float> vb(static_cast<size_t>(t.nb) * dh * JB, 0.0f), dvb(vb.size(), 0.0f);
+    for (int64_t j = 0; j < Lk; ++j)
+      for (int64_t c = 0; c < dh; ++c) vb[((j / JB) * dh + c) * JB + j % JB] = vt[j * dh + c];
+    const std::vector<float> kbias = blocked_key_bias(key_bias, b, t);
+    std::vector<vf> a(t.nb), keep(t.nb);
+    const AttentionTail tail{vb.data(), dvb.data(), kbias.data(), task_mask(mask, has_mask, task, t),
+                             dout.data_ptr<float>() + task * T * dh, static_cast<float>(scale),
+                             static_cast<int>(dh), t.nb, t.Lk, DD, &a, &keep};
+    backward_task<DD>(t, tail, dq.data_ptr<float>() + task * D * T * g, dkT.data_ptr<float>() + task * D * g * Lk,
+                      dW.data_ptr<double>() + task * D * D, db.data_ptr<double>() + task * D);
+    float* dvt = dv.data_ptr<float>() + task * Lk * dh;
+    for (int64_t j = 0; j < Lk; ++j)
+      for (int64_t c = 0; c < dh; ++c) dvt[j * dh + c] = dvb[((j / JB) * dh + c) * JB + j % JB];
   });
   return {dq, dkT, dv, dW, db};
 }
