@@ -62,14 +62,14 @@ inline float hsum(vf v) {
 }
 
 // 2^t for t <= 0 (up to rounding; t = (z - max z) * log2(e)): 2^t = 2^n * 2^f with n = round(t),
-// f in [-1/2, 1/2] (Cephes exp2f polynomial, ~1 ulp; exactly 1 at t = 0). Very negative t gives 0.
+// f in [-1/2, 1/2] (degree-5 minimax fit of 2^f: relative error below 2e-7 evaluated in float32;
+// exactly 1 at t = 0). Very negative t gives 0.
 inline vf exp2_poly(vf f) {
-  vf p = splat(1.535336188319500e-4f);
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
+  vf p = splat(1.3264636738106615e-3f);
+  p = p * f + 9.671482266576107e-3f;
+  p = p * f + 5.5507336886707864e-2f;
+  p = p * f + 2.4022242563800694e-1f;
+  p = p * f + 6.931469778298743e-1f;
   return p * f + 1.0f;
 }
 #if defined(__AVX512F__)
@@ -193,6 +193,7 @@ inline vf add(vf a, vf b) { return a + b; }
 template <int D>
 inline vf dot_depths(const vf* a, const vf* b) {
   vf r[4] = {};
+#pragma GCC unroll 64  // fully: r stays in registers (a loop would index it in memory)
   for (int e = 0; e < D; ++e) r[e % 4] += a[e] * b[e];
   return (r[0] + r[1]) + (r[2] + r[3]);
 }
@@ -204,12 +205,18 @@ template <int D, bool STATS>
 inline void depth_softmax(vf* z, vf& s, vi* choice = nullptr, vf* pt = nullptr) {
   const vf m = reduce_depths<D>(z, vmax);
   if constexpr (STATS) {
-    vi ch{};
-    for (int e = D - 1; e >= 0; --e) ch = z[e] == m ? vi{} + e : ch;  // the first maximum
-    *choice = ch;
+    // The first maximum: the smallest e with z[e] == m, as the minimum over 4 independent chains
+    // (one serial chain of D selects would cost D latencies per block).
+    vi ch[4];
+    for (int c = 0; c < 4; ++c) ch[c] = vi{} + D;
+#pragma GCC unroll 64
+    for (int e = D - 1; e >= 0; --e) ch[e % 4] = z[e] == m ? vi{} + e : ch[e % 4];
+    const vi c01 = ch[0] < ch[1] ? ch[0] : ch[1], c23 = ch[2] < ch[3] ? ch[2] : ch[3];
+    *choice = c01 < c23 ? c01 : c23;
   }
   const vf shift = -LOG2E * m;
   vf te[D];
+#pragma GCC unroll 64
   for (int e = 0; e < D; ++e) {
     te[e] = z[e] * LOG2E + shift;  // (z - m) log2(e), one rounding (FMA)
     z[e] = exp2_nonpos(te[e]);
@@ -305,7 +312,8 @@ void forward_task(const Task& t, const RowOutput& tail, const float* kbias, cons
   block_keys(t, rows, kb.data());
   for (int j = 0; j < t.Lk; ++j) kmask[j] = key_valid[j] ? 1.0f : 0.0f;
   constexpr int K = blocks_per_log<D>();
-  int64_t lane_counts[4][D] = {};  // four counters per depth: no chain of increments to one address
+  // Four counters per depth (no chain of increments to one address) plus a bin D for padded keys.
+  int64_t lane_counts[4][D + 1] = {};
   double ent_sum = 0.0;
   for (int i = 0; i < t.T; ++i) {
     load_row(t, rows, i, qi.data());
@@ -337,9 +345,10 @@ void forward_task(const Task& t, const RowOutput& tail, const float* kbias, cons
             prod_s = splat(1.0f);
           }
           alignas(64) int32_t ch[JB];
-          std::memcpy(ch, &choice, sizeof(ch));
-          const int n = std::min(JB, t.Lk - j0);
-          for (int jj = 0; jj < n; ++jj) lane_counts[jj % 4][ch[jj]] += key_valid[j0 + jj];
+          const vi binned = valid ? choice : vi{} + D;
+          std::memcpy(ch, &binned, sizeof(ch));
+#pragma GCC unroll 16
+          for (int jj = 0; jj < JB; ++jj) ++lane_counts[jj % 4][ch[jj]];
         }
       }
     };
