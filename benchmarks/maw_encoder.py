@@ -4,7 +4,9 @@
     python benchmarks/maw_encoder.py --quick           # batch 8, length 128
     python benchmarks/maw_encoder.py --also query,head # extra rows for the other granularities
 
-Measured side by side in one process, alternating base and MAW runs (median over repeats):
+Measured side by side in one process, alternating base and MAW runs. Each ratio is the median over
+repeats of the ratio within one repeat (base and MAW timed back to back), printed with the range of
+those per-repeat ratios: on a shared machine the range shows how much the load moved.
 
 * inference: ``Encoder.forward`` under ``torch.inference_mode`` (eval mode) on a full batch of
   ``--length`` tokens (no padding); throughput ratio = MAW texts/s / base texts/s (goal >= 0.7);
@@ -76,6 +78,13 @@ def train_step(enc: Encoder, opt, ids, mask) -> float:
     return time.perf_counter() - t0
 
 
+def paired(base: list[float], maw: list[float], inverse: bool = False) -> str:
+    """Median of the per-repeat ratios maw/base (base/maw with ``inverse``: a throughput ratio) and
+    their range, e.g. ``0.712 (0.690-0.731)``."""
+    r = sorted((b / m if inverse else m / b) for b, m in zip(base, maw, strict=True))
+    return f"{statistics.median(r):.3f} ({r[0]:.3f}-{r[-1]:.3f})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
@@ -116,10 +125,11 @@ def main() -> None:
             tn.append(infer(maw, ids, mask))
         set_track_statistics(maw, True)
         b, m, n = statistics.median(tb), statistics.median(tm), statistics.median(tn)
-        print(f"[{gran}, tile {cfg.tile_size}] inference: base {args.batch / b:.2f} texts/s ({b:.3f} s/batch), "
+        print(f"[{gran}] inference: base {args.batch / b:.2f} texts/s ({b:.3f} s/batch), "
               f"MAW {args.batch / m:.2f} texts/s ({m:.3f} s), without depth statistics {args.batch / n:.2f} texts/s "
               f"({n:.3f} s)")
-        print(f"[{gran}] inference throughput ratio MAW/base = {b / m:.3f} (statistics on), {b / n:.3f} (off); goal >= 0.7")
+        print(f"[{gran}] inference throughput ratio MAW/base = {paired(tb, tm, inverse=True)} (statistics on), "
+              f"{paired(tb, tn, inverse=True)} (off); goal >= 0.7")
         if args.no_train:
             continue
         train_step(base, base_opt, ids, mask), train_step(maw, maw_opt, ids, mask)  # warm-up
@@ -129,7 +139,7 @@ def main() -> None:
             sm.append(train_step(maw, maw_opt, ids, mask))
         b, m = statistics.median(sb), statistics.median(sm)
         print(f"[{gran}] training step (layer {args.layer} + router trainable): base {b:.3f} s, MAW {m:.3f} s, "
-              f"ratio MAW/base = {m / b:.3f}; goal <= 1.5")
+              f"ratio MAW/base = {paired(sb, sm)}; goal <= 1.5")
 
 
 if __name__ == "__main__":

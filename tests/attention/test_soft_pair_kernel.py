@@ -33,14 +33,22 @@ def reference(q, kT, v, key_bias, W, b, row_valid, key_valid, keep, p):
 
 @needs_kernel
 @pytest.mark.parametrize(
-    "D,g,T,Lk,p",
-    [(32, 1, 7, 37, 0.0), (8, 4, 5, 16, 0.3), (1, 8, 3, 5, 0.0), (2, 3, 4, 33, 0.1), (64, 1, 2, 17, 0.0)],
+    "D,g,T,Lk,p,dh",
+    [
+        (32, 1, 7, 37, 0.0, 32),
+        (8, 4, 5, 16, 0.3, 16),
+        (1, 8, 3, 5, 0.0, 6),
+        (2, 3, 4, 33, 0.1, 64),
+        (64, 1, 2, 17, 0.0, 6),
+        (4, 2, 9, 20, 0.2, 32),
+    ],
 )
-def test_kernel_tile_equals_the_float64_formula(D, g, T, Lk, p):
+def test_kernel_tile_equals_the_float64_formula(D, g, T, Lk, p, dh):
     """Output, statistics and the gradients of q, k, v and the router, with padded keys (additive
-    bias) and, when p > 0, the same dropout mask (the kernel draws it with ``torch.rand``)."""
+    bias) and, when p > 0, the same dropout mask (the kernel draws it with ``torch.rand``). Value
+    widths: multiples of 32 and of 16 floats and neither; query rows in groups of 4 and not."""
     torch.manual_seed(D + g)
-    n, H, dh = 2, 3, 6
+    n, H = 2, 3
     q = torch.randn(n, H, D, T, g, dtype=torch.float64) * 0.3
     kT = torch.randn(n, H, D, g, Lk, dtype=torch.float64)
     v = torch.randn(n, H, Lk, dh, dtype=torch.float64)
@@ -119,9 +127,17 @@ def test_kernel_runs_by_default_where_it_applies(monkeypatch):
     real = soft_pair_kernel.SoftPairAttention.apply
     monkeypatch.setattr(soft_pair_kernel.SoftPairAttention, "apply", lambda *a: calls.append(1) or real(*a))
     ids, mask = padded_batch()
+    enc = _encoder(True, depth_dim=4, tile_size=2, tile_elements=0)
     with torch.no_grad():
-        _encoder(True, depth_dim=4)(ids, mask)
-    assert calls, "float32 CPU soft pair attention must use the kernel"
+        enc(ids, mask)
+    # without dropout the kernel stores nothing per tile: one call per layer for the whole batch
+    assert len(calls) == len(maw_modules(enc)), "float32 CPU soft pair attention must use the kernel"
+    calls.clear()
+    enc.train()
+    for m in maw_modules(enc):
+        m.dropout_p = 0.1  # attention dropout: tiles of 2 rows bound the (texts, H, rows, keys) keep-mask
+    enc(ids, mask)
+    assert len(calls) == len(maw_modules(enc)) * -(-ids.shape[1] // 2)
     calls.clear()
     with torch.no_grad():
         _encoder(True, depth_dim=4, router_hidden=8)(ids, mask)  # MLP router: PyTorch path

@@ -46,8 +46,10 @@ Implementations (``cfg.implementation``):
     depth statistics are computed in the first run of a tile only, not in its recompute.
     On CPU in float32 with a linear router, the whole tile (attention tail included) runs in the
     C++ kernel of :mod:`maw.attention.soft_pair_kernel` instead. It never writes a 5D value to
-    memory and saves only its inputs (plus the dropout keep-mask), so its tiles are sized as 4D
-    tensors and are not checkpointed; ``module.fused_kernel = False`` selects the PyTorch path.
+    memory and saves only its inputs (plus the dropout keep-mask), so it is not checkpointed and
+    runs the whole batch in one call; only with dropout (training) are its tiles sized, as 4D
+    tensors, to bound the ``(b, H, t, Lk)`` keep-mask. ``module.fused_kernel = False`` selects the
+    PyTorch path.
   - ``query`` / ``head``: exact algebraic shortcuts. The weighted score is
     ``A = <q * (D w expanded over g), k>`` so attention runs as ordinary (memory-efficient)
     ``scaled_dot_product_attention`` on re-weighted queries. States: ``mean_j S = <q, mean_j k>``;
@@ -609,7 +611,10 @@ class MAWSelfAttention(nn.Module):
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
         kernel = self._uses_kernel(q)  # 4D tiles that save only their inputs: nothing to checkpoint
-        Bc, T = self.tile_shape(B, L, L, 1 if kernel else None)
+        if kernel and not (self.training and self.dropout_p > 0):
+            Bc, T = B, L  # nothing of the kernel's grows with the tile: one call, no (B,H,L,L) mask
+        else:
+            Bc, T = self.tile_shape(B, L, L, 1 if kernel else None)
         needs_grad = any(t.requires_grad for t in (q, k, v)) or any(
             p.requires_grad for p in self.router.parameters()
         )

@@ -150,13 +150,19 @@ constexpr float LN2 = 0.693147180559945309f;
 template <int D, int KB>
 inline void block_logits(const Task& t, const float* qi, const float* kb, vf* S, vf* z) {
   const int g = t.g, rows = D * g;
-  for (int k = 0; k < KB; ++k)
-    for (int d = 0; d < D; ++d) {
-      const float* kr = kb + (k * rows + d * g) * JB;
-      vf acc = qi[d * g] * load(kr);
-      for (int c = 1; c < g; ++c) acc += qi[d * g + c] * load(kr + c * JB);
-      S[k * D + d] = acc;
-    }
+  if (g == 1) {  // one channel per depth (D = d_h): unrolled, no loop over channels
+    for (int k = 0; k < KB; ++k)
+#pragma GCC unroll 8
+      for (int d = 0; d < D; ++d) S[k * D + d] = qi[d] * load(kb + (k * D + d) * JB);
+  } else {
+    for (int k = 0; k < KB; ++k)
+      for (int d = 0; d < D; ++d) {
+        const float* kr = kb + (k * rows + d * g) * JB;
+        vf acc = qi[d * g] * load(kr);
+        for (int c = 1; c < g; ++c) acc += qi[d * g + c] * load(kr + c * JB);
+        S[k * D + d] = acc;
+      }
+  }
   constexpr int EB = D < 8 ? D : 8;  // independent accumulator chains per block
   for (int e0 = 0; e0 < D; e0 += EB) {
     vf acc[KB][EB];
@@ -240,61 +246,84 @@ inline vf exp_keys(vf x) {
   return te < -125.0f ? vf{} : exp2_nonpos(te);
 }
 
-// out = p @ v * inv for one row: p (Lk), v (Lk, NV * JB) row-major -> out (NV * JB). The keys run
-// in S interleaved streams (NV accumulators each), so the FMA chains overlap.
-template <int NV>
-inline void row_times_v(const float* p, const float* v, int Lk, float inv, float* out) {
-  constexpr int S = NV <= 2 ? 4 : 2, dh = NV * JB;
-  vf acc[S][NV] = {};
-  int j = 0;
-  for (; j + S <= Lk; j += S)
-    for (int s = 0; s < S; ++s)
-      for (int c = 0; c < NV; ++c) acc[s][c] += p[j + s] * load(v + static_cast<int64_t>(j + s) * dh + c * JB);
-  for (; j < Lk; ++j)
-    for (int c = 0; c < NV; ++c) acc[0][c] += p[j] * load(v + static_cast<int64_t>(j) * dh + c * JB);
-  for (int c = 0; c < NV; ++c) {
-    vf r = acc[0][c];
-    for (int s = 1; s < S; ++s) r += acc[s][c];
-    store(out + c * JB, r * inv);
+// out[r] = inv[r] * (p[r] @ v) for R rows at once: p rows `stride` floats apart (Lk each), v (Lk, dh)
+// row-major, dh a multiple of NC * JB, out rows dh floats apart. Every load of v feeds R FMAs (the
+// rows share it), in passes of NC vectors of v with the keys in 2 interleaved streams.
+template <int R, int NC>
+inline void rows_times_v(const float* p, int64_t stride, const float* v, int Lk, int dh, const float* inv, float* out) {
+  for (int c0 = 0; c0 < dh; c0 += NC * JB) {
+    vf acc[2][R][NC] = {};
+    int j = 0;
+    for (; j + 2 <= Lk; j += 2)
+      for (int s = 0; s < 2; ++s) {
+        vf vj[NC];
+        for (int c = 0; c < NC; ++c) vj[c] = load(v + static_cast<int64_t>(j + s) * dh + c0 + c * JB);
+        for (int r = 0; r < R; ++r) {
+          const float pr = p[r * stride + j + s];
+          for (int c = 0; c < NC; ++c) acc[s][r][c] += pr * vj[c];
+        }
+      }
+    for (; j < Lk; ++j)
+      for (int r = 0; r < R; ++r)
+        for (int c = 0; c < NC; ++c) acc[0][r][c] += p[r * stride + j] * load(v + static_cast<int64_t>(j) * dh + c0 + c * JB);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < NC; ++c) store(out + r * static_cast<int64_t>(dh) + c0 + c * JB, (acc[0][r][c] + acc[1][r][c]) * inv[r]);
   }
 }
 
-// The attention tail of one query row in forward: the row's scores a (nb * JB floats, key bias
-// included, -inf past Lk; overwritten) -> out_i = dropout(softmax_j(a)) @ v (dh floats).
+// The attention tail of the forward for up to ROWS consecutive query rows: their scores a (one row
+// of nb * JB floats after another, key bias included, -inf past Lk; overwritten)
+// -> out_i = dropout(softmax_j(a_i)) @ v (dh floats each). The rows share each load of v.
 struct RowOutput {
+  static constexpr int ROWS = 4;
   const float* v;        // (Lk, dh) row-major
   const uint8_t* mask;   // (T, Lk) dropout keep-mask or nullptr
   float scale;           // 1 / (1 - p)
   int dh, Lk, nb;
 
-  void operator()(int i, float* a, float* out) const {
-    vf mx = splat(-INFINITY);
-    for (int jb = 0; jb < nb; ++jb) mx = vmax(mx, load(a + jb * JB));
-    float m = mx[0];
-    for (int k = 1; k < JB; ++k) m = std::max(m, mx[k]);
-    vf z{};
-    for (int jb = 0; jb < nb; ++jb) {
-      const vf e = exp_keys(load(a + jb * JB) - m);
-      store(a + jb * JB, e);
-      z += e;
+  // Rows i0 .. i0 + n - 1 (n <= ROWS), row r's scores at a + r * nb * JB.
+  void operator()(int i0, int n, float* a, float* out) const {
+    const int64_t stride = static_cast<int64_t>(nb) * JB;
+    float inv[ROWS];
+    for (int r = 0; r < n; ++r) {
+      float* ar = a + r * stride;
+      vf mx = splat(-INFINITY);
+      for (int jb = 0; jb < nb; ++jb) mx = vmax(mx, load(ar + jb * JB));
+      float m = mx[0];
+      for (int k = 1; k < JB; ++k) m = std::max(m, mx[k]);
+      vf z{};
+      for (int jb = 0; jb < nb; ++jb) {
+        const vf e = exp_keys(load(ar + jb * JB) - m);
+        store(ar + jb * JB, e);
+        z += e;
+      }
+      inv[r] = 1.0f / hsum(z);
+      if (mask) {
+        const uint8_t* mk = mask + static_cast<int64_t>(i0 + r) * Lk;
+        for (int j = 0; j < Lk; ++j) ar[j] = mk[j] ? ar[j] : 0.0f;
+        inv[r] *= scale;
+      }
     }
-    float inv = 1.0f / hsum(z);
-    if (mask) {
-      const uint8_t* mk = mask + static_cast<int64_t>(i) * Lk;
-      for (int j = 0; j < Lk; ++j) a[j] = mk[j] ? a[j] : 0.0f;
-      inv *= scale;
-    }
-    float* o = out + static_cast<int64_t>(i) * dh;
-    switch (dh) {
-      case 16: row_times_v<1>(a, v, Lk, inv, o); return;
-      case 32: row_times_v<2>(a, v, Lk, inv, o); return;
-      case 64: row_times_v<4>(a, v, Lk, inv, o); return;
-      case 128: row_times_v<8>(a, v, Lk, inv, o); return;
-      default:
-        std::fill(o, o + dh, 0.0f);
+    float* o = out + static_cast<int64_t>(i0) * dh;
+    if (dh % JB == 0) {
+      auto times_v = [&]<int R>(int r0) {  // rows r0 .. r0 + R - 1, in passes of 2 vectors of v (or 1)
+        if (dh % (2 * JB) == 0)
+          rows_times_v<R, 2>(a + r0 * stride, stride, v, Lk, dh, inv + r0, o + r0 * dh);
+        else
+          rows_times_v<R, 1>(a + r0 * stride, stride, v, Lk, dh, inv + r0, o + r0 * dh);
+      };
+      if (n == ROWS)
+        times_v.template operator()<ROWS>(0);
+      else  // the last rows of a tile, one at a time
+        for (int r = 0; r < n; ++r) times_v.template operator()<1>(r);
+    } else {
+      for (int r = 0; r < n; ++r) {
+        float* orow = o + r * dh;
+        std::fill(orow, orow + dh, 0.0f);
         for (int j = 0; j < Lk; ++j)
-          for (int c = 0; c < dh; ++c) o[c] += a[j] * v[static_cast<int64_t>(j) * dh + c];
-        for (int c = 0; c < dh; ++c) o[c] *= inv;
+          for (int c = 0; c < dh; ++c) orow[c] += a[r * stride + j] * v[static_cast<int64_t>(j) * dh + c];
+        for (int c = 0; c < dh; ++c) orow[c] *= inv[r];
+      }
     }
   }
 };
@@ -308,7 +337,7 @@ void forward_task(const Task& t, const RowOutput& tail, const float* kbias, cons
                   const uint8_t* key_valid, float* out, int64_t* counts, double* ent) {
   const int rows = D * t.g;
   std::vector<float> kb(static_cast<size_t>(t.nb) * rows * JB), qi(rows), kmask(static_cast<size_t>(t.nb) * JB, 0.0f);
-  std::vector<float> arow(static_cast<size_t>(t.nb) * JB);
+  std::vector<float> arows(static_cast<size_t>(RowOutput::ROWS) * t.nb * JB);  // the tail's rows
   block_keys(t, rows, kb.data());
   for (int j = 0; j < t.Lk; ++j) kmask[j] = key_valid[j] ? 1.0f : 0.0f;
   constexpr int K = blocks_per_log<D>();
@@ -318,6 +347,7 @@ void forward_task(const Task& t, const RowOutput& tail, const float* kbias, cons
   for (int i = 0; i < t.T; ++i) {
     load_row(t, rows, i, qi.data());
     const bool stats = STATS && row_valid[i];
+    float* arow = arows.data() + static_cast<int64_t>(i % RowOutput::ROWS) * t.nb * JB;
     vf ent_row{}, prod_s = splat(1.0f);
     auto blocks = [&]<int KB>(int jb0) {
       vf S[KB * D], p[KB * D];
@@ -334,7 +364,7 @@ void forward_task(const Task& t, const RowOutput& tail, const float* kbias, cons
           depth_softmax<D, false>(pk, s);
         const vf num = dot_depths<D>(pk, Sk);
         const vf inv = 1.0f / s;
-        store(arow.data() + j0, static_cast<float>(D) * num * inv + load(kbias + j0));
+        store(arow + j0, static_cast<float>(D) * num * inv + load(kbias + j0));
         if (stats) {
           const vf km = load(kmask.data() + j0);
           const vi valid = km > 0.0f;
@@ -359,7 +389,10 @@ void forward_task(const Task& t, const RowOutput& tail, const float* kbias, cons
         blocks.template operator()<1>(jb);
     }
     ent_sum += hsum(ent_row);
-    tail(i, arow.data(), out);
+    if (i % RowOutput::ROWS == RowOutput::ROWS - 1 || i == t.T - 1) {
+      const int i0 = i - i % RowOutput::ROWS;
+      tail(i0, i - i0 + 1, arows.data(), out);
+    }
   }
   for (int e = 0; e < D; ++e) counts[e] += lane_counts[0][e] + lane_counts[1][e] + lane_counts[2][e] + lane_counts[3][e];
   *ent = ent_sum;
