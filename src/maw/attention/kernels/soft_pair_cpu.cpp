@@ -72,11 +72,11 @@ inline vf exp2_poly(vf f) {
   p = p * f + 6.931469778298743e-1f;
   return p * f + 1.0f;
 }
-#if defined(__AVX512F__)
-inline vf exp2_nonpos(vf t) {  // AVX-512: round and scale by 2^n in one instruction each
-  const __m512 n = _mm512_roundscale_ps(reinterpret_cast<__m512>(t), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const vf p = exp2_poly(t - reinterpret_cast<vf>(n));
-  return reinterpret_cast<vf>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), n));
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+inline vf exp2_nonpos(vf t) {  // AVX-512: f = t - round(t) (exact) and the scaling by 2^n, one instruction each
+  const vf f = reinterpret_cast<vf>(_mm512_reduce_ps(reinterpret_cast<__m512>(t), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const vf n = t - f;
+  return reinterpret_cast<vf>(_mm512_scalef_ps(reinterpret_cast<__m512>(exp2_poly(f)), reinterpret_cast<__m512>(n)));
 }
 #else
 inline vf exp2_nonpos(vf t) {
