@@ -516,6 +516,11 @@ class MAWSelfAttention(nn.Module):
             units=units,
         )
 
+    @property
+    def attention_dropout(self) -> float:
+        """The dropout probability on attention weights in this forward (0 in eval mode)."""
+        return self.dropout_p if self.training else 0.0
+
     # ------------------------------------------------------------------ pair granularity
     def _uses_kernel(self, q: torch.Tensor) -> bool:
         """Whether the soft pair combine runs in the fused C++ kernel (:mod:`soft_pair_kernel`)."""
@@ -545,7 +550,7 @@ class MAWSelfAttention(nn.Module):
         if in_ckpt:
             calls[0] += 1
         if self._uses_kernel(q_t):  # the whole tile, attention tail included, in the C++ kernel
-            p = self.dropout_p if self.training else 0.0
+            p = self.attention_dropout
             out, counts, ent_sum = soft_pair_kernel.SoftPairAttention.apply(
                 q_t, kT, v, key_bias[:, 0, 0], self.router.weight / self.cfg.tau, self.router.bias / self.cfg.tau,
                 row_valid, key_valid, track, p,
@@ -584,8 +589,8 @@ class MAWSelfAttention(nn.Module):
                         )
                 rec = _Summaries.record(logits, ref, choice, unit_mask, 2)
         P = torch.softmax(A + key_bias, dim=-1)  # (B, H, T, Lk) softmax over KEYS
-        if self.training and self.dropout_p > 0:
-            P = F.dropout(P, self.dropout_p, True)
+        if self.attention_dropout > 0:
+            P = F.dropout(P, self.attention_dropout, True)
         out = torch.matmul(P, v)  # (B, H, T, d_h)
         stats = _Summaries.stats(choice, ent, unit_mask, D) if track else None
         return out, stats, rec
@@ -611,7 +616,7 @@ class MAWSelfAttention(nn.Module):
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
         kernel = self._uses_kernel(q)  # 4D tiles that save only their inputs: nothing to checkpoint
-        if kernel and not (self.training and self.dropout_p > 0):
+        if kernel and self.attention_dropout == 0:
             Bc, T = B, L  # nothing of the kernel's grows with the tile: one call, no (B,H,L,L) mask
         else:
             Bc, T = self.tile_shape(B, L, L, 1 if kernel else None)
@@ -756,7 +761,7 @@ class MAWSelfAttention(nn.Module):
         qw = (q * coef).permute(0, 1, 3, 2, 4).reshape(B, H, L, D * g)
         kf = k.permute(0, 1, 3, 2, 4).reshape(B, H, L, D * g)
         bias = _bias_from_valid(valid, q.dtype)
-        p = self.dropout_p if self.training else 0.0
+        p = self.attention_dropout
         out = F.scaled_dot_product_attention(qw, kf, v, attn_mask=bias, dropout_p=p, scale=1.0)
         return out, stats, rec
 
@@ -798,8 +803,8 @@ class MAWSelfAttention(nn.Module):
             )
             A = (w * S).sum(2) * D  # (B, H, L, L)
         P = torch.softmax(A + key_bias, dim=-1)
-        if self.training and self.dropout_p > 0:
-            P = F.dropout(P, self.dropout_p, True)
+        if self.attention_dropout > 0:
+            P = F.dropout(P, self.attention_dropout, True)
         return torch.matmul(P, v), stats, rec
 
     # ------------------------------------------------------------------ statistics / reference
