@@ -87,7 +87,7 @@ def test_evaluate_zeroshot_with_minilm(beir, tmp_path):
         "zeroshot",
         "--out",
         str(out),
-        "--cache-dir",
+        "--embedding-cache-dir",
         str(cache),
         "--quiet",
     ]
@@ -97,10 +97,9 @@ def test_evaluate_zeroshot_with_minilm(beir, tmp_path):
     assert record["metrics"]["nDCG@10"] > 0.9
     eff = record["efficiency"]
     assert eff["doc_cache_hit"] is False and eff["docs_per_second"] > 0 and eff["query_latency_ms"] > 0
-    assert (
-        record["config"]["model"]["doc_max_length"] == 256
-        and record["config"]["model"]["query_max_length"] == 64
-    )
+    # max lengths from the model's sentence-transformers configuration (max_seq_length 256), as ST uses
+    assert record["config"]["model"]["doc_max_length"] == 256 == record["config"]["model"]["query_max_length"]
+    assert record["config"]["model"]["model_is_default"] and record["retriever"]["cache_dir"] == str(cache)
     # second run: document embeddings come from the cache, same numbers
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -124,7 +123,7 @@ def test_default_output_path_and_test_samples(beir, tmp_path, monkeypatch):
     ("args", "message"),
     [
         (["--method", "colbert"], "--method"),
-        (["--batch-size", "0"], "--batch-size"),
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
         (["--query-max-length", "-1"], "--query-max-length"),
         (["--top-k", "0"], "--top-k"),
         (["--test-samples", "0"], "--test-samples"),
@@ -158,6 +157,22 @@ def test_bad_data_file_names_the_file(beir, tmp_path):
     assert "test.tsv" in result.output
 
 
-def test_help_lists_evaluate():
+def test_help_lists_the_commands_and_version():
     result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0 and "evaluate" in result.output
+    assert result.exit_code == 0 and all(c in result.output for c in ("evaluate", "train", "benchmark"))
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"maw {version('maw')}"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "benchmark"])
+def test_flags_come_from_the_config_fields(command):
+    """One spelling per option in every command: the config field's name, type and help."""
+    out = " ".join(CliRunner(env={"COLUMNS": "1000"}).invoke(app, [command, "--help"]).output.split())
+    for flag in ("--device", "--split-seed", "--dataset", "--embedding-cache-dir"):
+        assert flag in out, flag
+    assert ("--prefix-cache-dir" in out) == (command != "evaluate")
+    assert ("--seed " in out) == (command == "train")  # the training seed; benchmark has --seeds
+    assert "--cache-dir " not in out and "--latency-queries" in out
+    assert "Seed of carving / subsampling the splits" in out

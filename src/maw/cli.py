@@ -1,23 +1,29 @@
 """The ``maw`` command line (typer + rich).
 
-Each command builds the config dataclasses of ``maw.config`` from its flags and hands them to one
-library function; it holds no logic of its own. User errors (``ConfigError``, ``DataError``) are
-printed as one red line naming the flag or file, with exit code 2.
-
-Adding a command: define a function decorated with ``@app.command()`` below the existing ones,
-build its config, and call the library inside ``with user_errors():``.
+The flags of ``maw train``, ``maw evaluate`` and ``maw benchmark`` are built from the fields of the
+config dataclasses (:mod:`maw.config`: name, type, default and help), so the three commands share
+one spelling, one default and one help text per option. A command gathers the flags the user
+gave into nested overrides, ``maw.benchmark.presets.resolve_config`` layers them over the
+defaults (and ``--config FILE.toml``), and ``maw.plan.resolve`` makes the plan the library runs.
+User errors (``ConfigError``, ``DataError``, ``CheckpointError``) are one red line naming the flag
+or file, with exit code 2; nothing is written before the plan is resolved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from maw.config import ConfigError, DataConfig, EvalConfig, ModelConfig, default_model
+from maw.config import SECTIONS, BenchmarkConfig, ConfigError, flag
 
 app = typer.Typer(
     name="maw",
@@ -27,13 +33,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+USER_ERROR = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"maw {version('maw')}")
+        raise typer.Exit()
+
 
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
     """Multi-Attention-Weight (MAW) transformers for dense retrieval, and a benchmark harness."""
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = USER_ERROR) -> None:
     """Print ``message`` as an error on stderr and exit with ``code``."""
     from rich.text import Text
 
@@ -46,151 +67,272 @@ def fail(message: str, code: int = 2) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn configuration and data errors into a one-line message and exit code 2."""
+    """Turn configuration, data and checkpoint errors into a one-line message and exit code 2."""
     from maw.data.types import DataError
+    from maw.training.checkpoint import CheckpointError
 
     try:
         yield
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as exc:
         fail(str(exc))
 
 
+# ---------------------------------------------------------------------------------------------- options
+def _cli_type(annotation: Any) -> type:
+    """The scalar type typer parses for a field annotation (Literal / tuple -> str)."""
+    hint = annotation
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is typing.Literal or typing.get_origin(hint) is tuple:
+        return str
+    return hint if hint in (int, float, bool, str) else str
+
+
+def config_options(sections: dict[str, type], exclude: tuple[str, ...] = ()) -> Callable:
+    """Add one ``--flag`` per CLI field of ``sections`` (``{"train": TrainConfig, "": BenchmarkConfig}``)
+    to a command; the command receives them as ``overrides`` (nested like the dataclasses; only the
+    flags the user gave)."""
+
+    def decorate(command: Callable) -> Callable:
+        own = [
+            p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "overrides"
+        ]
+        where: dict[str, str] = {}
+        params = list(own)
+        for section, cls in sections.items():
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                if not f.metadata.get("cli", True) or f.name in exclude or f.name in where:
+                    continue
+                kind = _cli_type(hints[f.name])
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+                help_text = f.metadata.get("help", "") + (f" [default: {shown}]" if shown is not None else "")
+                decls = (
+                    [f"{flag(f.name)}/--no-{f.name.replace('_', '-')}"] if kind is bool else [flag(f.name)]
+                )
+                option = typer.Option(*decls, help=help_text.replace("[", "\\["), show_default=False)
+                params.append(
+                    inspect.Parameter(
+                        f.name,
+                        inspect.Parameter.KEYWORD_ONLY,
+                        default=None,
+                        annotation=Annotated[kind | None, option],
+                    )
+                )
+                where[f.name] = section
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            overrides: dict[str, Any] = {}
+            for name, section in where.items():
+                value = kwargs.pop(name)
+                if value is not None:
+                    (overrides.setdefault(section, {}) if section else overrides)[name] = value
+            return command(**kwargs, overrides=overrides)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+def _configs(overrides: dict[str, Any], config: str | None, **kw: Any) -> BenchmarkConfig:
+    from maw.benchmark.presets import resolve_config
+
+    return resolve_config(overrides, config_file=config, **kw)
+
+
+ConfigFile = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        help="TOML file with the same options (tables \\[data], \\[model], ...); flags override it.",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars and no table.")]
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
 @app.command()
+@config_options({k: SECTIONS[k] for k in ("data", "model", "eval", "runtime")})
 def evaluate(
-    dataset: Annotated[
-        str, typer.Option(help="Dataset name (demo, scifact, ...) or path to a BEIR-format folder.")
-    ] = "demo",
-    method: Annotated[str, typer.Option(help="Retrieval method: bm25 | zeroshot.")] = "bm25",
-    model: Annotated[
-        str | None, typer.Option(help="Encoder (HF id or path) for zeroshot; default all-MiniLM-L6-v2.")
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="bm25 | zeroshot (default: zeroshot with --model, else bm25); a trained --model sets it."
+        ),
     ] = None,
     split: Annotated[str, typer.Option(help="Qrels split to evaluate (qrels/<split>.tsv).")] = "test",
     out: Annotated[
         str | None, typer.Option(help="Result JSON (default runs/evaluate/<dataset>-<method>-<split>.json).")
     ] = None,
-    test_samples: Annotated[
-        int | None, typer.Option(help="Evaluate a seeded random subset of N queries.")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 128,
-    query_max_length: Annotated[int, typer.Option(help="Max query length in tokens.")] = 64,
-    doc_max_length: Annotated[int, typer.Option(help="Max document length in tokens.")] = 256,
-    top_k: Annotated[int, typer.Option(help="Documents retrieved per query.")] = 1000,
-    num_layers: Annotated[int | None, typer.Option(help="Keep only the first N encoder layers.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Where named datasets are looked for.")] = None,
-    cache_dir: Annotated[
-        str | None, typer.Option(help="Embedding cache folder (default ~/.cache/maw/embeddings).")
+    save_run: Annotated[
+        str | None, typer.Option(help="Also write the TREC run file (top-k per query) to this path.")
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")
     ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
-    latency_queries: Annotated[
-        int, typer.Option(help="Queries timed one at a time for the latency figure.")
-    ] = 50,
-    seed: Annotated[int, typer.Option(help="Seed of --test-samples subsampling.")] = 13,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No table, no progress bars.")] = False,
+    config: ConfigFile = None,
+    quiet: Quiet = False,
+    overrides: dict | None = None,
 ) -> None:
-    """Retrieve one split's queries from the full corpus and write all metrics to one JSON file."""
-    from maw.evaluation.evaluate import EvaluateConfig, run_evaluation
+    """Retrieve one split's queries from the full corpus and write all metrics to one JSON file.
+
+    --model takes a Hugging Face id or path, or a checkpoint of `maw train` (RUN/best, RUN/latest, or
+    RUN meaning its best): then the trained model is evaluated and its training plan is recorded.
+    """
+    from maw.evaluation.evaluate import run_evaluation
+    from maw.plan import resolve
 
     with user_errors():
-        cfg = EvaluateConfig(
-            method=method,
-            data=DataConfig(dataset=dataset, data_dir=data_dir, test_samples=test_samples, split_seed=seed),
-            model=ModelConfig(
-                model=model or default_model(),
-                num_layers=num_layers,
-                query_max_length=query_max_length,
-                doc_max_length=doc_max_length,
-            ),
-            eval=EvalConfig(split=split, top_k=top_k, eval_batch_size=batch_size, cache_dir=cache_dir),
+        overrides = dict(overrides or {})
+        overrides.setdefault("eval", {})["split"] = split
+        if quiet:
+            overrides.setdefault("runtime", {})["progress"] = False
+        cfg = _configs(overrides, config, benchmark=False)
+        model_arg = (overrides.get("model") or {}).get("model")
+        checkpoint, encoder = _trained_checkpoint(model_arg), None
+        if checkpoint is not None:
+            if method not in (None, "zeroshot"):
+                raise ConfigError(
+                    f"--method {method}: --model {model_arg} is a trained checkpoint; drop --method"
+                )
+            from maw.training.checkpoint import load_trained_encoder
+
+            encoder, trained, _ = load_trained_encoder(checkpoint)
+            model = dataclasses.replace(
+                trained.model,
+                query_max_length=cfg.model.query_max_length or trained.model.query_max_length,
+                doc_max_length=cfg.model.doc_max_length or trained.model.doc_max_length,
+            )
+            plan = dataclasses.replace(
+                trained, data=cfg.data, model=model, eval=cfg.eval, runtime=cfg.runtime
+            )
+        else:
+            method = method or ("zeroshot" if model_arg else "bm25")
+            if method not in ("bm25", "zeroshot"):
+                raise ConfigError(
+                    f"--method: {method!r}: evaluate takes bm25 or zeroshot; for a trained model pass "
+                    "--model RUN/best (a `maw train` checkpoint)"
+                )
+            if method == "bm25" and model_arg:
+                raise ConfigError("--model: only used by --method zeroshot or a trained checkpoint")
+            plan = resolve(method, cfg.data, cfg.model, None, None, cfg.eval, cfg.runtime)
+        run_evaluation(
+            plan,
+            encoder=encoder,
+            checkpoint=str(checkpoint) if checkpoint else None,
             out=out,
-            use_cache=not no_cache,
-            device=device,
-            latency_queries=latency_queries,
-            show_progress=not quiet,
+            use_cache=not no_cache and checkpoint is None,
+            save_run=save_run,
+            console=None if quiet else Console(),
         )
-        if method == "bm25" and model is not None:
-            raise ConfigError("--model: only used by --method zeroshot")
-        cfg.validate()
-        run_evaluation(cfg, console=None if quiet else Console())
 
 
-@app.command()
-def benchmark(
-    datasets: Annotated[
-        str | None, typer.Option(help="Comma-separated dataset names or BEIR folders (default: demo).")
-    ] = None,
-    methods: Annotated[
+def _trained_checkpoint(model: str | None):
+    """The checkpoint folder when ``--model`` names a `maw train` checkpoint or run folder, else None."""
+    from pathlib import Path
+
+    from maw.training.checkpoint import CheckpointError, checkpoint_folder
+
+    if not model or not Path(model).is_dir():
+        return None
+    try:
+        return checkpoint_folder(model)
+    except CheckpointError:
+        return None  # a plain Hugging Face model folder
+
+
+# ---------------------------------------------------------------------------------------------- train
+@app.command("train")
+@config_options({k: SECTIONS[k] for k in ("data", "model", "maw", "train", "eval", "runtime")})
+def train_command(
+    method: Annotated[str, typer.Option(help="lora | finetune | maw | full.")] = "maw",
+    run_dir: Annotated[
         str | None,
-        typer.Option(help="Comma-separated: bm25,zeroshot,lora,finetune,maw,full (default: all but full)."),
+        typer.Option(
+            help="Checkpoints, history and result.json (default: runs/train/<dataset>-<method>-seed<seed>); rerun to resume."
+        ),
     ] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated training seeds (default: 42).")] = None,
-    train_samples: Annotated[int | None, typer.Option(help="Subsample N training queries (seeded).")] = None,
-    val_samples: Annotated[int | None, typer.Option(help="Subsample N validation queries.")] = None,
-    test_samples: Annotated[int | None, typer.Option(help="Subsample N test queries (default: all).")] = None,
-    num_epochs: Annotated[int | None, typer.Option(help="Training epochs (default: 3).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size (default: 32).")] = None,
-    eval_batch_size: Annotated[
-        int | None, typer.Option(help="Encoding batch size for retrieval (default: 128).")
-    ] = None,
-    learning_rate: Annotated[
-        float | None, typer.Option(help="Learning rate of finetune / maw encoder weights (default: 2e-5).")
-    ] = None,
-    lora_learning_rate: Annotated[
-        float | None, typer.Option(help="Learning rate of LoRA adapters (default: 5e-4).")
-    ] = None,
-    policy_lr: Annotated[float | None, typer.Option(help="MAW router learning rate (default: 1e-3).")] = None,
-    num_layers: Annotated[int | None, typer.Option(help="Keep only the first N encoder layers.")] = None,
-    maw_layers: Annotated[
-        str | None, typer.Option(help="1-indexed MAW layers: '6', '5,6', 'all', 'last' (default: last).")
-    ] = None,
-    finetune_layers: Annotated[
-        str | None, typer.Option(help="Layers that train for finetune/maw (default: the MAW layers).")
-    ] = None,
-    lora_layers: Annotated[
-        str | None, typer.Option(help="Layers with LoRA adapters (default: last).")
-    ] = None,
-    depth_dim: Annotated[
-        int | None, typer.Option(help="MAW depth dimension D (divides the head size) (default: 8).")
-    ] = None,
-    router: Annotated[
-        str | None, typer.Option(help="MAW router: soft | gumbel | grpo | supervised (default: soft).")
-    ] = None,
-    granularity: Annotated[
-        str | None, typer.Option(help="Routing granularity: pair | query | head (default: query).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Backbone (HF id or path) (default: all-MiniLM-L6-v2).")
-    ] = None,
-    query_max_length: Annotated[int | None, typer.Option(help="Max query tokens (default: 64).")] = None,
-    doc_max_length: Annotated[int | None, typer.Option(help="Max document tokens (default: 256).")] = None,
-    top_k: Annotated[
-        int | None, typer.Option(help="Documents retrieved per test query (default: 1000).")
-    ] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Where named datasets are looked for.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
-    out: Annotated[str | None, typer.Option(help="Parent folder of run folders (default: runs).")] = None,
-    run_name: Annotated[
-        str | None, typer.Option(help="Run folder name under --out (default: a timestamp); rerun to resume.")
-    ] = None,
+    config: ConfigFile = None,
+    quiet: Quiet = False,
+    overrides: dict | None = None,
+) -> None:
+    """Fine-tune an encoder (lora / finetune / maw / full) with InfoNCE; select on the validation split.
+
+    Writes RUN_DIR/best and RUN_DIR/latest checkpoints, history.json and result.json. Rerunning the
+    same command resumes from RUN_DIR/latest. Multi-process: launch with torchrun. Evaluate the
+    result on any collection with `maw evaluate --model RUN_DIR`.
+    """
+    from pathlib import Path
+
+    from maw.plan import resolve
+    from maw.training.trainer import TrainingError, train_from_plan
+
+    with user_errors():
+        overrides = dict(overrides or {})
+        if quiet:
+            overrides.setdefault("runtime", {})["progress"] = False
+        cfg = _configs(overrides, config, benchmark=False)
+        plan = resolve(method, cfg.data, cfg.model, cfg.maw, cfg.train, cfg.eval, cfg.runtime)
+        if not plan.trained:
+            raise ConfigError(f"--method: {method!r} is not trainable; choose lora, finetune, maw or full")
+        name = Path(plan.data.dataset).name if Path(plan.data.dataset).exists() else plan.data.dataset
+        folder = (
+            Path(run_dir) if run_dir else Path("runs") / "train" / f"{name}-{method}-seed{plan.train.seed}"
+        )
+        if not plan.train.resume and (folder / "latest").exists():
+            raise ConfigError(f"--no-resume: {folder}/latest exists; choose another --run-dir or remove it")
+        try:
+            result = train_from_plan(plan, folder)
+        except TrainingError as exc:
+            fail(str(exc), code=1)
+    if result.setup.get("rank", 0) != 0 or quiet:
+        return
+    from rich.table import Table
+
+    console = Console()
+    if result.resumed_from:
+        r = result.resumed_from
+        console.print(
+            f"resumed from {folder / 'latest'} at epoch {r['epoch']}, step {r['step_in_epoch']} of the epoch "
+            f"({r['global_step']} optimiser steps done before)"
+        )
+    table = Table(title=f"maw train {method} on {plan.data.dataset}: best epoch {result.best_epoch}")
+    for col in ("epoch", "train loss", "val nDCG@10", "val R@100", "seconds"):
+        table.add_column(col, justify="right")
+    for h in result.history:
+        loss = h.get("train_loss")
+        table.add_row(
+            str(h["epoch"]),
+            "-" if loss is None else f"{loss:.4f}",
+            f"{h['val']['nDCG@10']:.4f}",
+            f"{h['val']['R@100']:.4f}",
+            f"{h.get('seconds', h.get('val_seconds', 0.0)):.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"params: {result.params}; checkpoints: {result.best_dir}, {result.latest_dir}; result: {folder / 'result.json'}"
+    )
+    console.print(f"test numbers: maw evaluate --model {folder} --dataset {plan.data.dataset}")
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+@app.command()
+@config_options({"": BenchmarkConfig, **SECTIONS}, exclude=("seed", "resume"))
+def benchmark(
     resume: Annotated[
         str | None, typer.Option(help="Resume an existing run folder with its saved config.")
-    ] = None,
-    quick: Annotated[
-        bool | None,
-        typer.Option("--quick", help="Small documented preset for a first try (see maw.benchmark.presets)."),
-    ] = None,
-    config: Annotated[
-        str | None, typer.Option("--config", help="TOML file with the same options; flags override it.")
-    ] = None,
-    tracker: Annotated[
-        str | None, typer.Option(help="none | tensorboard | mlflow (local files) (default: none).")
     ] = None,
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Only rebuild the reports of --resume / --run-name.")
     ] = False,
+    config: ConfigFile = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    overrides: dict | None = None,
 ) -> None:
     """Run the benchmark grid (datasets x methods x seeds), resumable; write reports and REPORT.md.
 
@@ -199,66 +341,31 @@ def benchmark(
     """
     from pathlib import Path
 
-    from maw.benchmark.presets import overrides_from_flags, resolve_config
     from maw.benchmark.report import build_reports
     from maw.benchmark.runner import run_benchmark, run_folder
     from maw.utils.io import read_json
 
     console = Console(stderr=True, quiet=quiet)
     with user_errors():
-        flags = dict(locals())
-        flags = {
-            k: flags[k]
-            for k in (
-                "datasets",
-                "methods",
-                "seeds",
-                "train_samples",
-                "val_samples",
-                "test_samples",
-                "num_epochs",
-                "batch_size",
-                "eval_batch_size",
-                "learning_rate",
-                "lora_learning_rate",
-                "policy_lr",
-                "num_layers",
-                "maw_layers",
-                "finetune_layers",
-                "lora_layers",
-                "depth_dim",
-                "router",
-                "granularity",
-                "model",
-                "query_max_length",
-                "doc_max_length",
-                "top_k",
-                "data_dir",
-                "device",
-                "out",
-                "run_name",
-                "quick",
-                "tracker",
-            )
-        }
-        if config is None and resume is None and not report_only and all(v is None for v in flags.values()):
-            flags["quick"] = True  # no options at all: the demo collection with the --quick preset
+        overrides = dict(overrides or {})
+        if config is None and resume is None and not report_only and not overrides:
+            overrides["quick"] = True  # no options at all: the demo collection with the --quick preset
             console.print(
-                "no options: the built-in demo collection with the --quick preset "
-                "(see `maw benchmark --help`)",
+                "no options: the built-in demo collection with the --quick preset (see `maw benchmark --help`)",
                 highlight=False,
             )
+        if quiet:
+            overrides.setdefault("runtime", {})["progress"] = False
         base = None
         if resume is not None:
             folder = Path(resume)
             if not (folder / "config.json").is_file():
                 raise ConfigError(f"--resume: {folder} is not a benchmark run folder (no config.json)")
-            if out is not None or run_name is not None:
+            if "out" in overrides or "run_name" in overrides:
                 raise ConfigError("--resume: give either --resume FOLDER or --out/--run-name, not both")
             base = read_json(folder / "config.json")
-            flags["out"], flags["run_name"] = str(folder.parent), folder.name
-        cfg = resolve_config(overrides_from_flags(flags), config_file=config, base=base)
-        cfg.train.progress = cfg.train.progress and not quiet
+            overrides["out"], overrides["run_name"] = str(folder.parent), folder.name
+        cfg = _configs(overrides, config, base=base)
         if report_only:
             if cfg.run_name is None:
                 raise ConfigError("--report-only: name the run with --resume FOLDER or --run-name NAME")
@@ -280,213 +387,104 @@ def benchmark(
         raise typer.Exit(1)
 
 
-@app.command("train")
-def train_command(
-    dataset: Annotated[
-        str, typer.Option(help="Dataset name (demo, scifact, ...) or path to a BEIR-format folder.")
-    ] = "demo",
-    method: Annotated[str, typer.Option(help="lora | finetune | maw | full.")] = "maw",
-    run_dir: Annotated[
+# ---------------------------------------------------------------------------------------------- sweep
+@app.command()
+@config_options(
+    {"": BenchmarkConfig, **SECTIONS}, exclude=("seed", "resume", "methods", "run_name", "tracker")
+)
+def sweep(
+    config: Annotated[
+        str, typer.Option("--config", help="The sweep grid (TOML; see examples/sweeps/demo.toml).")
+    ] = ...,
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final", help="Each arm's best configuration x --seeds on test, bm25, zeroshot; REPORT.md."
+        ),
+    ] = False,
+    checkpoints: Annotated[
         str | None,
         typer.Option(
-            help="Checkpoints, history and result.json (default: runs/train/<dataset>-<method>-seed<seed>); rerun to resume."
+            help="Checkpoints and caches (default runs/sweep-checkpoints/<dataset>; never under --out)."
         ),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Backbone (HF id or path) (default: all-MiniLM-L6-v2).")
-    ] = None,
-    num_layers: Annotated[int | None, typer.Option(help="Keep only the first N encoder layers.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Where named datasets are looked for.")] = None,
-    val_fraction: Annotated[
-        float,
-        typer.Option(help="Share of train queries carved out for validation when there is no dev split."),
-    ] = 0.1,
-    train_samples: Annotated[int | None, typer.Option(help="Subsample N training queries (seeded).")] = None,
-    val_samples: Annotated[int | None, typer.Option(help="Subsample N validation queries (seeded).")] = None,
-    num_epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch (in-batch negatives).")] = 32,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimiser step.")] = 1,
-    learning_rate: Annotated[
-        float, typer.Option(help="AdamW learning rate of the encoder weights (finetune / maw / full).")
-    ] = 2e-5,
-    lora_learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of LoRA adapters.")] = 5e-4,
-    weight_decay: Annotated[
-        float, typer.Option(help="AdamW weight decay (not on biases / LayerNorm / routers).")
-    ] = 0.01,
-    warmup_ratio: Annotated[float, typer.Option(help="Share of optimiser steps with linear warmup.")] = 0.1,
-    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm.")] = 1.0,
-    temperature: Annotated[float, typer.Option(help="InfoNCE temperature.")] = 0.05,
-    hard_negatives: Annotated[
-        int, typer.Option(help="BM25-mined negatives per query (0 = in-batch only).")
-    ] = 1,
-    hard_negative_depth: Annotated[int, typer.Option(help="Mine negatives from the BM25 top-k.")] = 30,
-    patience: Annotated[
-        int, typer.Option(help="Early stopping: epochs without val nDCG@10 improvement.")
-    ] = 2,
-    finetune_layers: Annotated[
-        str | None,
-        typer.Option(
-            help="Layers that train for finetune/maw ('6', '5,6', 'all') (default: last / the MAW layers)."
-        ),
-    ] = None,
-    lora_layers: Annotated[str, typer.Option(help="Layers with LoRA adapters.")] = "last",
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
-    maw_layers: Annotated[
-        str, typer.Option(help="1-indexed MAW layers: '6', '5,6', 'all', 'last'.")
-    ] = "last",
-    depth_dim: Annotated[int, typer.Option(help="MAW depth dimension D (divides the head size).")] = 8,
-    router: Annotated[str, typer.Option(help="MAW router: soft | gumbel | grpo | supervised.")] = "soft",
-    granularity: Annotated[str, typer.Option(help="Routing granularity: pair | query | head.")] = "query",
-    depth_projection: Annotated[str, typer.Option(help="split | project.")] = "split",
-    group_size: Annotated[int, typer.Option(help="GRPO samples per batch (G).")] = 4,
-    clip_eps: Annotated[float, typer.Option(help="GRPO clipping epsilon.")] = 0.2,
-    kl_beta: Annotated[float, typer.Option(help="GRPO KL weight.")] = 0.01,
-    ref_update: Annotated[
-        int, typer.Option(help="GRPO: refresh the reference policy every N optimiser steps.")
-    ] = 100,
-    oracle_every: Annotated[
-        int, typer.Option(help="Supervised router: oracle labels every N optimiser steps.")
-    ] = 1,
-    policy_lr: Annotated[float, typer.Option(help="MAW router learning rate.")] = 1e-3,
-    no_prefix_cache: Annotated[
-        bool, typer.Option("--no-prefix-cache", help="Recompute the frozen layers every step.")
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only rebuild leaderboard.md (and REPORT.md with --final).")
     ] = False,
-    prefix_cache_dtype: Annotated[
-        str, typer.Option(help="float16 | float32 storage of the frozen-prefix cache.")
-    ] = "float16",
-    cache_dir: Annotated[
-        str | None,
-        typer.Option(help="Frozen-prefix cache folder, shareable between runs (default: RUN_DIR/cache)."),
-    ] = None,
-    checkpoint_every: Annotated[
-        int, typer.Option(help="Save RUN_DIR/latest every N optimiser steps (0 = epoch ends only).")
-    ] = 100,
-    no_resume: Annotated[
-        bool, typer.Option("--no-resume", help="Refuse to continue an existing RUN_DIR/latest.")
-    ] = False,
-    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast; CUDA only).")] = "fp32",
-    gradient_checkpointing: Annotated[
-        bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward (CUDA only).")
-    ] = False,
-    query_max_length: Annotated[int, typer.Option(help="Max query tokens.")] = 64,
-    doc_max_length: Annotated[int, typer.Option(help="Max document tokens.")] = 256,
-    eval_batch_size: Annotated[
-        int, typer.Option(help="Encoding batch size for validation and the cache.")
-    ] = 128,
-    seed: Annotated[
-        int, typer.Option(help="Training seed (data order, negatives, init, dropout, samples).")
-    ] = 42,
-    split_seed: Annotated[int, typer.Option(help="Seed of carving / subsampling the splits.")] = 13,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
-    num_threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars and no table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    overrides: dict | None = None,
 ) -> None:
-    """Fine-tune an encoder (lora / finetune / maw / full) with InfoNCE; select on the validation split.
+    """Tune every arm of a grid with the same budget, selecting on validation only; resumable.
 
-    Writes RUN_DIR/best and RUN_DIR/latest checkpoints, history.json and result.json. Rerunning the
-    same command resumes from RUN_DIR/latest. Multi-process: launch with torchrun.
+    Results (small JSON, leaderboard.md) go to --out (default results/<dataset>/sweep), meant to be
+    committed. With --final: the best configuration of each arm, --seeds (default the grid's
+    final_seeds, 13,42,87), on test, plus bm25 and zeroshot, and the study report REPORT.md.
     """
     from pathlib import Path
 
-    from maw.config import MAWConfig, TrainConfig
-    from maw.training.checkpoint import CheckpointError
-    from maw.training.trainer import TrainingError, train_from_config
+    from maw.sweep.grid import load_grid
+    from maw.sweep.runner import check_folders, run_final, run_sweep
+    from maw.sweep.study import write_leaderboard, write_report
+
+    console = Console(stderr=True, quiet=quiet)
+    log = lambda msg: console.print(msg, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    with user_errors():
+        overrides = dict(overrides or {})
+        given_out, given_seeds = overrides.pop("out", None), overrides.pop("seeds", None)
+        if quiet:
+            overrides.setdefault("runtime", {})["progress"] = False
+        grid = load_grid(config, overrides)
+        out = Path(given_out) if given_out else Path("results") / grid.key / "sweep"
+        ckpt = Path(checkpoints) if checkpoints else Path("runs") / "sweep-checkpoints" / grid.key
+        check_folders(out, ckpt)
+        seeds = grid.final_seeds
+        if given_seeds is not None:
+            seeds = BenchmarkConfig(seeds=given_seeds).seeds
+        if report_only:
+            log(f"rebuilt {write_leaderboard(out, grid)}")
+            if final:
+                log(f"rebuilt {write_report(out, grid, tuple(seeds))}")
+            return
+        if final:
+            outcome = run_final(grid, out, ckpt, tuple(seeds), log=log)
+        else:
+            outcome = run_sweep(grid, out, ckpt, log=log)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.failed:
+        console.print(f"[bold red]{len(outcome.failed)} cell(s) failed[/bold red]; see {outcome.out}")
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    checkpoint: Annotated[
+        str, typer.Argument(help="A `maw train` checkpoint: RUN/best, RUN/latest, or RUN (its best).")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="Output folder (created; an earlier export there is replaced).")
+    ],
+    evaluation: Annotated[
+        str | None,
+        typer.Option(help="A `maw evaluate --model RUN` result JSON: its metrics and CIs go in the card."),
+    ] = None,
+    model_id: Annotated[
+        str | None, typer.Option(help="Hub id shown in the model card's usage snippet.")
+    ] = None,
+) -> None:
+    """Export a trained model as a sentence-transformers folder (MAW code shipped inside) with a model card.
+
+    Load it with `SentenceTransformer(DIR, trust_remote_code=True)`; upload it with `huggingface-cli upload`.
+    """
+    from maw.export import ExportError, export_sentence_transformers
 
     with user_errors():
-        if method not in ("lora", "finetune", "maw", "full"):
-            raise ConfigError(f"--method: {method!r} is not trainable; choose lora, finetune, maw or full")
-        data_cfg = DataConfig(
-            dataset=dataset,
-            data_dir=data_dir,
-            val_fraction=val_fraction,
-            train_samples=train_samples,
-            val_samples=val_samples,
-            split_seed=split_seed,
-        )
-        model_cfg = ModelConfig(
-            model=model or default_model(),
-            num_layers=num_layers,
-            query_max_length=query_max_length,
-            doc_max_length=doc_max_length,
-        )
-        maw_cfg = MAWConfig(
-            depth_dim=depth_dim,
-            router=router,
-            granularity=granularity,
-            depth_projection=depth_projection,
-            maw_layers=maw_layers,
-            group_size=group_size,
-            clip_eps=clip_eps,
-            kl_beta=kl_beta,
-            ref_update=ref_update,
-            oracle_every=oracle_every,
-            policy_lr=policy_lr,
-        )
-        train_cfg = TrainConfig(
-            num_epochs=num_epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            lora_learning_rate=lora_learning_rate,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            max_grad_norm=max_grad_norm,
-            grad_accum=grad_accum,
-            temperature=temperature,
-            hard_negatives=hard_negatives,
-            hard_negative_depth=hard_negative_depth,
-            patience=patience,
-            finetune_layers=finetune_layers,
-            lora_layers=lora_layers,
-            lora_rank=lora_rank,
-            lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout,
-            prefix_cache=not no_prefix_cache,
-            precision=precision,
-            gradient_checkpointing=gradient_checkpointing,
-            seed=seed,
-            device=device,
-            num_threads=num_threads,
-            checkpoint_every=checkpoint_every,
-            resume=not no_resume,
-            cache_dir=cache_dir,
-            prefix_cache_dtype=prefix_cache_dtype,
-            progress=not quiet,
-        )
-        train_cfg.validate()
-        if method == "maw":
-            maw_cfg.validate()
-        eval_cfg = EvalConfig(eval_batch_size=eval_batch_size)
-        name = Path(dataset).name if Path(dataset).exists() else dataset
-        folder = Path(run_dir) if run_dir else Path("runs") / "train" / f"{name}-{method}-seed{seed}"
-        if no_resume and (folder / "latest").exists():
-            raise ConfigError(f"--no-resume: {folder}/latest exists; choose another --run-dir or remove it")
         try:
-            result = train_from_config(method, data_cfg, model_cfg, maw_cfg, train_cfg, eval_cfg, folder)
-        except (CheckpointError, TrainingError) as exc:
-            fail(str(exc), code=1)
-    if result.setup.get("rank", 0) != 0 or quiet:
-        return
-    from rich.table import Table
-
-    table = Table(title=f"maw train {method} on {dataset}: best epoch {result.best_epoch}")
-    for col in ("epoch", "train loss", "val nDCG@10", "val R@100", "seconds"):
-        table.add_column(col, justify="right")
-    for h in result.history:
-        loss = h.get("train_loss")
-        table.add_row(
-            str(h["epoch"]),
-            "-" if loss is None else f"{loss:.4f}",
-            f"{h['val']['nDCG@10']:.4f}",
-            f"{h['val']['R@100']:.4f}",
-            f"{h.get('seconds', h.get('val_seconds', 0.0)):.1f}",
-        )
-    console = Console()
-    console.print(table)
-    console.print(
-        f"params: {result.params}; checkpoints: {result.best_dir}, {result.latest_dir}; result: {folder / 'result.json'}"
-    )
+            out = export_sentence_transformers(checkpoint, to, evaluation=evaluation, model_id=model_id)
+        except ExportError as exc:
+            raise ConfigError(str(exc)) from None
+    Console().print(f"exported to {out} (sentence-transformers; model card {out}/README.md)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from maw.models.maw_encoder import (
     force_depth,
     inject_maw,
     maw_modules,
+    maw_runtime,
     refresh_reference,
     reset_depth_statistics,
     routing_records,
@@ -172,8 +173,8 @@ def test_tile_shape_budget():
     assert m.tile_shape(10, 4, 10) == (1, 4)  # 4 rows of one text: 640, two texts would not fit
     assert m.tile_shape(10, 100, 2) == (3, 8)  # 8 rows of one text: 256; three texts: 768
     assert m.tile_shape(1, 5, 5) == (1, 5)  # fewer rows than tile_size
-    m.cfg.tile_elements = 0
-    assert m.tile_shape(10, 100, 10) == (10, 8)
+    enc, _ = maw_encoder(depth_dim=4, granularity="pair", tile_size=8, tile_elements=0)
+    assert maw_modules(enc)[0].tile_shape(10, 100, 10) == (10, 8)
 
 
 @pytest.mark.parametrize("granularity", GRANS)
@@ -341,20 +342,22 @@ def test_gradient_paths(router, granularity):
     (emb * torch.randn_like(emb)).sum().backward(retain_graph=True)
     assert m.query.weight.grad is not None and m.query.weight.grad.abs().sum() > 0
     assert m.value.weight.grad.abs().sum() > 0
-    router_grads = [p.grad for p in m.router.parameters()]
+    network = [p for n, p in m.router.named_parameters() if n != "gate"]  # the policy network
+    if router != "soft":  # gated by default: the embedding loss reaches the gate of every router
+        assert m.router.gate.grad is not None and m.router.gate.grad.abs().sum() > 0
     if router in ("soft", "gumbel"):
-        assert any(g is not None and g.abs().sum() > 0 for g in router_grads)
-        assert m.last_record is None
-    else:  # the embedding loss cannot reach a grpo / supervised router
-        assert all(g is None or g.abs().sum() == 0 for g in router_grads)
-        rec = m.last_record
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network)
+        assert m.report.record is None
+    else:  # the embedding loss cannot reach a grpo / supervised policy network
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in network)
+        rec = m.report.record
         assert rec.ratio_mean.shape == (3,) and rec.log_probs_per_depth.shape == (3, 4)
         torch.testing.assert_close(rec.ratio_mean, torch.ones(3))
         enc.zero_grad(set_to_none=True)
         (rec.ratio_mean.sum() - rec.log_probs_per_depth[:, 1].sum()).backward()
-        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.router.parameters())
-        others = [p for n, p in enc.named_parameters() if "router" not in n]
-        assert all(p.grad is None for p in others), "records must only reach the router"
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network)
+        others = [p for n, p in enc.named_parameters() if "router" not in n or n.endswith("gate")]
+        assert all(p.grad is None for p in others), "records must only reach the policy network"
 
 
 def test_soft_pair_fused_backward_matches_autograd():
@@ -393,8 +396,7 @@ def test_checkpoint_recompute_replays_randomness(router):
     for use_ckpt in (True, False):
         enc, _ = maw_encoder(dropout=0.3, depth_dim=4, router=router, granularity="pair", maw_layers="2")
         randomize_routers(enc)
-        for m in maw_modules(enc):
-            m.checkpoint_tiles = use_ckpt
+        maw_runtime(enc).checkpoint_tiles = use_ckpt
         results.append(_run(enc, ids, mask, seed=99))
     (e0, _, s0, g0), (e1, _, s1, g1) = results
     torch.testing.assert_close(e1, e0, atol=0, rtol=0)
@@ -469,21 +471,31 @@ def test_depth_statistics_sum_to_units(router, granularity):
 
 
 @pytest.mark.parametrize("granularity", GRANS)
-def test_force_depth_selects_one_depth_everywhere(granularity):
+@pytest.mark.parametrize("parametrisation", ["convex", "gated"])
+def test_force_depth_selects_one_depth_everywhere(granularity, parametrisation):
     ids, mask = padded_batch()
     ref = None
     for impl in ("naive", "tiled"):
-        enc, _ = maw_encoder(depth_dim=4, router="supervised", granularity=granularity, implementation=impl)
+        enc, _ = maw_encoder(
+            depth_dim=4,
+            router="supervised",
+            granularity=granularity,
+            implementation=impl,
+            parametrisation=parametrisation,
+        )
         randomize_routers(enc)
         with force_depth(enc, 2):
+            assert maw_runtime(enc).forced_depth == 2
             out = enc(ids, mask)
         stats = depth_statistics(enc)
         for s in stats.values():
             assert all(row[2] == s["units"] for row in s["counts"])
-        assert all(m.forced_depth is None for m in maw_modules(enc))
+        assert maw_runtime(enc).forced_depth is None
         if ref is None:
             ref = out
         torch.testing.assert_close(out, ref, atol=TOL, rtol=0)
+    if parametrisation == "gated":  # the forced choice enters through the (random) gate
+        return
     # every granularity computes the same thing under a forced depth
     enc, _ = maw_encoder(depth_dim=4, router="soft", granularity="pair")
     with force_depth(enc, 2):
@@ -496,8 +508,9 @@ def test_force_depth_selects_one_depth_everywhere(granularity):
 @pytest.mark.parametrize("router", ["gumbel", "grpo", "supervised"])
 @pytest.mark.parametrize("granularity", GRANS)
 def test_hard_routers_change_the_model_from_step_zero(router, granularity):
-    """A one-hot w selects one depth and scales it by D: at init (uniform policy) a hard router
-    is NOT the pretrained model (spec section 2). The tiny random BERT's attention is almost
+    """A one-hot w selects one depth and scales it by D: at init (uniform policy) a convex hard
+    router is NOT the pretrained model (spec section 2); the gated one (the default) is, to float
+    precision, because its gate starts at 0. The tiny random BERT's attention is almost
     uniform (weights ~N(0, 0.02)), so Q/K are scaled up to give it peaked, pretrained-like scores;
     tests/models measures the same on the real MiniLM."""
     ids, mask = padded_batch()
@@ -510,14 +523,24 @@ def test_hard_routers_change_the_model_from_step_zero(router, granularity):
         return e
 
     base = sharpen(tiny_encoder())(ids, mask)
-    enc = sharpen(tiny_encoder())
-    inject_maw(enc, MAWConfig(depth_dim=4, router=router, granularity=granularity, maw_layers="all"))
-    for train_mode in (False, True):
-        enc.train(train_mode)
-        torch.manual_seed(0)
-        out = enc(ids, mask)
-        diff = (out - base).abs().max().item()
-        assert diff > 1e-3, f"hard router at init should differ from pretrained (max |diff| {diff:.2e})"
+    for parametrisation in ("convex", "gated"):
+        enc = sharpen(tiny_encoder())
+        cfg = MAWConfig(
+            depth_dim=4,
+            router=router,
+            granularity=granularity,
+            maw_layers="all",
+            parametrisation=parametrisation,
+        )
+        inject_maw(enc, cfg)
+        for train_mode in (False, True):
+            enc.train(train_mode)
+            torch.manual_seed(0)
+            diff = (enc(ids, mask) - base).abs().max().item()
+            if parametrisation == "convex":
+                assert diff > 1e-3, f"convex hard router at init should differ from pretrained ({diff:.2e})"
+            else:  # the gate starts closed: the same sharp model is reproduced
+                assert diff < 1e-6, f"gated hard router at init should be the pretrained model ({diff:.2e})"
 
 
 def test_deepcopy_after_a_training_forward():

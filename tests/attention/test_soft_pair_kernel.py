@@ -9,7 +9,7 @@ from maw_testkit import padded_batch, randomize_routers, tiny_encoder
 
 from maw.attention import soft_pair_kernel
 from maw.config import MAWConfig
-from maw.models.maw_encoder import depth_statistics, inject_maw, maw_modules
+from maw.models.maw_encoder import depth_statistics, inject_maw, maw_modules, maw_runtime
 
 needs_kernel = pytest.mark.skipif(
     not soft_pair_kernel.load(), reason="the C++ soft-pair kernel could not be built here (see the warning)"
@@ -88,12 +88,11 @@ def test_kernel_tile_equals_the_float64_formula(D, g, T, Lk, p, dh):
     assert counts0.sum() == 0 and ent0.sum() == 0  # statistics only when asked
 
 
-def _encoder(fused: bool, **cfg):
-    enc = tiny_encoder(0)
+def _encoder(fused: bool, dropout: float = 0.0, **cfg):
+    enc = tiny_encoder(0, dropout=dropout)
     inject_maw(enc, MAWConfig(maw_layers="all", granularity="pair", router="soft", **cfg))
     randomize_routers(enc)
-    for m in maw_modules(enc):
-        m.fused_kernel = fused
+    maw_runtime(enc).fused_kernel = fused  # False: the PyTorch tiles
     return enc
 
 
@@ -133,9 +132,8 @@ def test_kernel_runs_by_default_where_it_applies(monkeypatch):
     # without dropout the kernel stores nothing per tile: one call per layer for the whole batch
     assert len(calls) == len(maw_modules(enc)), "float32 CPU soft pair attention must use the kernel"
     calls.clear()
-    enc.train()
-    for m in maw_modules(enc):
-        m.dropout_p = 0.1  # attention dropout: tiles of 2 rows bound the (texts, H, rows, keys) keep-mask
+    enc = _encoder(True, dropout=0.1, depth_dim=4, tile_size=2, tile_elements=0).train()
+    # attention dropout: tiles of 2 rows bound the (texts, H, rows, keys) keep-mask
     enc(ids, mask)
     assert len(calls) == len(maw_modules(enc)) * -(-ids.shape[1] // 2)
     calls.clear()

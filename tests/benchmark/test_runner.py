@@ -9,39 +9,42 @@ import pytest
 
 from maw.benchmark import runner as runner_mod
 from maw.benchmark.cells import cell_path, load_cells, read_cell
-from maw.benchmark.presets import QUICK_PRESET, overrides_from_flags, resolve_config
+from maw.benchmark.presets import QUICK_PRESET, resolve_config
 from maw.benchmark.runner import run_benchmark
 from maw.benchmark.tracking import make_tracker
-from maw.config import ConfigError
+from maw.config import ConfigError, to_dict
 
 
 def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
-    flags = {
-        "datasets": ",".join(map(str, datasets)),
-        "methods": ",".join(methods),
-        "seeds": ",".join(map(str, seeds)),
-        "out": str(tmp_path / "runs"),
-        "run_name": "r",
-        "query_max_length": 16,
-        "doc_max_length": 32,
-    }
+    """The config of a small run; nested overrides as ``maw benchmark`` builds them from its flags."""
+    model_options = {"query_max_length": 16, "doc_max_length": 32}
     if model is not None:
-        flags["model"] = str(model)
-    cfg = resolve_config(overrides_from_flags(flags))
-    cfg.eval.cache_dir = str(tmp_path / "emb-cache")  # never the user's ~/.cache in tests
-    cfg.train.progress = False
-    for k, v in train.items():
-        setattr(cfg.train, k, v)
-    return cfg
+        model_options["model"] = str(model)
+    return resolve_config(
+        {
+            "datasets": ",".join(map(str, datasets)),
+            "methods": ",".join(methods),
+            "seeds": ",".join(map(str, seeds)),
+            "out": str(tmp_path / "runs"),
+            "run_name": "r",
+            "model": model_options,
+            "eval": {"embedding_cache_dir": str(tmp_path / "emb-cache")},  # never the user's ~/.cache
+            "runtime": {"progress": False},
+            "train": train,
+        }
+    )
 
 
 def test_resolve_config_layers(tmp_path):
     cfg = resolve_config({})
     assert (
-        cfg.datasets == ["demo"]
-        and cfg.methods == ["bm25", "zeroshot", "lora", "finetune", "maw"]
+        cfg.datasets == ("demo",)
+        and cfg.methods == ("bm25", "zeroshot", "lora", "finetune", "maw")
         and not cfg.quick
     )
+    # the benchmark's one default that differs from the library's (see maw.benchmark.presets)
+    assert cfg.train.prefix_cache_dtype == "float32"
+    assert resolve_config({}, benchmark=False).train.prefix_cache_dtype == "float16"
     quick = resolve_config({"quick": True})
     assert quick.quick and quick.train.num_epochs == QUICK_PRESET["train"]["num_epochs"]
     assert quick.data.train_samples == 200 and quick.data.test_samples is None
@@ -49,21 +52,21 @@ def test_resolve_config_layers(tmp_path):
     toml.write_text(
         'quick = true\nseeds = "1, 2"\n[train]\nnum_epochs = 2\nbatch_size = 16\n[model]\ndoc_max_length = 200\n'
     )
-    cfg = resolve_config(overrides_from_flags({"batch_size": 8}), config_file=toml)
+    cfg = resolve_config({"train": {"batch_size": 8}}, config_file=toml)
     # TOML beats the preset, flags beat the TOML, the preset fills the rest
     assert (cfg.train.num_epochs, cfg.train.batch_size, cfg.model.doc_max_length) == (2, 8, 200)
-    assert cfg.data.val_samples == 50 and cfg.seeds == [1, 2] and cfg.quick
+    assert cfg.data.val_samples == 50 and cfg.seeds == (1, 2) and cfg.quick
     # a resumed run's saved config is the base; flags still win
-    base = json.loads(json.dumps(__import__("maw.config", fromlist=["to_dict"]).to_dict(cfg)))
-    again = resolve_config(overrides_from_flags({"num_epochs": 5}), base=base)
+    base = json.loads(json.dumps(to_dict(cfg)))
+    again = resolve_config({"train": {"num_epochs": 5}}, base=base)
     assert again.train.num_epochs == 5 and again.train.batch_size == 8 and again.model.doc_max_length == 200
 
 
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="--seeds"):
-        overrides_from_flags({"seeds": "1,x"})
+        resolve_config({"seeds": "1,x"})
     with pytest.raises(ConfigError, match="--methods: unknown method"):
-        resolve_config(overrides_from_flags({"methods": "bm25,colbert"}))
+        resolve_config({"methods": "bm25,colbert"})
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nnum_epoch = 3\n")
     with pytest.raises(ConfigError, match=r"bad.toml.*num_epoch"):
@@ -128,7 +131,7 @@ def test_cells_reuse_skip_and_config_guard(tmp_path, tiny_beir, tiny_model):
     # an extra seed extends the run; a result-changing option is refused with the differences
     more = run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25"], model=tiny_model, seeds=(1, 2, 3)))
     assert more.skipped == [("tinyset", "bm25", 1), ("tinyset", "bm25", 2), ("tinyset", "bm25", 3)]
-    with pytest.raises(ConfigError, match=r"different configuration \(train.num_epochs: 3 -> 1\)"):
+    with pytest.raises(ConfigError, match=r"different configuration \(train.num_epochs: saved 3, now 1\)"):
         run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25"], model=tiny_model, num_epochs=1))
 
 
@@ -207,7 +210,9 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
     ids, cached = retriever.encode_corpus(ds.corpus)
     assert retriever.timings["docs_per_second_sample"] == min(5, len(ds.corpus))
     assert retriever.timings["docs_per_second"] > 0
-    ids_full, full = DenseRetriever(enc, cache_dir=None, **kw).encode_corpus(ds.corpus)
+    # against a full encode kept in float32 (DenseRetriever stores float16 by default)
+    full_retriever = DenseRetriever(enc, cache_dir=None, embedding_dtype="float32", **kw)
+    ids_full, full = full_retriever.encode_corpus(ds.corpus)
     assert ids == ids_full and np.allclose(cached, full, atol=1e-5)
     # a cache made for other texts (or other weights) is refused, never silently used
     other = {d: doc for d, doc in list(ds.corpus.items())[:-1]}
@@ -216,15 +221,22 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
 
 
 def test_shared_prefix_layer(tmp_path):
-    cfg = resolve_config(overrides_from_flags({"methods": "bm25,zeroshot,lora,finetune,maw"}))
-    assert runner_mod.shared_prefix_layer(cfg, 6) == 5
-    cfg = resolve_config(overrides_from_flags({"methods": "zeroshot,finetune,maw", "maw_layers": "5,6"}))
-    assert runner_mod.shared_prefix_layer(cfg, 6) == 4
-    assert (
-        runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "zeroshot,full"})), 6)
-        is None
-    )
-    assert (
-        runner_mod.shared_prefix_layer(resolve_config(overrides_from_flags({"methods": "bm25,zeroshot"})), 6)
-        is None
-    )
+    # the default backbone (all-MiniLM-L6-v2) has 6 layers; k is 0-indexed
+    cfg = resolve_config({"methods": "bm25,zeroshot,lora,finetune,maw"})
+    assert runner_mod.shared_prefix_layer(cfg, "demo") == 5
+    cfg = resolve_config({"methods": "zeroshot,finetune,maw", "maw": {"maw_layers": "5,6"}})
+    assert runner_mod.shared_prefix_layer(cfg, "demo") == 4
+    assert runner_mod.shared_prefix_layer(resolve_config({"methods": "zeroshot,full"}), "demo") is None
+    assert runner_mod.shared_prefix_layer(resolve_config({"methods": "bm25,zeroshot"}), "demo") is None
+    off = resolve_config({"methods": "zeroshot,finetune", "train": {"prefix_cache": False}})
+    assert runner_mod.shared_prefix_layer(off, "demo") is None
+
+
+def test_cell_plans(tmp_path, tiny_beir, tiny_model):
+    cfg = make_cfg(tmp_path, [tiny_beir], ["bm25", "maw"], model=tiny_model, seeds=(3, 4), num_epochs=1)
+    plan = runner_mod.cell_plan(cfg, str(tiny_beir), "maw", 4)
+    assert plan.method == "maw" and plan.train.seed == 4 and plan.data.dataset == str(tiny_beir)
+    assert plan.train.num_epochs == 1 and plan.layers.maw == (2,) and plan.model.doc_max_length == 32
+    assert plan.data.split_seed == cfg.data.split_seed  # the split seed is the same for every cell
+    bm25 = runner_mod.cell_plan(cfg, str(tiny_beir), "bm25", 4)
+    assert bm25.train is None and bm25.maw is None and bm25.layers is None

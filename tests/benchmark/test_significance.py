@@ -130,3 +130,29 @@ def test_compare_pairs_by_query_and_holm_verdicts():
     assert isinstance(Comparison(**comps[0].to_dict()), Comparison)
     with pytest.raises(ValueError, match="no query scored for both"):
         compare("a", "b", "AP", {"x": 1.0}, {"y": 1.0})
+
+
+def test_sign_flip_interval_and_unbounded_small_samples():
+    from maw.benchmark.significance import SignFlipNull
+
+    rng = np.random.default_rng(8)
+    d = rng.normal(0.1, 0.05, 60)
+    null = SignFlipNull.build(d, n_resamples=4000, seed=0)
+    lo, hi = null.interval(0.05)
+    t_lo, t_hi = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert lo == pytest.approx(t_lo, abs=0.01) and hi == pytest.approx(t_hi, abs=0.01)
+    assert null.pvalue(lo) > 0.05 and null.pvalue(hi) > 0.05
+    # n = 4: the smallest exact two-sided p is 2 / 16 > 0.05, so no shift is ever rejected
+    comps = [
+        compare(
+            "a",
+            "b",
+            "AP",
+            {f"q{i}": v for i, v in enumerate([0.9, 0.8, 0.7, 0.95])},
+            {f"q{i}": v for i, v in enumerate([0.1, 0.2, 0.3, 0.1])},
+        )
+    ]
+    apply_holm(comps)
+    c = comps[0]
+    assert c.verdict == "n.s." and c.holm_ci_low == -np.inf and c.holm_ci_high == np.inf
+    assert c.to_dict()["holm_ci_low"] is None and c.to_dict()["holm_ci_high"] is None

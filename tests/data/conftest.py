@@ -59,3 +59,13 @@ def shared_datasets() -> Path:
 def make_beir():
     """The :func:`write_beir` function (fixtures cannot be imported by name across conftests)."""
     return write_beir
+
+
+@pytest.fixture(autouse=True)
+def corpus_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Corpus tables of these tests go to a temporary folder, not ~/.cache/maw/corpora."""
+    import maw.data.corpus
+
+    folder = tmp_path_factory.mktemp("corpora")
+    monkeypatch.setattr(maw.data.corpus, "default_cache_dir", lambda sub: folder / sub)
+    return folder / "corpora"

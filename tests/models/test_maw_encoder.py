@@ -6,28 +6,34 @@ import contextlib
 import copy
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from maw.attention.maw import MAWSelfAttention
-from maw.config import ConfigError, MAWConfig, ModelConfig, default_model
+from maw.config import ConfigError, MAWConfig, ModelConfig, RuntimeConfig, TrainConfig, default_model
 from maw.models.encoder import Encoder
 from maw.models.maw_encoder import (
-    CONFIG_FILE,
     depth_statistics,
     inject_maw,
-    load_maw_encoder,
     load_reference_state,
     maw_modules,
+    maw_runtime,
     reference_state,
     refresh_reference,
     router_parameters,
-    save_maw_encoder,
+    routing_records,
     set_gumbel_tau,
     shared_inputs,
+)
+from maw.training.checkpoint import (
+    CheckpointError,
+    TrainingState,
+    check_config,
+    checkpoint_config,
+    load_trained_encoder,
+    save_checkpoint,
 )
 from tiny_bert import write_tiny_model
 
@@ -89,32 +95,36 @@ def test_inject_layers_and_modules(tiny_model_dir):
 
 
 @pytest.mark.parametrize(
-    "cfg,flag",
+    "kw,flag",
     [
-        (MAWConfig(depth_dim=3), "--depth-dim"),  # d_h = 8
-        (MAWConfig(depth_dim=0), "--depth-dim"),
-        (MAWConfig(maw_layers="4"), "--maw-layers"),
-        (MAWConfig(maw_layers="0"), "--maw-layers"),
-        (MAWConfig(maw_layers="x"), "--maw-layers"),
-        (MAWConfig(router="ppo"), "--router"),
-        (MAWConfig(granularity="token"), "--granularity"),
-        (MAWConfig(depth_projection="other"), "--depth-projection"),
-        (MAWConfig(tile_size=0), "--tile-size"),
-        (MAWConfig(depth_width=4), "--depth-width"),
-        (MAWConfig(implementation="fast"), "--implementation"),
+        ({"depth_dim": 3}, "--depth-dim"),  # d_h = 8
+        ({"depth_dim": 0}, "--depth-dim"),
+        ({"maw_layers": "4"}, "--maw-layers"),
+        ({"maw_layers": "0"}, "--maw-layers"),
+        ({"maw_layers": "x"}, "--maw-layers"),
+        ({"router": "ppo"}, "--router"),
+        ({"granularity": "token"}, "--granularity"),
+        ({"depth_projection": "other"}, "--depth-projection"),
+        ({"tile_size": 0}, "--tile-size"),
+        ({"depth_width": 4}, "--depth-width"),
+        ({"implementation": "fast"}, "--implementation"),
+        ({"router": "grpo", "parametrisation": "signed"}, "--parametrisation"),
     ],
 )
-def test_bad_config_names_the_option(tiny_model_dir, cfg, flag):
+def test_bad_config_names_the_option(tiny_model_dir, kw, flag):
+    """Raised when the config is made (most) or when it meets the model (layer range, D | d_h)."""
     enc = Encoder.from_pretrained(str(tiny_model_dir))
     with pytest.raises(ConfigError, match=flag):
-        inject_maw(enc, cfg)
+        inject_maw(enc, MAWConfig(**kw))
 
 
 def test_controls(tiny_model_dir):
     enc = Encoder.from_pretrained(str(tiny_model_dir))
     inject_maw(enc, MAWConfig(maw_layers="all", router="gumbel", depth_dim=2))
+    assert maw_runtime(enc).gumbel_tau == MAWConfig().gumbel_tau_start
+    assert all(m.runtime is maw_runtime(enc) for m in maw_modules(enc)), "one runtime per encoder"
     set_gumbel_tau(enc, 0.25)
-    assert all(m.gumbel_tau == 0.25 for m in maw_modules(enc))
+    assert maw_runtime(enc).gumbel_tau == 0.25
     with pytest.raises(ValueError):
         set_gumbel_tau(enc, 0.0)
     refresh_reference(enc)
@@ -163,11 +173,12 @@ def test_shared_inputs_reuse_projections_and_match_recomputing(tiny_model_dir, g
             losses = []
             for g in range(3):  # queries and documents alternate, as in grpo_objective
                 emb = enc.suffix(hidden, mask, 1)
-                rec = maw_modules(enc)[0].last_record
+                rec = routing_records(enc)[0]
                 demb = enc.suffix(docs, doc_mask, 1)
                 loss = (g + 1) * emb.square().sum() + (emb[:, :1] * demb.sum(0)).sum()
                 losses.append(loss + rec.ratio_mean.sum() + rec.kl_ref_mean.sum())
-            assert maw_modules(enc)[1]._shared.value is None  # later layers never see repeats
+            # only the first MAW layer shares: later layers' inputs depend on the samples below
+            assert maw_runtime(enc).share_layer == (first.layer_number if share else None)
         sum(losses).backward()
         grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
         return torch.stack([x.detach() for x in losses]), grads, hidden.grad.clone(), len(projections)
@@ -180,69 +191,109 @@ def test_shared_inputs_reuse_projections_and_match_recomputing(tiny_model_dir, g
     for n in grads_a:
         torch.testing.assert_close(grads_b[n], grads_a[n], rtol=1e-5, atol=1e-6, msg=n)
     torch.testing.assert_close(dh_b, dh_a, rtol=1e-5, atol=1e-6)
-    assert first._shared.value is None  # off again, memo released
+    assert maw_runtime(enc).share_layer is None  # off again, memo released
 
 
 # ---------------------------------------------------------------------------------------------- save / load
-def test_save_load_round_trip_is_exact(tiny_model_dir, tmp_path):
-    cfg = MAWConfig(maw_layers="2,3", depth_dim=4, router="grpo", granularity="query", router_hidden=5)
-    model_cfg = ModelConfig(model=str(tiny_model_dir))
-    enc = Encoder.from_pretrained(str(tiny_model_dir))
-    inject_maw(enc, cfg)
-    torch.manual_seed(3)
-    with torch.no_grad():  # "trained" weights: routers and the MAW layers differ from the base
-        for p in router_parameters(enc):
-            p.normal_()
-        enc.layers[2].attention.self.value.weight.add_(0.01)
-    enc.eval()
-    before = _encode(enc)
-    save_maw_encoder(enc, tmp_path / "ckpt", model_cfg, cfg)
-    assert (tmp_path / "ckpt" / "model.safetensors").is_file()
-    meta = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
-    assert meta["maw"]["depth_dim"] == 4 and meta["format_version"] == 1
-    loaded, loaded_cfg = load_maw_encoder(tmp_path / "ckpt", expected=cfg)
-    assert loaded_cfg == cfg
-    loaded.eval()
-    assert torch.equal(_encode(loaded), before)
-    for (k1, v1), (k2, v2) in zip(enc.state_dict().items(), loaded.state_dict().items(), strict=True):
-        assert k1 == k2 and torch.equal(v1, v2)
-    # tile size / implementation are runtime choices, not structure
-    load_maw_encoder(
-        tmp_path / "ckpt", expected=dataclasses.replace(cfg, tile_size=7, implementation="naive")
+# MAW models are saved in the one checkpoint format of ``maw train`` (maw.training.checkpoint).
+def _plan(model_dir, **maw):
+    from maw.plan import resolve
+
+    model = ModelConfig(model=str(model_dir), query_max_length=16, doc_max_length=32)
+    return resolve(
+        "maw", model=model, maw=MAWConfig(**maw), train=TrainConfig(), runtime=RuntimeConfig(progress=False)
     )
 
 
+def _config(plan) -> dict:
+    """checkpoint_config on a stand-in collection (a checkpoint records the data's identity)."""
+    from maw.data.types import Document, RetrievalDataset, Splits
+
+    ds = RetrievalDataset("toy", {"d1": Document("", "text")}, {"q1": "q"}, {}, fingerprint="abc")
+    return checkpoint_config(plan, ds, Splits(train={"q1": {"d1": 1}}, val={}, test={}))
+
+
+def _save(plan, folder: Path, perturb: bool = True) -> Encoder:
+    from maw.training.methods import build_model
+
+    enc = build_model(plan)
+    if perturb:
+        torch.manual_seed(3)
+        with torch.no_grad():  # "trained" weights: routers and the MAW layers differ from the base
+            for p in router_parameters(enc):
+                p.normal_()
+            enc.layers[2].attention.self.value.weight.add_(0.01)
+    enc.eval()
+    save_checkpoint(folder, enc, _config(plan), TrainingState(), include_rng=False)
+    return enc
+
+
+def test_save_load_round_trip_is_exact(tiny_model_dir, tmp_path):
+    plan = _plan(
+        tiny_model_dir, maw_layers="2,3", depth_dim=4, router="grpo", granularity="query", router_hidden=5
+    )
+    enc = _save(plan, tmp_path / "ckpt")
+    before = _encode(enc)
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert meta["plan"]["maw"]["depth_dim"] == 4 and meta["plan"]["layers"]["maw"] == [2, 3]
+    assert meta["format_version"] == 2
+    loaded, loaded_plan, saved = load_trained_encoder(tmp_path / "ckpt")
+    assert loaded_plan == plan and saved == meta and not loaded.training
+    assert [m.layer_number for m in maw_modules(loaded)] == [2, 3]
+    assert torch.equal(_encode(loaded), before)
+    for (k1, v1), (k2, v2) in zip(enc.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert k1 == k2 and torch.equal(v1, v2)
+    ref, ref_loaded = reference_state(enc), reference_state(loaded)  # GRPO's frozen reference routers
+    assert ref and ref.keys() == ref_loaded.keys() and all(torch.equal(ref[k], ref_loaded[k]) for k in ref)
+    # tile size / implementation are runtime choices, not structure
+    fast = dataclasses.replace(plan, maw=dataclasses.replace(plan.maw, tile_size=7, implementation="naive"))
+    check_config(tmp_path / "ckpt", _config(fast))
+
+
 def test_mismatched_config_errors(tiny_model_dir, tmp_path):
-    cfg = MAWConfig(maw_layers="3", depth_dim=4)
-    enc = Encoder.from_pretrained(str(tiny_model_dir))
-    inject_maw(enc, cfg)
-    save_maw_encoder(enc, tmp_path / "c", ModelConfig(model=str(tiny_model_dir)), cfg)
-    with pytest.raises(ConfigError, match=r"depth_dim: expected 8, checkpoint has 4"):
-        load_maw_encoder(tmp_path / "c", expected=dataclasses.replace(cfg, depth_dim=8))
-    with pytest.raises(ConfigError, match=r"maw_layers: expected '2,3'"):
-        load_maw_encoder(tmp_path / "c", expected=dataclasses.replace(cfg, maw_layers="2,3"))
-    # weights from one config, config file of another -> strict load names the keys / shapes
-    shutil.copytree(tmp_path / "c", tmp_path / "d")
-    meta = json.loads((tmp_path / "d" / CONFIG_FILE).read_text())
-    meta["maw"]["granularity"] = "head"  # router input 3D instead of D
-    (tmp_path / "d" / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="shape mismatches.*router.weight"):
-        load_maw_encoder(tmp_path / "d")
-    meta["maw"]["granularity"] = "pair"
-    meta["maw"]["maw_layers"] = "2,3"
-    (tmp_path / "d" / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="missing keys"):
-        load_maw_encoder(tmp_path / "d")
-    meta["format_version"] = 99
-    (tmp_path / "d" / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="format_version"):
-        load_maw_encoder(tmp_path / "d")
-    with pytest.raises(FileNotFoundError, match="not a MAW checkpoint"):
-        load_maw_encoder(tmp_path / "nothing")
+    plan = _plan(tiny_model_dir, maw_layers="3", depth_dim=4)
+    _save(plan, tmp_path / "c", perturb=False)
+    with pytest.raises(CheckpointError, match=r"maw.depth_dim: saved 4, now 8"):
+        check_config(tmp_path / "c", _config(_plan(tiny_model_dir, maw_layers="3", depth_dim=8)))
+    with pytest.raises(CheckpointError, match=r"layers.maw: saved \[3\], now \[2, 3\]") as err:
+        check_config(tmp_path / "c", _config(_plan(tiny_model_dir, maw_layers="2,3", depth_dim=4)))
+    assert "maw.maw_layers: saved '3', now '2,3'" in str(err.value)
+    # weights of one plan, config.json of another -> the load names the tensors / shapes
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+
+    def rewrite(**changes):
+        (tmp_path / "c" / "config.json").write_text(json.dumps({**meta, **changes}))
+
+    head = json.loads(json.dumps(meta["plan"]))
+    head["maw"]["granularity"] = "head"  # router input 3D instead of 2D
+    rewrite(plan=head)
+    with pytest.raises(CheckpointError, match=r"tensor shapes differ.*router"):
+        load_trained_encoder(tmp_path / "c")
+    more = json.loads(json.dumps(meta["plan"]))
+    more["layers"]["maw"] = more["layers"]["trainable"] = [2, 3]
+    rewrite(plan=more)
+    with pytest.raises(
+        CheckpointError, match=r"do not match this model: missing \['backbone.encoder.layer.1."
+    ):
+        load_trained_encoder(tmp_path / "c")
+    rewrite(format_version=99)
+    with pytest.raises(CheckpointError, match="checkpoint format 99 is not supported"):
+        load_trained_encoder(tmp_path / "c")
+    # missing files
+    with pytest.raises(CheckpointError, match="not a maw checkpoint"):
+        load_trained_encoder(tmp_path / "nothing")
+    rewrite()
+    (tmp_path / "c" / "model.safetensors").unlink()
+    with pytest.raises(
+        CheckpointError,
+        match=r"not a maw checkpoint \(no config.json \+ model.safetensors \+ training_state.json\)",
+    ):
+        load_trained_encoder(tmp_path / "c")
 
 
 # ---------------------------------------------------------------------------------------------- real MiniLM
-def test_minilm_soft_at_init_and_depth_one_equal_pretrained(minilm):
+def test_minilm_soft_gated_and_depth_one_at_init_equal_pretrained(minilm):
     base = _encode(minilm)
     tok = minilm.tokenize(SENTENCES, 32)
     assert (tok["attention_mask"] == 0).any(), "the batch must contain padding"
@@ -254,6 +305,10 @@ def test_minilm_soft_at_init_and_depth_one_equal_pretrained(minilm):
         ),
         MAWConfig(maw_layers="6", depth_dim=1, granularity="pair", router="grpo"),
         MAWConfig(maw_layers="6", depth_dim=1, granularity="query", router="supervised"),
+        # gated hard routers (their default): the gate starts at 0
+        MAWConfig(maw_layers="6", depth_dim=8, granularity="query", router="supervised"),
+        MAWConfig(maw_layers="5,6", depth_dim=32, granularity="pair", router="grpo"),
+        MAWConfig(maw_layers="6", depth_dim=4, granularity="head", router="gumbel"),
     ]
     for cfg in cases:
         enc = fresh(minilm)
@@ -281,10 +336,14 @@ def test_minilm_hf_native_forward_matches_encoder_path(minilm):
 
 def test_minilm_hard_router_changes_the_model_at_step_zero(minilm):
     """Measured on the real model: a one-hot depth scaled by D is a different attention, so the
-    hard routers start away from the zero-shot model (spec section 2: report, do not hide)."""
+    convex hard routers start away from the zero-shot model (spec section 2: report, do not
+    hide); the gated ones (the default) start at it, see the test above."""
     base = _encode(minilm)
     enc = fresh(minilm)
-    inject_maw(enc, MAWConfig(maw_layers="6", depth_dim=8, granularity="query", router="supervised"))
+    cfg = MAWConfig(
+        maw_layers="6", depth_dim=8, granularity="query", router="supervised", parametrisation="convex"
+    )
+    inject_maw(enc, cfg)
     out = _encode(enc)
     cos = (out * base).sum(-1)  # both L2-normalised
     assert (cos < 0.999).all(), f"cosine to the pretrained embeddings: {cos.tolist()}"
@@ -347,4 +406,4 @@ def test_oracle_labels_with_shared_projections_equal_forced_passes(tiny_model_di
                 )
     torch.testing.assert_close(losses, torch.stack(expected))
     assert torch.equal(labels, torch.stack(expected).argmin(0))
-    assert all(m._shared.value is None for m in maw_modules(enc))
+    assert maw_runtime(enc).share_layer is None

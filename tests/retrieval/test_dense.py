@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,6 @@ from maw.data.types import Document
 from maw.models.encoder import Encoder
 from maw.retrieval.dense import (
     DenseRetriever,
-    EmbeddingCache,
     model_fingerprint,
     search_embeddings,
     texts_fingerprint,
@@ -83,7 +80,14 @@ def test_search_embeddings_clips_k_and_checks_shapes():
 def test_dense_retriever_equals_encode_then_search(tokenizer):
     enc = tiny_encoder(tokenizer)
     retriever = DenseRetriever(
-        enc, query_max_length=16, doc_max_length=32, batch_size=4, device="cpu", latency_queries=2
+        enc,
+        query_max_length=16,
+        doc_max_length=32,
+        batch_size=4,
+        device="cpu",
+        latency_queries=2,
+        embedding_dtype="float32",
+        shard_size=5,  # 3 shards: exercises the running top-k merge
     )
     run = retriever.retrieve(QUERIES, CORPUS, k=5)
     d_ids = list(CORPUS)
@@ -95,8 +99,9 @@ def test_dense_retriever_equals_encode_then_search(tokenizer):
         assert list(run[q]) == list(expected[q])
         assert np.allclose(list(run[q].values()), list(expected[q].values()), atol=1e-5)
     t = retriever.timings
-    assert t["doc_cache_hit"] is False and t["device"] == "cpu"
-    assert t["index_bytes"] >= len(CORPUS) * 32 * 4
+    assert t["doc_cache_hit"] is False and t["device"] == "cpu" and t["doc_shards"] == 3
+    assert t["index"] == "flat" and t["index_bytes"] == len(CORPUS) * 32 * 4 and t["encode_amp"] == "float32"
+    assert len(t["query_latency_samples_ms"]) == 2 and all(x > 0 for x in t["query_latency_samples_ms"])
     for key in (
         "doc_encode_seconds",
         "docs_per_second",
@@ -107,6 +112,14 @@ def test_dense_retriever_equals_encode_then_search(tokenizer):
     ):
         assert t[key] > 0
     assert t["latency_queries"] == 2
+    # the float16 store: the same documents up to float16 rounding of the scores
+    half = DenseRetriever(enc, 16, 32, 4, device="cpu", latency_queries=0).retrieve(QUERIES, CORPUS, k=5)
+    for q in QUERIES:
+        assert np.allclose([half[q].get(d, -1) for d in run[q]], list(run[q].values()), atol=2e-3)
+
+
+def stores(folder):
+    return sorted(p for p in folder.iterdir() if (p / "meta.json").is_file())
 
 
 def test_embedding_cache_hit_miss_and_invalidation(tokenizer, tmp_path):
@@ -121,20 +134,21 @@ def test_embedding_cache_hit_miss_and_invalidation(tokenizer, tmp_path):
             cache_dir=tmp_path,
             device="cpu",
             latency_queries=0,
+            embedding_dtype=kw.get("dtype", "float16"),
         )
 
     r1 = make(enc)
     run1 = r1.retrieve(QUERIES, CORPUS, k=5)
-    assert r1.timings["doc_cache_hit"] is False
-    assert len(list(tmp_path.glob("*.npy"))) == 1 and len(list(tmp_path.glob("*.json"))) == 1
+    assert r1.timings["doc_cache_hit"] is False and r1.timings["doc_shards_encoded"] == 1
+    assert len(stores(tmp_path)) == 1
 
     r2 = make(enc)
     run2 = r2.retrieve(QUERIES, CORPUS, k=5)
-    assert r2.timings["doc_cache_hit"] is True
+    assert r2.timings["doc_cache_hit"] is True and r2.timings["doc_shards_encoded"] == 0
     assert r2.timings["docs_per_second"] == r1.timings["docs_per_second"]  # recorded when computed
     assert run2 == run1
 
-    # a different max length, different documents, or changed weights: a miss, a new entry
+    # a different max length, different documents, changed weights or another dtype: a new entry
     r3 = make(enc, L=24)
     r3.retrieve(QUERIES, CORPUS, k=5)
     assert r3.timings["doc_cache_hit"] is False
@@ -142,41 +156,34 @@ def test_embedding_cache_hit_miss_and_invalidation(tokenizer, tmp_path):
     r4 = make(enc)
     r4.retrieve(QUERIES, changed, k=5)
     assert r4.timings["doc_cache_hit"] is False
+    make(enc, dtype="float32").retrieve(QUERIES, CORPUS, k=5)
     with torch.no_grad():
         enc.backbone.encoder.layer[1].output.dense.bias.add_(0.01)
     r5 = make(enc)
     r5.retrieve(QUERIES, CORPUS, k=5)
     assert r5.timings["doc_cache_hit"] is False
-    assert len(list(tmp_path.glob("*.npy"))) == 4
+    assert len(stores(tmp_path)) == 5
 
-    # no cache folder: nothing written
+    # no cache folder: nothing written there
     r6 = DenseRetriever(enc, 16, 32, 4, cache_dir=None, device="cpu", latency_queries=0)
     r6.retrieve(QUERIES, CORPUS, k=5)
-    assert r6.timings["doc_cache_hit"] is False
-    assert len(list(tmp_path.glob("*.npy"))) == 4
+    assert r6.timings["doc_cache_hit"] is False and r6.timings["embedding_store"] is None
+    assert len(stores(tmp_path)) == 5
 
 
-def test_corrupt_or_inconsistent_cache_entry_is_a_miss(tokenizer, tmp_path):
+def test_corrupt_shard_is_recomputed(tokenizer, tmp_path):
     enc = tiny_encoder(tokenizer)
-    r = DenseRetriever(enc, 16, 32, 4, cache_dir=tmp_path, device="cpu", latency_queries=0)
-    r.retrieve(QUERIES, CORPUS, k=3)
-    (meta,) = tmp_path.glob("*.json")
-    (npy,) = tmp_path.glob("*.npy")
-    data = json.loads(meta.read_text())
-    data["ids"] = data["ids"][::-1]
-    meta.write_text(json.dumps(data))
-    r.retrieve(QUERIES, CORPUS, k=3)
-    assert r.timings["doc_cache_hit"] is False  # ids disagree -> recomputed and rewritten
-    npy.write_bytes(b"not a numpy file")
-    r.retrieve(QUERIES, CORPUS, k=3)
-    assert r.timings["doc_cache_hit"] is False
-    r.retrieve(QUERIES, CORPUS, k=3)
-    assert r.timings["doc_cache_hit"] is True
+    r = DenseRetriever(enc, 16, 32, 4, cache_dir=tmp_path, device="cpu", latency_queries=0, shard_size=5)
+    first = r.retrieve(QUERIES, CORPUS, k=3)
+    (folder,) = stores(tmp_path)
+    (folder / "shard-00001.npy").write_bytes(b"not a numpy file")
+    assert r.retrieve(QUERIES, CORPUS, k=3) == first
+    assert r.timings["doc_shards_encoded"] == 1 and r.timings["doc_shards"] == 3
     # an object array (needs pickle) is refused, never unpickled
-    key = npy.stem
-    with open(npy, "wb") as fh:
+    with open(folder / "shard-00002.npy", "wb") as fh:
         np.save(fh, np.array([{"x": 1}], dtype=object), allow_pickle=True)
-    assert EmbeddingCache(tmp_path).load(key, list(CORPUS)) is None
+    assert r.retrieve(QUERIES, CORPUS, k=3) == first
+    assert r.timings["doc_shards_encoded"] == 1
 
 
 def test_fingerprints_are_stable_and_sensitive(tokenizer):

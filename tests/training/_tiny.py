@@ -2,14 +2,17 @@
 
 * ``write_tiny_beir(folder)``: a small BEIR collection (60 documents about invented entities,
   queries that paraphrase them), with ``qrels/train.tsv`` and ``qrels/test.tsv``.
-* ``tiny_configs(...)``: the config objects the tests train with (small, fast, CPU).
+* ``tiny_plan(method, model_dir, **overrides)``: the plan the tests train with (small, fast, CPU);
+  ``overrides`` are config fields of any section (``num_epochs=1``, ``router="grpo"``, ...).
 """
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SYLLABLES = [
     "ka",
@@ -96,28 +99,57 @@ def write_tiny_beir(folder: str | Path, num_docs: int = 60, seed: int = 0) -> Pa
     return folder
 
 
-def tiny_configs(model_dir: str | Path, **train_overrides):
-    """(DataConfig, ModelConfig, MAWConfig, TrainConfig, EvalConfig) for fast CPU tests."""
-    from maw.config import DataConfig, EvalConfig, MAWConfig, ModelConfig, TrainConfig
+# the tiny settings every training test starts from, per config section (fast, CPU, deterministic)
+TINY = {
+    "data": {"val_fraction": 0.2, "split_seed": 13},
+    "model": {"query_max_length": 16, "doc_max_length": 48},
+    "maw": {"depth_dim": 4, "granularity": "query", "group_size": 2},
+    "train": {
+        "num_epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "hard_negatives": 1,
+        "hard_negative_depth": 5,
+        "patience": 5,
+        "checkpoint_every": 0,
+        "prefix_cache_dtype": "float32",
+    },
+    "eval": {"eval_batch_size": 32},
+    "runtime": {"progress": False, "num_threads": 1},
+}
 
-    data = DataConfig(val_fraction=0.2, split_seed=13)
-    model = ModelConfig(model=str(model_dir), query_max_length=16, doc_max_length=48)
-    maw = MAWConfig(depth_dim=4, granularity="query", group_size=2)
-    train = TrainConfig(
-        num_epochs=2,
-        batch_size=8,
-        learning_rate=1e-3,
-        hard_negatives=1,
-        hard_negative_depth=5,
-        patience=5,
-        progress=False,
-        num_threads=1,
-        checkpoint_every=0,
-        prefix_cache_dtype="float32",
-    )
-    for k, v in train_overrides.items():
-        setattr(train, k, v)
-    return data, model, maw, train, EvalConfig(eval_batch_size=32)
+
+def section_of(name: str) -> str:
+    """The config section (``maw.config.SECTIONS`` key) that has the field ``name``."""
+    import dataclasses
+
+    from maw.config import SECTIONS
+
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return section
+    raise KeyError(f"no config section has a field {name!r}")
+
+
+def tiny_configs(model_dir: str | Path, **overrides) -> dict:
+    """``{section: frozen config}`` of the tiny settings, ``overrides`` (field=value of any
+    section) applied. Each section is built anew (not ``dataclasses.replace``) so derived defaults
+    follow the overrides, e.g. MAW's parametrisation follows ``router``."""
+    from maw.config import SECTIONS
+
+    values = {s: dict(v) for s, v in TINY.items()}
+    values["model"]["model"] = str(model_dir)
+    for name, value in overrides.items():
+        values[section_of(name)][name] = value
+    return {s: cls(**values[s]) for s, cls in SECTIONS.items()}
+
+
+def tiny_plan(method: str, model_dir: str | Path, **overrides):
+    """The resolved :class:`maw.plan.Plan` of ``method`` with the tiny settings and ``overrides``."""
+    from maw.plan import resolve
+
+    c = tiny_configs(model_dir, **overrides)
+    return resolve(method, c["data"], c["model"], c["maw"], c["train"], c["eval"], c["runtime"])
 
 
 def load_tiny(folder: str | Path, data_cfg):
@@ -125,3 +157,22 @@ def load_tiny(folder: str | Path, data_cfg):
 
     ds = load_beir(folder, name="tiny")
     return ds, make_splits(ds, data_cfg)
+
+
+@dataclass
+class Tiny:
+    """The tiny collection loaded with the tiny data settings, and plans on the tiny model."""
+
+    dataset: Any
+    splits: Any
+    data_dir: Path
+    model_dir: Path
+
+    @classmethod
+    def load(cls, data_dir: str | Path, model_dir: str | Path) -> Tiny:
+        ds, splits = load_tiny(data_dir, tiny_configs(model_dir)["data"])
+        return cls(ds, splits, Path(data_dir), Path(model_dir))
+
+    def plan(self, method: str = "finetune", **overrides):
+        """:func:`tiny_plan` on this collection (``plan.data.dataset`` names its folder)."""
+        return tiny_plan(method, self.model_dir, dataset=str(self.data_dir), **overrides)

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tiny import load_tiny, tiny_configs, write_tiny_beir  # noqa: E402
+from _tiny import Tiny, write_tiny_beir  # noqa: E402
 
 from tiny_bert import write_tiny_model  # noqa: E402
 
@@ -31,8 +31,6 @@ def tiny_model_nodrop(tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
-def tiny(tiny_data_dir, tiny_model_dir):
-    """(dataset, splits, data_cfg, model_cfg, maw_cfg, train_cfg, eval_cfg) — fresh configs per test."""
-    data, model, maw, train, ev = tiny_configs(tiny_model_dir)
-    ds, splits = load_tiny(tiny_data_dir, data)
-    return ds, splits, data, model, maw, train, ev
+def tiny(tiny_data_dir, tiny_model_dir) -> Tiny:
+    """The tiny collection and its splits; ``tiny.plan(method, **overrides)`` makes plans."""
+    return Tiny.load(tiny_data_dir, tiny_model_dir)

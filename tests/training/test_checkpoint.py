@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -10,34 +11,42 @@ import pytest
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from maw.config import MAWConfig, TrainConfig, differences, runtime_fields, structural, to_dict
 from maw.training.checkpoint import (
+    FORMAT_VERSION,
     CheckpointError,
     TrainingState,
-    config_differences,
+    checkpoint_config,
     load_checkpoint,
+    read_config,
     recover_checkpoint_dir,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from maw.training.methods import build_model_with_plan
+from maw.training.methods import build_model
 from maw.utils.io import _umask
 
 
-def test_config_differences_lists_every_changed_key():
-    a = {"structure": {"method": "maw", "maw": {"depth_dim": 8, "router": "soft"}}, "run": {"lr": 1e-3}}
-    b = {
-        "structure": {"method": "maw", "maw": {"depth_dim": 4, "router": "soft"}, "extra": 1},
-        "run": {"lr": 2e-3},
-    }
-    assert config_differences(a, b) == [
-        "run.lr: saved=0.001, current=0.002",
-        "structure.extra: saved='<absent>', current=1",
-        "structure.maw.depth_dim: saved=8, current=4",
+def test_differences_lists_every_changed_key():
+    a = {"method": "maw", "maw": {"depth_dim": 8, "router": "soft"}, "train": {"lr": 1e-3}}
+    b = {"method": "maw", "maw": {"depth_dim": 4, "router": "soft"}, "train": {"lr": 2e-3}, "extra": 1}
+    assert differences(a, b) == [
+        "extra: saved '<absent>', now 1",
+        "maw.depth_dim: saved 8, now 4",
+        "train.lr: saved 0.001, now 0.002",
     ]
-    assert config_differences(a, b, ignore=("run", "structure.extra")) == [
-        "structure.maw.depth_dim: saved=8, current=4"
-    ]
+    assert differences(a, a) == []
+
+
+def test_runtime_fields_are_not_structure():
+    assert {"checkpoint_every", "resume", "prefix_cache_dir"} <= set(runtime_fields(TrainConfig))
+    assert {"tile_size", "tile_elements", "implementation"} == set(runtime_fields(MAWConfig))
+    fast = MAWConfig(tile_size=7, implementation="naive")
+    assert structural(fast) == structural(MAWConfig()) and to_dict(fast) != to_dict(MAWConfig())
+    assert differences(
+        structural(TrainConfig(temperature=0.1)), structural(TrainConfig(checkpoint_every=3))
+    ) == ["temperature: saved 0.1, now 0.05"]
 
 
 def test_rng_state_round_trip_through_json_and_tensors():
@@ -50,8 +59,9 @@ def test_rng_state_round_trip_through_json_and_tensors():
 
 
 def test_checkpoint_round_trip_is_exact_and_pickle_free(tiny, tmp_path):
-    _, _, _, model, maw, tcfg, _ = tiny
-    enc, plan = build_model_with_plan("finetune", model, maw, tcfg)
+    plan = tiny.plan("finetune")
+    config = checkpoint_config(plan, tiny.dataset, tiny.splits)
+    enc = build_model(plan)
     params = [(n, p) for n, p in enc.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([p for _, p in params], lr=1e-3)
     sched = get_linear_schedule_with_warmup(opt, 2, 10)
@@ -64,26 +74,61 @@ def test_checkpoint_round_trip_is_exact_and_pickle_free(tiny, tmp_path):
     state = TrainingState(
         epoch=2, step_in_epoch=3, global_step=7, history=[{"epoch": 0, "val": {"nDCG@10": 0.5}}]
     )
-    save_checkpoint(tmp_path / "latest", enc, {"structure": {"x": 1}}, state, opt, sched, None, names)
+    save_checkpoint(tmp_path / "latest", enc, config, state, opt, sched, None, names)
     files = sorted(p.name for p in (tmp_path / "latest").iterdir())
     assert files == ["config.json", "model.safetensors", "training_state.json", "training_state.safetensors"]
     assert (tmp_path / "latest").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
+    saved = read_config(tmp_path / "latest")
+    assert saved["format_version"] == FORMAT_VERSION == 2
+    assert saved["plan"] == json.loads(json.dumps(plan.to_dict()))
+    assert saved["structure"]["data_identity"]["dataset_fingerprint"] == tiny.dataset.fingerprint
 
-    enc2, _ = build_model_with_plan("finetune", model, maw, tcfg)
+    enc2 = build_model(plan)
     params2 = [(n, p) for n, p in enc2.named_parameters() if p.requires_grad]
     opt2 = torch.optim.AdamW([p for _, p in params2], lr=1e-3)
     sched2 = get_linear_schedule_with_warmup(opt2, 2, 10)
-    st = load_checkpoint(tmp_path / "latest", enc2, {"structure": {"x": 1}}, opt2, sched2, None, names)
+    # runtime-only settings (checkpoint_every, eval batch size, device, ...) may differ on resume
+    resumed = dataclasses.replace(
+        plan,
+        train=dataclasses.replace(plan.train, checkpoint_every=5),
+        eval=dataclasses.replace(plan.eval, eval_batch_size=4),
+    ).with_runtime(num_threads=2)
+    st = load_checkpoint(
+        tmp_path / "latest",
+        enc2,
+        checkpoint_config(resumed, tiny.dataset, tiny.splits),
+        opt2,
+        sched2,
+        None,
+        names,
+    )
     assert st == state
     for (n, p), (_, p2) in zip(params, params2, strict=True):
         assert torch.equal(p, p2), n
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt.state[p][key], opt2.state[p2][key])
     assert sched2.get_last_lr() == sched.get_last_lr() and sched2.last_epoch == sched.last_epoch
-    with pytest.raises(CheckpointError, match=r"structure.x: saved=1, current=2"):
-        load_checkpoint(tmp_path / "latest", enc2, {"structure": {"x": 2}})
+    # a setting that changes results is refused, naming it with the saved and the current value
+    other = dataclasses.replace(plan, train=dataclasses.replace(plan.train, temperature=0.1))
+    with pytest.raises(CheckpointError, match=r"train.temperature: saved 0.05, now 0.1"):
+        load_checkpoint(tmp_path / "latest", enc2, checkpoint_config(other, tiny.dataset, tiny.splits))
+    # so is other training data
+    fewer = dataclasses.replace(tiny.splits, train=dict(list(tiny.splits.train.items())[:-1]))
+    with pytest.raises(CheckpointError, match=r"data_identity.train_queries"):
+        load_checkpoint(tmp_path / "latest", enc2, checkpoint_config(plan, tiny.dataset, fewer))
     with pytest.raises(CheckpointError, match="parameters differ"):
-        load_checkpoint(tmp_path / "latest", enc2, {"structure": {"x": 1}}, opt2, None, None, names[::-1])
+        load_checkpoint(tmp_path / "latest", enc2, config, opt2, None, None, names[::-1])
+
+
+def test_unreadable_checkpoints_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match=r"config.json: not found"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config.json: not valid JSON"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 1, "structure": {}}))
+    with pytest.raises(CheckpointError, match=r"checkpoint format 1 is not supported"):
+        read_config(tmp_path)
 
 
 def test_interrupted_swap_is_recovered(tmp_path):

@@ -36,16 +36,14 @@ def test_two_processes_match_one_process(tiny_data_dir, tiny_model_nodrop, tmp_p
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
     sys.path.insert(0, str(HERE))
-    from _tiny import load_tiny, tiny_configs
+    from _tiny import Tiny
 
     from maw.training.trainer import train
 
     # no dropout: the two runs must compute the same function
-    data, model, maw, tcfg, ev = tiny_configs(
-        tiny_model_nodrop, num_epochs=2, checkpoint_every=0, batch_size=8
-    )
-    ds, splits = load_tiny(tiny_data_dir, data)
-    single = train("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / "one")
+    tiny = Tiny.load(tiny_data_dir, tiny_model_nodrop)
+    plan = tiny.plan("finetune", num_epochs=2, checkpoint_every=0, batch_size=8)
+    single = train(plan, tiny.dataset, tiny.splits, tmp_path / "one")
 
     cmd = [
         torchrun,

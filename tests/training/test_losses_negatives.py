@@ -80,7 +80,7 @@ def test_mining_uses_train_queries_only_and_never_a_relevant_doc():
 
 
 def test_mining_with_real_bm25_on_a_tiny_corpus(tiny):
-    ds, splits = tiny[0], tiny[1]
+    ds, splits = tiny.dataset, tiny.splits
     cands = mine_hard_negatives(ds, splits.train, depth=5)
     assert set(cands) == set(splits.train)
     for q, docs in cands.items():

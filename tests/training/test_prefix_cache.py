@@ -23,8 +23,8 @@ def _live(enc, k, texts, max_len):
 
 
 def test_cached_states_equal_live_prefix_float32_and_float16(tiny, tmp_path):
-    _, _, _, model, maw, train, _ = tiny
-    enc, k = build_model("finetune", model, maw, train)
+    plan = tiny.plan("finetune")
+    enc, k = build_model(plan), plan.layers.first_trainable
     live_h, live_m = _live(enc, k, TEXTS, 24)
     cache = PrefixCache.open_or_build(enc, TEXTS, 24, k, tmp_path, "float32", batch_size=2)
     h, m = cache.batch(list(range(len(TEXTS))))
@@ -45,8 +45,8 @@ def test_cached_states_equal_live_prefix_float32_and_float16(tiny, tmp_path):
 
 
 def test_cache_is_reused_and_keyed_by_weights_and_texts(tiny, tmp_path):
-    _, _, _, model, maw, train, _ = tiny
-    enc, k = build_model("finetune", model, maw, train)
+    plan = tiny.plan("finetune")
+    enc, k = build_model(plan), plan.layers.first_trainable
     c1 = PrefixCache.open_or_build(enc, TEXTS, 24, k, tmp_path, "float32")
     mtime = (c1.folder / "hidden.bin").stat().st_mtime_ns
     c2 = PrefixCache.open_or_build(enc, TEXTS, 24, k, tmp_path, "float32")
@@ -63,8 +63,8 @@ def test_cache_is_reused_and_keyed_by_weights_and_texts(tiny, tmp_path):
 
 
 def test_cached_prefix_serves_queries_and_docs_by_id(tiny, tmp_path):
-    _, _, _, model, maw, train, _ = tiny
-    enc, k = build_model("finetune", model, maw, train)
+    plan = tiny.plan("finetune")
+    enc, k = build_model(plan), plan.layers.first_trainable
     qc = PrefixCache.open_or_build(enc, ["q one", "q two two"], 8, k, tmp_path, "float32", name="q")
     dc = PrefixCache.open_or_build(enc, TEXTS, 24, k, tmp_path, "float32", name="d")
     cp = CachedPrefix(qc, ["qa", "qb"], dc, ["d0", "d1", "d2", "d3"])
@@ -77,8 +77,8 @@ def test_stale_temporary_builds_of_dead_processes_are_removed(tiny, tmp_path):
     import subprocess
     import sys
 
-    _, _, _, model, maw, train, _ = tiny
-    enc, k = build_model("finetune", model, maw, train)
+    plan = tiny.plan("finetune")
+    enc, k = build_model(plan), plan.layers.first_trainable
     key = PrefixCache.key(enc, TEXTS, 24, k, "float32")
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

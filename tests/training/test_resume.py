@@ -41,14 +41,13 @@ def _cmd(data, model, run_dir, out):
 def test_killed_run_resumes_to_the_same_weights(tiny_data_dir, tiny_model_dir, tmp_path):
     # the uninterrupted reference, in this process
     sys.path.insert(0, str(HERE))
-    from _tiny import load_tiny, tiny_configs
+    from _tiny import Tiny
 
     from maw.training.trainer import train
 
-    data, model, maw, tcfg, ev = tiny_configs(tiny_model_dir, num_epochs=3, checkpoint_every=3)
-    maw.router = "grpo"
-    ds, splits = load_tiny(tiny_data_dir, data)
-    ref = train("maw", ds, splits, model, maw, tcfg, ev, tmp_path / "ref")
+    tiny = Tiny.load(tiny_data_dir, tiny_model_dir)
+    plan = tiny.plan("maw", router="grpo", num_epochs=3, checkpoint_every=3)
+    ref = train(plan, tiny.dataset, tiny.splits, tmp_path / "ref")
 
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(

@@ -11,24 +11,18 @@ from safetensors.torch import load_file
 
 from maw.config import ConfigError
 from maw.training import router_objectives
-from maw.training.checkpoint import CheckpointError, load_checkpoint
-from maw.training.methods import build_model_with_plan, structure_config
-from maw.training.trainer import TrainingError, load_trained_encoder, train
+from maw.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_trained_encoder
+from maw.training.methods import build_model
+from maw.training.trainer import TrainingError, train
 
 
 def _run(tiny, tmp_path, method="finetune", name="run", **overrides):
-    ds, splits, _, model, maw, tcfg, ev = tiny
-    for k, v in overrides.items():
-        if k.startswith("maw_"):
-            setattr(maw, k[4:], v)
-        else:
-            setattr(tcfg, k, v)
-    return train(method, ds, splits, model, maw, tcfg, ev, tmp_path / name)
+    """Train ``method`` on the tiny collection; ``overrides`` are config fields of any section."""
+    return train(tiny.plan(method, **overrides), tiny.dataset, tiny.splits, tmp_path / name)
 
 
 def test_finetune_trains_only_the_trainable_layer_and_records_history(tiny, tmp_path):
-    ds, splits, _, model, maw, tcfg, _ = tiny
-    before, _ = build_model_with_plan("finetune", model, maw, tcfg)
+    before = build_model(tiny.plan("finetune"))
     before_state = {k: v.clone() for k, v in before.state_dict().items()}
     res = _run(tiny, tmp_path, num_epochs=2, patience=5)
     assert [h["epoch"] for h in res.history] == [0, 1, 2]
@@ -59,7 +53,7 @@ def test_finetune_trains_only_the_trainable_layer_and_records_history(tiny, tmp_
 def test_validation_uses_val_queries_only_and_best_weights_are_returned(tiny, tmp_path, monkeypatch):
     import maw.retrieval.dense as dense
 
-    ds, splits = tiny[0], tiny[1]
+    ds, splits = tiny.dataset, tiny.splits
     seen: list[set] = []
     real = dense.search_embeddings
 
@@ -73,20 +67,34 @@ def test_validation_uses_val_queries_only_and_best_weights_are_returned(tiny, tm
     assert len(seen) == 3 and all(s == set(splits.val) for s in seen)
     assert not set(splits.val) & set(splits.test)
     # the returned encoder holds the best epoch's weights == best/ checkpoint, loadable on its own
-    enc, cfg = load_trained_encoder(res.best_dir)
+    enc, plan, saved = load_trained_encoder(res.best_dir)
     texts = [ds.queries[q] for q in sorted(splits.val)[:4]]
     np.testing.assert_allclose(enc.encode(texts, 16), res.encoder.encode(texts, 16), atol=1e-6)
-    assert cfg["structure"]["method"] == "finetune"
+    assert plan == tiny.plan("finetune", num_epochs=2) and plan.to_dict() == res.plan
+    assert saved["structure"]["method"] == "finetune" and not enc.training
+    # the run folder means its best checkpoint; latest/ holds the last epoch's weights
+    by_run, _, _ = load_trained_encoder(res.best_dir.parent)
+    np.testing.assert_array_equal(by_run.encode(texts, 16), enc.encode(texts, 16))
+    latest, latest_plan, _ = load_trained_encoder(res.latest_dir)
+    assert latest_plan == plan
+    if res.best_epoch != 2:
+        assert not np.allclose(latest.encode(texts, 16), enc.encode(texts, 16))
+    with pytest.raises(CheckpointError, match="not a maw checkpoint"):
+        load_trained_encoder(tmp_path)
 
 
 def test_prefix_cache_and_live_prefix_train_identically(tiny_data_dir, tiny_model_nodrop, tmp_path):
-    from _tiny import load_tiny, tiny_configs
+    from _tiny import Tiny
 
+    tiny = Tiny.load(tiny_data_dir, tiny_model_nodrop)
     losses = []
     for cache in (True, False):
-        data, model, maw, tcfg, ev = tiny_configs(tiny_model_nodrop, num_epochs=1, prefix_cache=cache)
-        ds, splits = load_tiny(tiny_data_dir, data)
-        res = train("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / f"c{cache}")
+        res = train(
+            tiny.plan("finetune", num_epochs=1, prefix_cache=cache),
+            tiny.dataset,
+            tiny.splits,
+            tmp_path / f"c{cache}",
+        )
         assert res.setup["prefix_cache"] is cache
         losses.append(
             (
@@ -139,19 +147,25 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_check
 
 
 def test_loading_a_checkpoint_into_another_config_says_what_differs(tiny, tmp_path):
-    ds, splits, _, model, maw, tcfg, ev = tiny
     res = _run(tiny, tmp_path, num_epochs=1)
-    enc, plan = build_model_with_plan("maw", model, maw, tcfg)
-    cfg = {"structure": structure_config(plan, model, maw, tcfg), "run": {}}
+    plan = tiny.plan("maw", num_epochs=1)
     with pytest.raises(CheckpointError) as err:
-        load_checkpoint(res.latest_dir, enc, cfg, ignore=("run",))
+        load_checkpoint(res.latest_dir, build_model(plan), checkpoint_config(plan, tiny.dataset, tiny.splits))
     msg = str(err.value)
-    assert "structure.method: saved='finetune', current='maw'" in msg and "structure.maw.depth_dim" in msg
+    assert "method: saved 'finetune', now 'maw'" in msg and "maw.depth_dim: saved '<absent>', now 4" in msg
     # resuming the same run directory with other settings is refused, naming the setting
-    with pytest.raises(CheckpointError, match=r"run.learning_rate: saved=0.001, current=0.002"):
+    with pytest.raises(CheckpointError, match=r"train.learning_rate: saved 0.001, now 0.002"):
         _run(tiny, tmp_path, num_epochs=1, learning_rate=2e-3)
-    with pytest.raises(CheckpointError, match=r"structure.plan.trainable_layers"):
+    with pytest.raises(CheckpointError, match=r"layers.trainable: saved \[2\], now \[1, 2\]"):
         _run(tiny, tmp_path, num_epochs=1, finetune_layers="1,2")
+    # runtime-only settings may differ: the (finished) run resumes
+    again = _run(tiny, tmp_path, num_epochs=1, checkpoint_every=7, eval_batch_size=4, num_threads=2)
+    assert again.resumed_from == {
+        "epoch": 2,
+        "step_in_epoch": 0,
+        "global_step": res.setup["optimizer_steps_per_epoch"],
+    }
+    assert again.history == json.loads(json.dumps(res.history))
 
 
 def test_bad_training_flags_name_the_flag(tiny, tmp_path):
@@ -171,11 +185,10 @@ def test_lora_and_full_train(tiny, tmp_path):
 
 @pytest.mark.parametrize("router", ["soft", "gumbel", "grpo", "supervised"])
 def test_maw_routers_train_and_log(tiny, tmp_path, router):
-    ds, splits, _, model, maw, tcfg, ev = tiny
-    maw.router = router
-    maw.ref_update = 3
-    tcfg.num_epochs = 2
-    res = train("maw", ds, splits, model, maw, tcfg, ev, tmp_path / router)
+    res = _run(tiny, tmp_path, "maw", router, router=router, ref_update=3, num_epochs=2)
+    maw = tiny.plan("maw", router=router).maw
+    assert res.plan["maw"]["router"] == router
+    assert res.plan["maw"]["parametrisation"] == ("convex" if router == "soft" else "gated")
     log = res.history[1]["router"]
     assert log["router"] == router
     stats = log["depth_statistics"]["2"]
@@ -196,18 +209,16 @@ def test_maw_routers_train_and_log(tiny, tmp_path, router):
 
 def test_gradient_checkpointing_path_gives_the_same_steps(tiny_data_dir, tiny_model_nodrop, tmp_path):
     """The per-layer checkpointed forward (used on CUDA) computes the same losses and updates."""
-    from _tiny import load_tiny, tiny_configs
+    from _tiny import Tiny
 
     from maw.training.distributed import DistributedContext
     from maw.training.trainer import Trainer
 
+    tiny = Tiny.load(tiny_data_dir, tiny_model_nodrop)
+    plan = tiny.plan("finetune", finetune_layers="all", prefix_cache=False)
     out = []
     for ckpt in (False, True):
-        data, model, maw, tcfg, ev = tiny_configs(
-            tiny_model_nodrop, finetune_layers="all", prefix_cache=False
-        )
-        ds, splits = load_tiny(tiny_data_dir, data)
-        tr = Trainer("finetune", ds, splits, model, maw, tcfg, ev, tmp_path / str(ckpt), DistributedContext())
+        tr = Trainer(plan, tiny.dataset, tiny.splits, tmp_path / str(ckpt), DistributedContext())
         tr.setup()
         tr.grad_ckpt = ckpt
         res = tr.benchmark_epoch(1, max_steps=3)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _tiny import load_tiny, tiny_configs  # noqa: E402
+from _tiny import Tiny  # noqa: E402
 
 
 def main() -> None:
@@ -35,16 +35,16 @@ def main() -> None:
 
     from maw.training.trainer import train
 
-    data, model, maw, tcfg, ev = tiny_configs(
-        args.model,
+    tiny = Tiny.load(args.data, args.model)
+    plan = tiny.plan(
+        args.method,
         num_epochs=args.epochs,
         checkpoint_every=args.checkpoint_every,
         batch_size=args.batch_size,
         prefix_cache=not args.no_cache,
+        router=args.router,
     )
-    maw.router = args.router
-    ds, splits = load_tiny(args.data, data)
-    result = train(args.method, ds, splits, model, maw, tcfg, ev, args.run_dir)
+    result = train(plan, tiny.dataset, tiny.splits, args.run_dir)
     if result.setup["rank"] != 0:
         return
     Path(args.out).write_text(

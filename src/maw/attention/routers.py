@@ -16,6 +16,11 @@ router         training                                          eval
 ``supervised`` one-hot argmax of the classifier                  one-hot argmax
 =============  ===============================================  ============================
 
+With the ``signed`` parametrisation (soft router only) the soft weights are
+``w = (1 + tanh(z / tau)) / D`` instead of the softmax: not on the simplex, ``1/D`` each at
+``z = 0`` (:func:`route` with ``signed=True``). The ``gated`` parametrisation mixes any of these
+with the uniform weights in the MAW block (:mod:`maw.attention.maw`), not here.
+
 Randomness (Gumbel noise for ``gumbel``; Gumbel-max sampling, i.e. an exact categorical sample,
 for ``grpo``) comes from :class:`RowNoise`: one seed per forward is drawn from torch's global CPU
 generator (so ``torch.manual_seed`` makes runs reproducible), and the noise of query row ``i`` is
@@ -49,9 +54,14 @@ class DepthRouter(nn.Module):
       granularity keeps the 5D score depth-major so the router is one batched matmul).
 
     The last layer (weight and bias) is zero-initialised: all-zero logits at init.
+
+    ``gated=True`` adds the per-head mixing gate of the ``gated`` parametrisation: a raw parameter
+    ``gate`` (H,) from 0, read as ``a_h = tanh(gate_h)`` (:meth:`gate_value`). It is a router
+    parameter (the router's learning rate, no weight decay) but not part of the policy, so the
+    frozen reference copy (:func:`freeze_copy`) leaves it out.
     """
 
-    def __init__(self, num_heads: int, in_features: int, depth: int, hidden: int = 0):
+    def __init__(self, num_heads: int, in_features: int, depth: int, hidden: int = 0, gated: bool = False):
         super().__init__()
         self.num_heads, self.in_features, self.depth, self.hidden = num_heads, in_features, depth, hidden
         if hidden > 0:
@@ -64,6 +74,11 @@ class DepthRouter(nn.Module):
             last_in = in_features
         self.weight = nn.Parameter(torch.zeros(num_heads, depth, last_in))  # zero-init: uniform start
         self.bias = nn.Parameter(torch.zeros(num_heads, depth))
+        self.gate = nn.Parameter(torch.zeros(num_heads)) if gated else None  # a = tanh(gate) = 0 at init
+
+    def gate_value(self) -> torch.Tensor | None:
+        """The mixing gate ``a`` (H,) in (-1, 1), exactly 0 at init; None when not gated."""
+        return None if self.gate is None else torch.tanh(self.gate)
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         """``(B, H, *, F) -> (B, H, *, D)``."""
@@ -91,6 +106,9 @@ def freeze_copy(router: DepthRouter) -> DepthRouter:
     import copy
 
     ref = copy.deepcopy(router)
+    if ref.gate is not None:  # the gate mixes the policy into the score; it is not the policy
+        del ref._parameters["gate"]
+        ref.gate = None
     for mod in ref.modules():
         for name, p in list(mod.named_parameters(recurse=False)):
             del mod._parameters[name]
@@ -161,8 +179,8 @@ def first_argmax(z: torch.Tensor, dim: int, centered: bool = False) -> torch.Ten
 class Routed:
     """Result of :func:`route` for a block of routing units (depth on axis ``dim``).
 
-    weights: depth weights ``w`` (sum to 1 over depth; one-hot for hard routers), gradient as the
-        router defines (soft: softmax; gumbel: straight-through; grpo/supervised: none).
+    weights: depth weights ``w`` (sum to 1 over depth, except ``signed``; one-hot for hard routers),
+        gradient as the router defines (soft: softmax; gumbel: straight-through; grpo/supervised: none).
     choice: the chosen depth per unit (argmax of ``w`` for soft), ``long``, depth axis removed.
     hard: whether ``weights`` is exactly one-hot (then ``A = D * S[choice]``).
     """
@@ -181,9 +199,11 @@ def route(
     gumbel_tau: float = 1.0,
     uniform_noise: torch.Tensor | None = None,
     forced_depth: int | None = None,
+    signed: bool = False,
 ) -> Routed:
     """Turn router logits into depth weights (see the module table). ``uniform_noise`` has the
     shape of ``logits`` and is needed for ``gumbel`` and ``grpo`` in training mode.
+    ``signed`` (soft only): ``w = (1 + tanh(z / tau)) / D``, the choice is still ``argmax z``.
 
     For hard routers ``weights`` is ``None`` (callers gather ``S`` at ``choice``) except for the
     straight-through Gumbel estimator, whose one-hot weights carry the soft gradient.
@@ -195,6 +215,9 @@ def route(
             logits.shape[:dim] + logits.shape[dim + 1 :], forced_depth, dtype=torch.long, device=logits.device
         )
         return Routed(None, choice, True)
+    if kind == "soft" and signed:
+        w = (1.0 + torch.tanh(logits / tau)) / depth
+        return Routed(w, first_argmax(logits.detach(), dim), False)
     if kind == "soft":
         w = torch.softmax(logits / tau, dim=dim)
         return Routed(w, first_argmax(logits.detach(), dim), False)

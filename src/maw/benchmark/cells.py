@@ -22,7 +22,10 @@ seed: they run once and the result is reused for every seed), ``reused_from_seed
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -151,3 +154,58 @@ def load_cells(run_dir: str | Path) -> list[dict[str, Any]]:
         return []
     cells = [read_cell(p) for p in sorted(root.glob("*/*-seed*.json"))]
     return sorted(cells, key=lambda c: (c["dataset"], c["method"], c["seed"]))
+
+
+# ---------------------------------------------------------------------------------------------- locks
+class CellLock:
+    """An exclusive claim on one cell, so that several ``maw benchmark`` processes on one run folder
+    (one per GPU or node, or a second launch by mistake) split the cells and never run one twice.
+
+    ``cells/<dataset>/<method>-seed<seed>.lock`` is created with ``O_CREAT | O_EXCL`` (atomic on a
+    local or NFSv3+ file system) and holds the owner's host, pid and start time. A lock whose owner
+    runs on this host and no longer exists is stale (a killed process) and is taken over; a lock
+    of another host is respected until removed (delete the file after that host died).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def acquire(cls, run_dir: str | Path, dataset: str, method: str, seed: int) -> CellLock | None:
+        """The lock of the cell, or None when another live process holds it."""
+        path = cell_path(run_dir, dataset, method, seed).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not cls._stale(path):
+                    return None
+                path.unlink(missing_ok=True)  # its owner died: take the cell over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(owner, fh)
+            return cls(path)
+        return None
+
+    @staticmethod
+    def _stale(path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text())
+        except (OSError, ValueError):  # being written this instant, or unreadable: treat as held
+            return False
+        if owner.get("host") != socket.gethostname():
+            return False
+        if owner.get("pid") == os.getpid():
+            return True  # our own leftover (an earlier cell of this process)
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)

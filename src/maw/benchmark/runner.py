@@ -23,7 +23,9 @@ and ``--run-name``), failed cells run again, and an interrupted training resumes
 status ``failed`` and its error, and the run goes on; the exit code is 1 when any cell of the run
 failed. Reports are rebuilt from all cells on disk at the end, also after Ctrl-C.
 Rerunning a run folder with a configuration that changes results (other epochs, model, ...) is
-refused with the list of differences: use a new ``--run-name``.
+refused with the list of differences: use a new ``--run-name``. Runtime-only options (declared in
+``maw.config``: which datasets / methods / seeds to run, devices, cache folders, ...) may differ.
+Every cell runs the :class:`maw.plan.Plan` of :func:`cell_plan` and stores it in its ``config``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import torch
 from maw.benchmark.cells import (
     SEED_INDEPENDENT,
     THROUGHPUT_SAMPLE,
+    CellLock,
     cell_path,
     dataset_key,
     is_done,
@@ -52,28 +55,19 @@ from maw.benchmark.cells import (
 )
 from maw.benchmark.report import PRIMARY_METRICS, build_reports
 from maw.benchmark.tracking import make_tracker
-from maw.config import TRAINED_METHODS, BenchmarkConfig, ConfigError, to_dict
+from maw.config import (
+    TRAINED_METHODS,
+    BenchmarkConfig,
+    ConfigError,
+    differences,
+    from_dict,
+    structural,
+    to_dict,
+)
+from maw.plan import Plan, resolve
 from maw.retrieval.dense import DenseRetriever
 from maw.training.prefix_cache import PrefixCache
 from maw.utils.io import atomic_write_json, environment_info, read_json
-
-# Options that may differ between two invocations on the same run folder: they say what to run
-# and where, not how; everything else must match the saved config.
-RESUMABLE_KEYS = (
-    "datasets",
-    "methods",
-    "seeds",
-    "out",
-    "run_name",
-    "tracker",
-    "data.data_dir",
-    "eval.cache_dir",
-    "train.progress",
-    "train.device",
-    "train.num_threads",
-    "train.cache_dir",
-    "train.resume",
-)
 
 
 @dataclass
@@ -82,6 +76,7 @@ class BenchmarkOutcome:
     ran: list[tuple[str, str, int]] = field(default_factory=list)
     skipped: list[tuple[str, str, int]] = field(default_factory=list)
     failed: list[tuple[str, str, int, str]] = field(default_factory=list)
+    running_elsewhere: list[tuple[str, str, int]] = field(default_factory=list)  # locked by another process
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -98,21 +93,11 @@ def run_folder(cfg: BenchmarkConfig) -> Path:
     return Path(cfg.out) / (cfg.run_name or default_run_name())
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Result-changing differences between a run folder's config and the current one."""
-    a, b = _flatten(saved), _flatten(current)
-    keys = sorted((set(a) | set(b)) - set(RESUMABLE_KEYS))
-    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys if a.get(k) != b.get(k)]
+def _saved_config(path: Path) -> BenchmarkConfig:
+    try:
+        return from_dict(BenchmarkConfig, read_json(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}; use a new --run-name") from None
 
 
 def check_dataset_keys(datasets: list[str]) -> list[str]:
@@ -136,11 +121,13 @@ class _Dataset:
 
     def load(self) -> None:
         from maw.data import load_dataset, make_splits
+        from maw.data.subsample import subsample_for_splits
         from maw.data.types import DataError
 
         data_cfg = dataclasses.replace(self.cfg.data, dataset=self.name)
         self.dataset = load_dataset(self.name, data_cfg.data_dir)
         self.splits = make_splits(self.dataset, data_cfg)
+        self.dataset = subsample_for_splits(self.dataset, self.splits, data_cfg)  # size presets
         missing = sorted(q for q in self.splits.test if q not in self.dataset.queries)
         if missing:
             raise DataError(
@@ -165,18 +152,26 @@ class _Dataset:
             },
             "provenance": self.splits.provenance,
             "loader_report": self.dataset.report,
+            "corpus_subsample": self.dataset.report.get("corpus_subsample"),
         }
 
 
-def _device(cfg: BenchmarkConfig) -> str:
-    return cfg.train.device or ("cuda" if torch.cuda.is_available() else "cpu")
+def _device(plan: Plan) -> str:
+    return plan.runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cell_plan(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> Plan:
+    """The plan of one cell: the run's configs with this dataset and (for trained methods) this seed."""
+    data = dataclasses.replace(cfg.data, dataset=dataset)
+    train = dataclasses.replace(cfg.train, seed=seed)
+    return resolve(method, data, cfg.model, cfg.maw, train, cfg.eval, cfg.runtime)
 
 
 def _dense_cell(
     cell: dict[str, Any],
     encoder,
     ds: _Dataset,
-    cfg: BenchmarkConfig,
+    plan: Plan,
     cache_dir: str | None,
     prefix: tuple[str, int] | None = None,
 ) -> None:
@@ -188,18 +183,18 @@ def _dense_cell(
     from maw.evaluation.metrics import evaluate_run
 
     kwargs = dict(
-        query_max_length=cfg.model.query_max_length,
-        doc_max_length=cfg.model.doc_max_length,
-        batch_size=cfg.eval.eval_batch_size,
-        device=_device(cfg),
-        latency_queries=cfg.latency_queries,
-        show_progress=cfg.train.progress,
+        query_max_length=plan.model.query_max_length,
+        doc_max_length=plan.model.doc_max_length,
+        batch_size=plan.eval.eval_batch_size,
+        device=_device(plan),
+        latency_queries=plan.eval.latency_queries,
+        show_progress=plan.runtime.progress,
     )
     if prefix is not None:
         retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], **kwargs)
     else:
         retriever = DenseRetriever(encoder, cache_dir=cache_dir, **kwargs)
-    run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=cfg.eval.top_k)
+    run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=plan.eval.top_k)
     t = retriever.timings
     result = evaluate_run(ds.splits.test, run)
     cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
@@ -214,18 +209,18 @@ def _dense_cell(
     cell["timings"] = dict(t)
 
 
-def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None:
+def _bm25_cell(cell: dict[str, Any], ds: _Dataset, plan: Plan) -> None:
     from maw.evaluation.metrics import evaluate_run
     from maw.retrieval.bm25 import BM25Retriever
 
     retriever = BM25Retriever(ds.dataset.corpus)
-    run = retriever.retrieve(ds.queries, k=cfg.eval.top_k)
+    run = retriever.retrieve(ds.queries, k=plan.eval.top_k)
     t = dict(retriever.timings)
     # Latency as for dense retrieval: one query at a time, over the first ``latency_queries`` queries.
     times = []
-    for q in list(ds.queries)[: cfg.latency_queries]:
+    for q in list(ds.queries)[: plan.eval.latency_queries]:
         t0 = time.perf_counter()
-        retriever.retrieve({q: ds.queries[q]}, k=cfg.eval.top_k)
+        retriever.retrieve({q: ds.queries[q]}, k=plan.eval.top_k)
         times.append(1000.0 * (time.perf_counter() - t0))
     result = evaluate_run(ds.splits.test, run)
     cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
@@ -239,32 +234,33 @@ def _bm25_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig) -> None
         index_bytes=t["index_bytes"],
         encode_docs_per_s=t["index_docs_per_second"],
     )
-    cell["timings"] = {**t, "latency_queries": len(times), "retriever": retriever.params}
+    cell["timings"] = {
+        **t,
+        "latency_queries": len(times),
+        "query_latency_samples_ms": times,
+        "retriever": retriever.params,
+    }
 
 
 def _prefix_cache_dir(cfg: BenchmarkConfig, run_dir: Path, key: str) -> str:
     """The frozen-prefix cache folder shared by every method and seed of one dataset."""
-    return cfg.train.cache_dir or str(run_dir / "prefix_cache" / key)
+    return cfg.train.prefix_cache_dir or str(run_dir / "prefix_cache" / key)
 
 
-def shared_prefix_layer(cfg: BenchmarkConfig, num_layers: int) -> int | None:
+def shared_prefix_layer(cfg: BenchmarkConfig, dataset: str) -> int | None:
     """First trainable layer k (0-indexed) of the run's trained methods whose prefix is cached: the
     zero-shot cell builds that cache, so the corpus goes through the frozen layers only once per
     dataset. None when no trained method uses a cached prefix (k = 0, or prefix_cache off)."""
-    from maw.training.methods import resolve_plan
-
     if not cfg.train.prefix_cache:
         return None
-    ks = [
-        resolve_plan(m, num_layers, cfg.maw, cfg.train).first_trainable
-        for m in cfg.methods
-        if m in TRAINED_METHODS
-    ]
+    ks = [cell_plan(cfg, dataset, m, 0).layers.first_trainable for m in cfg.methods if m in TRAINED_METHODS]
     ks = [k for k in ks if k > 0]
     return min(ks) if ks else None
 
 
-def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_dir: Path) -> None:
+def _zeroshot_cell(
+    cell: dict[str, Any], ds: _Dataset, plan: Plan, cfg: BenchmarkConfig, run_dir: Path
+) -> None:
     """The pretrained encoder as is. When trained methods follow, the corpus passes through the
     frozen layers once, into their shared prefix cache, and the top layers run on top of it
     (embeddings equal to a full encode up to float rounding with the float32 cache); otherwise a
@@ -273,33 +269,33 @@ def _zeroshot_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run
     from maw.training.methods import count_parameters
     from maw.utils.io import default_cache_dir
 
+    model = plan.model
     try:
-        encoder = Encoder.from_pretrained(
-            cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize
-        )
+        encoder = Encoder.from_pretrained(model.model, num_layers=model.num_layers, normalize=model.normalize)
     except OSError as exc:
-        raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
+        raise ConfigError(f"--model: cannot load {model.model!r}: {exc}") from None
     cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
     cell["runtimes"]["train_s"] = 0.0
-    k = shared_prefix_layer(cfg, encoder.num_layers)
+    k = shared_prefix_layer(cfg, ds.name)
     if k is None:
-        _dense_cell(cell, encoder, ds, cfg, cfg.eval.cache_dir or str(default_cache_dir("embeddings")))
+        cache = plan.eval.embedding_cache_dir or str(default_cache_dir("embeddings"))
+        _dense_cell(cell, encoder, ds, plan, cache)
         return
-    encoder.to(_device(cfg)).eval()
+    encoder.to(_device(plan)).eval()
     t0 = time.perf_counter()
     cache = PrefixCache.open_or_build(
         encoder,
         ds.dataset.doc_texts(),
-        cfg.model.doc_max_length,
+        model.doc_max_length,
         k,
         _prefix_cache_dir(cfg, run_dir, ds.key),
         cfg.train.prefix_cache_dtype,
-        cfg.eval.eval_batch_size,
+        plan.eval.eval_batch_size,
         "docs",
-        cfg.train.progress,
+        plan.runtime.progress,
     )
     build_s = time.perf_counter() - t0
-    _dense_cell(cell, encoder, ds, cfg, None, prefix=(str(cache.folder), k))
+    _dense_cell(cell, encoder, ds, plan, None, prefix=(str(cache.folder), k))
     cell["runtimes"]["encode_s"] += build_s  # frozen layers (0 when the cache existed) + top layers
     cell["timings"]["prefix_build_seconds"] = build_s
 
@@ -370,12 +366,14 @@ class PrefixCachedRetriever(DenseRetriever):
         return ids, out
 
 
-def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_dir: Path, seed: int) -> None:
+def _trained_cell(
+    cell: dict[str, Any], ds: _Dataset, plan: Plan, cfg: BenchmarkConfig, run_dir: Path
+) -> None:
     from maw.training.trainer import train
 
-    cell_dir = run_dir / "checkpoints" / ds.key / f"{cell['method']}-seed{seed}"
-    train_cfg = dataclasses.replace(cfg.train, seed=seed, cache_dir=_prefix_cache_dir(cfg, run_dir, ds.key))
-    result = train(cell["method"], ds.dataset, ds.splits, cfg.model, cfg.maw, train_cfg, cfg.eval, cell_dir)
+    cell_dir = run_dir / "checkpoints" / ds.key / f"{plan.method}-seed{plan.train.seed}"
+    train_cfg = dataclasses.replace(plan.train, prefix_cache_dir=_prefix_cache_dir(cfg, run_dir, ds.key))
+    result = train(dataclasses.replace(plan, train=train_cfg), ds.dataset, ds.splits, cell_dir)
     cell["history"] = list(result.history)
     cell["router_stats"] = dict(result.router_stats or {})
     cell["params"] = dict(result.params)
@@ -390,45 +388,24 @@ def _trained_cell(cell: dict[str, Any], ds: _Dataset, cfg: BenchmarkConfig, run_
         else None
     )
     _dense_cell(
-        cell, result.encoder, ds, cfg, cache_dir=None, prefix=prefix
+        cell, result.encoder, ds, plan, cache_dir=None, prefix=prefix
     )  # new weights: no embedding cache
-
-
-def cell_config(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> dict[str, Any]:
-    """The part of the resolved config that defines one cell."""
-    out: dict[str, Any] = {
-        "dataset": dataset,
-        "method": method,
-        "seed": seed,
-        "data": to_dict(cfg.data),
-        "eval": to_dict(cfg.eval),
-    }
-    if method != "bm25":
-        out["model"] = to_dict(cfg.model)
-    if method in TRAINED_METHODS:
-        out["train"] = {**to_dict(cfg.train), "seed": seed}
-    if method == "maw":
-        out["maw"] = to_dict(cfg.maw)
-    return out
 
 
 def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None) -> BenchmarkOutcome:
     """Run every missing cell of ``cfg``, then rebuild the reports. See the module docstring."""
     log = log or (lambda msg: None)
-    cfg.validate()
-    cfg.train.validate()
-    if cfg.latency_queries < 0:
-        raise ConfigError(f"latency_queries: must be >= 0, got {cfg.latency_queries}")
-    if cfg.data.candidate_pool:
-        raise ConfigError("candidate_pool: maw benchmark always retrieves from the full corpus")
     keys = check_dataset_keys(cfg.datasets)
     if cfg.run_name is None:
         cfg = dataclasses.replace(cfg, run_name=default_run_name())
+    for name in cfg.datasets:  # resolve every cell's plan before any work: bad options fail here
+        for method in cfg.methods:
+            cell_plan(cfg, name, method, cfg.seeds[0])
     run_dir = run_folder(cfg)
     current = to_dict(cfg)
     saved_path = run_dir / "config.json"
     if saved_path.exists():
-        conflicts = config_conflicts(read_json(saved_path), current)
+        conflicts = differences(structural(_saved_config(saved_path)), structural(cfg))
         if conflicts:
             raise ConfigError(
                 f"--run-name {cfg.run_name}: {run_dir} was made with a different configuration "
@@ -459,15 +436,19 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
                         outcome.skipped.append((key, method, seed))
                         log(f"{tag}: seed-independent, reused")
                         continue
-                    if (key, method) in failed_once:  # the same computation: do not repeat it per seed
-                        cell = {
-                            **failed_once[(key, method)],
-                            "seed": seed,
-                            "reused_from_seed": failed_once[(key, method)]["seed"],
-                        }
-                        write_cell(run_dir, cell)
-                    else:
-                        cell = _run_cell(ds, method, seed, cfg, run_dir)
+                    lock = CellLock.acquire(run_dir, key, method, seed)
+                    if lock is None:
+                        outcome.running_elsewhere.append((key, method, seed))
+                        log(f"{tag}: being run by another process (lock file), skipped")
+                        continue
+                    try:
+                        if is_done(run_dir, key, method, seed):  # finished by another process meanwhile
+                            outcome.skipped.append((key, method, seed))
+                            log(f"{tag}: done by another process, skipped")
+                            continue
+                        cell = _run_or_reuse_failure(ds, method, seed, cfg, run_dir, failed_once)
+                    finally:
+                        lock.release()
                     if cell["status"] == "ok":
                         try:
                             tracker.log_cell(cell)
@@ -521,9 +502,22 @@ def _reuse(run_dir: Path, key: str, method: str, seed: int, seeds: list[int]) ->
     return False
 
 
+def _run_or_reuse_failure(
+    ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_dir: Path, failed_once: dict
+) -> dict[str, Any]:
+    """Run the cell, or copy the failure of the same seed-independent computation (not repeated per seed)."""
+    if (ds.key, method) in failed_once:
+        first = failed_once[(ds.key, method)]
+        cell = {**first, "seed": seed, "reused_from_seed": first["seed"]}
+        write_cell(run_dir, cell)
+        return cell
+    return _run_cell(ds, method, seed, cfg, run_dir)
+
+
 def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_dir: Path) -> dict[str, Any]:
     """Run one cell; never raises except KeyboardInterrupt. The cell file is written either way."""
-    cell = new_cell(ds.key, method, seed, cell_config(cfg, ds.name, method, seed))
+    plan = cell_plan(cfg, ds.name, method, seed)
+    cell = new_cell(ds.key, method, seed, {**plan.to_dict(), "seed": seed})
     t0 = time.perf_counter()
     try:
         if ds.dataset is None and ds.error is None:
@@ -536,11 +530,11 @@ def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_di
             raise RuntimeError(f"dataset {ds.name!r} could not be loaded: {ds.error}")
         cell["dataset_info"] = ds.info
         if method == "bm25":
-            _bm25_cell(cell, ds, cfg)
+            _bm25_cell(cell, ds, plan)
         elif method == "zeroshot":
-            _zeroshot_cell(cell, ds, cfg, run_dir)
+            _zeroshot_cell(cell, ds, plan, cfg, run_dir)
         elif method in TRAINED_METHODS:
-            _trained_cell(cell, ds, cfg, run_dir, seed)
+            _trained_cell(cell, ds, plan, cfg, run_dir)
         else:  # pragma: no cover - validate() rejects unknown methods
             raise ConfigError(f"--methods: unknown method {method!r}")
         cell["status"], cell["error"] = "ok", None

@@ -11,23 +11,33 @@ Conventions (also written into REPORT.md):
   variability is reported separately as mean ± std of the aggregate metric over seeds.
 * **Queries.** Only queries scored for both systems are paired (normally all test queries; the
   metric suite scores unretrieved judged queries as 0). ``n`` is recorded.
-* **Tests.** A two-sided paired t-test (``scipy.stats.ttest_rel``) and a two-sided paired
-  randomisation test (``scipy.stats.permutation_test`` with ``permutation_type="samples"``: the
-  sign of each query's difference is flipped at random; exact when ``2**n <= n_resamples``).
-  The report uses at least 10,000 resamples, and at least ``10 m / alpha`` for a family of m
-  comparisons, so that the smallest attainable Holm-adjusted p-value stays below ``alpha / 5``.
-* **Multiple comparisons.** Holm's step-down correction over all comparisons of one dataset
-  (every method x baseline x metric), applied separately to each test's p-values. The verdict
-  ("significant") uses the Holm-adjusted randomisation-test p-value at ``alpha`` (0.05).
-* **Intervals.** 95% confidence interval of the mean difference from the t distribution
-  (``ttest_rel(...).confidence_interval``); :func:`bootstrap_ci` gives a percentile bootstrap
-  interval as an alternative.
+* **Degenerate comparisons.** When the differences have zero variance (identical scores on every
+  query, e.g. R@100 = 1.0 for both systems, or the same shift on every query) neither test has
+  anything to say; such comparisons are not tested, are left out of the Holm family, and the
+  report lists them as left out.
+* **Tests.** A two-sided paired randomisation test (the sign of each query's difference is
+  flipped at random: ``p(δ) = (1 + #{r : |mean(s_r (d - δ))| >= |mean(d - δ)|}) / (R + 1)``;
+  exact enumeration of all ``2**n`` sign patterns when ``2**n <= R``), and, as a cross-check, a
+  two-sided paired t-test (``scipy.stats.ttest_rel``). The report uses at least 10,000
+  resamples, and at least ``10 m / alpha`` for a family of m comparisons, so that the smallest
+  attainable Holm-adjusted p-value stays below ``alpha / 5``.
+* **Multiple comparisons.** Holm's step-down correction over the non-degenerate comparisons of
+  one dataset (every method x baseline x metric), applied separately to each test's p-values.
+  The verdict ("significant") uses the Holm-adjusted randomisation-test p-value at ``alpha``.
+* **Intervals.** The interval shown next to a verdict is *Holm-adjusted*: it inverts the same
+  randomisation test (same sign patterns) at level ``alpha_i = min(alpha / (m - i), alpha p / p_holm)``
+  for the test of rank i (0-based, ascending p) in a family of m, i.e. the Holm step's level,
+  tightened where the step-down's monotonicity raised p_holm. It is the set of shifts δ whose
+  test is not rejected at ``alpha_i``, so it excludes 0 exactly when the verdict is significant.
+  The unadjusted 95% t interval (``ttest_rel(...).confidence_interval``) is kept in the JSON;
+  :func:`bootstrap_ci` gives a percentile bootstrap interval as another alternative.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +45,7 @@ from scipy import stats
 
 DEFAULT_RESAMPLES = 10_000
 ALPHA = 0.05
+_CHUNK = 1 << 22  # sign-pattern entries materialised at once (R_chunk x n)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -44,15 +55,30 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     ``max_{j <= i} min(1, (m - j + 1) * p_(j))`` (the step-down procedure written as adjusted
     p-values: reject ``H_(i)`` at level alpha iff its adjusted p-value <= alpha).
     """
-    idx = [i for i, p in enumerate(pvalues) if p is not None and np.isfinite(p)]
     out: list[float | None] = [None] * len(pvalues)
-    m = len(idx)
-    order = sorted(idx, key=lambda i: pvalues[i])
     running = 0.0
-    for rank, i in enumerate(order):  # rank 0 .. m-1 -> multiplier m .. 1
-        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+    for i, step in holm_steps(pvalues):
+        running = max(running, min(1.0, step * float(pvalues[i])))
         out[i] = running
     return out
+
+
+def holm_steps(pvalues: Sequence[float | None]) -> list[tuple[int, int]]:
+    """(input index, Holm multiplier m - rank) of the valid p-values, in ascending-p order."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None and np.isfinite(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    return [(i, len(idx) - rank) for rank, i in enumerate(order)]
+
+
+def degenerate_reason(a: np.ndarray, b: np.ndarray) -> str | None:
+    """Why a paired comparison cannot be tested (zero variance of the differences), or None."""
+    a, b = _check_pair(a, b)
+    diff = a - b
+    if np.all(diff == 0.0):
+        return "identical scores on every query"
+    if len(diff) < 2 or np.allclose(diff, diff[0], rtol=0.0, atol=1e-12):
+        return f"the same difference ({diff[0]:+.4g}) on every query: zero variance"
+    return None
 
 
 def paired_ttest(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -72,31 +98,94 @@ def paired_ttest(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tupl
     return float(res.pvalue), float(ci.low), float(ci.high)
 
 
+# --------------------------------------------------------------------------- randomisation test
+@dataclass
+class SignFlipNull:
+    """The sign-flip null of one difference vector d (n,), summarised for any shift δ.
+
+    For sign patterns s_r (R, n): ``mean(s_r (d - δ)) = a_r - δ b_r`` with ``a = S d / n`` and
+    ``b = S 1 / n`` (both (R,)), so the p-value of every δ costs O(R) once a, b are known.
+    """
+
+    d: np.ndarray  # (n,)
+    a: np.ndarray  # (R,)
+    b: np.ndarray  # (R,)
+    exact: bool  # all 2**n patterns (p = share of patterns) vs R random ones (p = (1 + k) / (R + 1))
+
+    @classmethod
+    def build(cls, d: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> SignFlipNull:
+        d = np.asarray(d, dtype=np.float64)
+        n = d.size
+        exact = n < 63 and 2**n <= n_resamples
+        rng = np.random.default_rng(seed)
+        a_parts, b_parts = [], []
+        total = 2**n if exact else n_resamples
+        rows = max(1, _CHUNK // max(n, 1))
+        for start in range(0, total, rows):
+            r = min(rows, total - start)
+            if exact:  # bit j of the pattern number -> sign of query j
+                codes = np.arange(start, start + r, dtype=np.int64)[:, None]
+                signs = 1.0 - 2.0 * ((codes >> np.arange(n, dtype=np.int64)) & 1)  # (r, n)
+            else:
+                signs = 2.0 * rng.integers(0, 2, size=(r, n), dtype=np.int8) - 1.0  # (r, n)
+            a_parts.append(signs @ d / n)
+            b_parts.append(signs.sum(1) / n)
+        return cls(d=d, a=np.concatenate(a_parts), b=np.concatenate(b_parts), exact=exact)
+
+    def pvalue(self, shift: float = 0.0) -> float:
+        """Two-sided p-value of ``mean(d) == shift``."""
+        obs = abs(float(self.d.mean()) - shift)
+        null = np.abs(self.a - shift * self.b)  # (R,)
+        tol = 1e-9 * max(obs, float(np.abs(self.d).mean()), 1e-300)  # float ties (the identity pattern)
+        hits = int(np.count_nonzero(null >= obs - tol))
+        if self.exact:
+            return hits / self.a.size
+        return min(1.0, (1 + hits) / (self.a.size + 1))
+
+    def interval(self, level: float) -> tuple[float, float]:
+        """Shifts δ not rejected at ``level`` (p(δ) > level): (low, high), ±inf when unbounded."""
+        centre = float(self.d.mean())
+        step = max(float(self.d.std()) / math.sqrt(self.d.size), 1e-12)
+
+        def end(direction: float) -> float:
+            inside = centre
+            outside = None
+            # 0 is an endpoint bracket when it is rejected: the interval then cannot contain it
+            if (0.0 - centre) * direction > 0 and self.pvalue(0.0) <= level:
+                outside = 0.0
+            k = 0
+            while outside is None:
+                x = centre + direction * step * 2.0**k
+                if self.pvalue(x) <= level:
+                    outside = x
+                elif k >= 60:
+                    return direction * math.inf
+                else:
+                    inside, k = x, k + 1
+            for _ in range(60):  # bisection: inside accepted, outside rejected
+                mid = 0.5 * (inside + outside)
+                if abs(outside - inside) <= 1e-10 * max(1.0, abs(centre)):
+                    break
+                if self.pvalue(mid) <= level:
+                    outside = mid
+                else:
+                    inside = mid
+            return inside
+
+        low, high = end(-1.0), end(1.0)
+        if self.pvalue(0.0) > level:  # the hull of the accepted shifts includes 0
+            low, high = min(low, 0.0), max(high, 0.0)
+        return low, high
+
+
 def permutation_pvalue(
     a: np.ndarray, b: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
 ) -> float:
-    """Two-sided paired randomisation test of the mean difference. a, b: (n,) -> p-value.
-
-    ``scipy.stats.permutation_test(permutation_type="samples")`` swaps a and b within a query at
-    random (equivalently flips the sign of d_q); exact enumeration when ``2**n <= n_resamples``.
-    """
+    """Two-sided paired randomisation (sign-flip) test of the mean difference. a, b: (n,) -> p."""
     a, b = _check_pair(a, b)
     if np.all(a == b):
         return 1.0
-
-    def mean_diff(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
-        return np.mean(x - y, axis=axis)
-
-    res = stats.permutation_test(
-        (a, b),
-        mean_diff,
-        permutation_type="samples",
-        vectorized=True,
-        n_resamples=n_resamples,
-        alternative="two-sided",
-        rng=np.random.default_rng(seed),
-    )
-    return float(min(1.0, res.pvalue))
+    return SignFlipNull.build(a - b, n_resamples, seed).pvalue(0.0)
 
 
 def bootstrap_ci(
@@ -144,9 +233,15 @@ def _check_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+# --------------------------------------------------------------------------- comparisons
 @dataclass
 class Comparison:
-    """One paired comparison ``method`` vs ``baseline`` on ``metric`` (higher is better)."""
+    """One paired comparison ``method`` vs ``baseline`` on ``metric`` (higher is better).
+
+    A degenerate comparison (``degenerate`` = the reason) has no p-values and is not in the Holm
+    family; ``holm_ci_*`` is the Holm-adjusted randomisation interval shown beside the verdict,
+    ``ci_low``/``ci_high`` the unadjusted 95% t interval.
+    """
 
     method: str
     baseline: str
@@ -157,18 +252,28 @@ class Comparison:
     diff: float  # mean(method - baseline)
     ci_low: float
     ci_high: float
-    p_ttest: float
-    p_perm: float
+    p_ttest: float | None
+    p_perm: float | None
     p_ttest_holm: float | None = None
     p_perm_holm: float | None = None
     significant: bool | None = None  # Holm-adjusted randomisation p <= alpha
+    degenerate: str | None = None
+    holm_level: float | None = None  # alpha_i of the interval below
+    holm_ci_low: float | None = None
+    holm_ci_high: float | None = None
+    n_resamples: int = DEFAULT_RESAMPLES
+    _null: SignFlipNull | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe fields (an unbounded interval end is stored as None)."""
+        finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+        return {k: finite(v) for k, v in asdict(self).items() if not k.startswith("_")}
 
     @property
     def verdict(self) -> str:
-        """ "better" / "worse" (significant, by the sign of diff) or "n.s."."""
+        """ "better" / "worse" (significant, by the sign of diff), "n.s.", or "not tested" (degenerate)."""
+        if self.degenerate:
+            return "not tested"
         if not self.significant:
             return "n.s."
         return "better" if self.diff > 0 else "worse"
@@ -189,28 +294,41 @@ def compare(
         raise ValueError(f"{method} vs {baseline} on {metric}: no query scored for both")
     a = np.array([scores_method[q] for q in qids], dtype=np.float64)
     b = np.array([scores_baseline[q] for q in qids], dtype=np.float64)
-    p_t, lo, hi = paired_ttest(a, b)
-    p_perm = permutation_pvalue(a, b, n_resamples=n_resamples, seed=seed)
-    return Comparison(
+    d = float((a - b).mean())
+    common = dict(
         method=method,
         baseline=baseline,
         metric=metric,
         n=len(qids),
         mean_method=float(a.mean()),
         mean_baseline=float(b.mean()),
-        diff=float((a - b).mean()),
-        ci_low=lo,
-        ci_high=hi,
-        p_ttest=p_t,
-        p_perm=p_perm,
+        diff=d,
+        n_resamples=n_resamples,
     )
+    reason = degenerate_reason(a, b)
+    if reason:
+        return Comparison(**common, ci_low=d, ci_high=d, p_ttest=None, p_perm=None, degenerate=reason)
+    p_t, lo, hi = paired_ttest(a, b)
+    null = SignFlipNull.build(a - b, n_resamples, seed)
+    return Comparison(**common, ci_low=lo, ci_high=hi, p_ttest=p_t, p_perm=null.pvalue(0.0), _null=null)
 
 
 def apply_holm(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """Fill the Holm-adjusted p-values and verdicts of one family (one dataset), in place."""
-    for adj, c in zip(holm([c.p_ttest for c in comparisons]), comparisons, strict=True):
+    """Holm over the non-degenerate comparisons of one family (one dataset): adjusted p-values,
+    verdicts and Holm-adjusted intervals, filled in place."""
+    tested = [c for c in comparisons if not c.degenerate]
+    for adj, c in zip(holm([c.p_ttest for c in tested]), tested, strict=True):
         c.p_ttest_holm = adj
-    for adj, c in zip(holm([c.p_perm for c in comparisons]), comparisons, strict=True):
+    p = [c.p_perm for c in tested]
+    adjusted = holm(p)
+    for i, step in holm_steps(p):
+        c, adj = tested[i], adjusted[i]
         c.p_perm_holm = adj
-        c.significant = adj is not None and adj <= alpha
+        c.significant = adj <= alpha
+        # the Holm step's level, tightened where monotonicity raised adj: 0 is outside iff adj <= alpha
+        level = min(alpha / step, alpha * c.p_perm / adj)
+        # guard the float boundary: the interval's test of 0 must reproduce the verdict exactly
+        c.holm_level = max(level, c.p_perm) if c.significant else min(level, np.nextafter(c.p_perm, 0.0))
+        if c._null is not None:
+            c.holm_ci_low, c.holm_ci_high = c._null.interval(c.holm_level)
     return comparisons

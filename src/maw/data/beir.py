@@ -7,7 +7,8 @@ A BEIR folder holds::
     qrels/<split>.tsv   header ``query-id<TAB>corpus-id<TAB>score``, then one integer grade a line
 
 Every ``qrels/*.tsv`` present becomes a split. Files are streamed line by line (hashed in the same
-pass), so the fingerprint costs no extra read. Bad input raises :class:`DataError` naming the file
+pass). The corpus becomes a memory-mapped :class:`~maw.data.corpus.CorpusTable`: the file is
+hashed first, and parsed only when no table of that content is cached yet. Bad input raises :class:`DataError` naming the file
 and line; judgements that point at unknown queries or documents are dropped, counted in
 ``dataset.report`` and logged as a warning (official BEIR releases contain a few such rows).
 """
@@ -17,16 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from maw.data.corpus import CorpusTable, load_corpus_table
 from maw.data.types import DataError, Document, Qrels, RetrievalDataset
-from maw.utils.io import fingerprint
+from maw.utils.io import fingerprint, sha256_file
 
 logger = logging.getLogger(__name__)
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+CORPUS_PARSER = "beir-jsonl/1"  # part of the corpus-table key: bump when corpus_records changes
 
 
 def is_beir_folder(folder: str | Path) -> bool:
@@ -83,20 +86,24 @@ def _text_field(record: dict[str, Any], key: str, path: Path, lineno: int) -> st
     return value
 
 
-def read_corpus(path: Path, hasher: Any | None = None) -> dict[str, Document]:
-    """Read ``corpus.jsonl`` into ``{doc_id: Document}``; duplicate ids are an error."""
-    corpus: dict[str, Document] = {}
-    first_seen: dict[str, int] = {}
-    for lineno, record, doc_id in _json_records(path, hasher):
-        if doc_id in corpus:
-            raise DataError(
-                f"{path}:{lineno}: duplicate document id {doc_id!r} (first at line {first_seen[doc_id]})"
-            )
-        first_seen[doc_id] = lineno
-        corpus[doc_id] = Document(
-            title=_text_field(record, "title", path, lineno), text=_text_field(record, "text", path, lineno)
+def corpus_records(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """Yield ``(line_number, doc_id, title, text)`` of a BEIR ``corpus.jsonl`` (see ``maw.data.corpus``)."""
+    for lineno, record, doc_id in _json_records(path, None):
+        yield (
+            lineno,
+            doc_id,
+            _text_field(record, "title", path, lineno),
+            _text_field(record, "text", path, lineno),
         )
-    return corpus
+
+
+def read_corpus(path: Path, cache_dir: str | Path | None = None) -> tuple[CorpusTable, str]:
+    """The memory-mapped table of ``corpus.jsonl`` (built once, cached) and the file's sha256.
+
+    Duplicate ids are an error naming both lines.
+    """
+    sha = sha256_file(path)
+    return load_corpus_table(path, corpus_records(path), CORPUS_PARSER, sha, cache_dir), sha
 
 
 def read_queries(path: Path, hasher: Any | None = None) -> dict[str, str]:
@@ -120,7 +127,7 @@ class QrelsBuilder:
     ``duplicate_pairs``, ``queries``, ``kept``).
     """
 
-    def __init__(self, queries: dict[str, str], corpus: dict[str, Document]):
+    def __init__(self, queries: dict[str, str], corpus: Mapping[str, Document]):
         self.queries, self.corpus = queries, corpus
         self.qrels: Qrels = {}
         self.stats = {"rows": 0, "dropped_unknown_query": 0, "dropped_unknown_doc": 0, "duplicate_pairs": 0}
@@ -167,7 +174,7 @@ class QrelsBuilder:
 def read_qrels_tsv(
     path: Path,
     queries: dict[str, str],
-    corpus: dict[str, Document],
+    corpus: Mapping[str, Document],
     hasher: Any | None = None,
     label: str | None = None,
 ) -> tuple[Qrels, dict[str, int]]:
@@ -197,12 +204,15 @@ def read_qrels_tsv(
     return builder.finish(label or path)
 
 
-def load_beir(folder: str | Path, name: str | None = None) -> RetrievalDataset:
+def load_beir(
+    folder: str | Path, name: str | None = None, cache_dir: str | Path | None = None
+) -> RetrievalDataset:
     """Load a BEIR-format folder into a :class:`RetrievalDataset`.
 
     Args:
         folder: the folder holding ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/``.
         name: dataset name (default: the folder's name).
+        cache_dir: where the corpus table is built (default ``~/.cache/maw/corpora``).
 
     Returns:
         The dataset; ``qrels`` has one entry per ``qrels/*.tsv`` (split name = file stem, e.g.
@@ -228,9 +238,7 @@ def load_beir(folder: str | Path, name: str | None = None) -> RetrievalDataset:
     hashes: dict[str, str] = {}
     report: dict[str, Any] = {}
 
-    h = hashlib.sha256()
-    corpus = read_corpus(corpus_path, h)
-    hashes["corpus.jsonl"] = h.hexdigest()
+    corpus, hashes["corpus.jsonl"] = read_corpus(corpus_path, cache_dir)
     report["corpus.jsonl"] = {"documents": len(corpus)}
     if not corpus:
         raise DataError(f"{corpus_path}: the corpus is empty")

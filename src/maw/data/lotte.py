@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from maw.data.beir import QrelsBuilder, iter_lines
-from maw.data.msmarco import read_id_text_tsv
+from maw.data.msmarco import read_collection, read_id_text_tsv
 from maw.data.types import DataError, Document, Qrels, RetrievalDataset
 from maw.utils.io import fingerprint
 
@@ -40,7 +41,7 @@ def _set_name(path: Path, prefix: str, suffix: str) -> str:
 
 
 def read_qas(
-    path: Path, qset: str, queries: dict[str, str], corpus: dict[str, Document], hasher: Any
+    path: Path, qset: str, queries: dict[str, str], corpus: Mapping[str, Document], hasher: Any
 ) -> tuple[Qrels, dict[str, int]]:
     """Read ``qas.<set>.jsonl`` into qrels over the namespaced query ids."""
     builder = QrelsBuilder(queries, corpus)
@@ -71,8 +72,11 @@ def read_qas(
     return qrels, stats
 
 
-def load_lotte(folder: str | Path, name: str | None = None) -> RetrievalDataset:
-    """Load a LoTTE folder (see module doc) into a :class:`RetrievalDataset`."""
+def load_lotte(
+    folder: str | Path, name: str | None = None, cache_dir: str | Path | None = None
+) -> RetrievalDataset:
+    """Load a LoTTE folder (see module doc) into a :class:`RetrievalDataset`; the collection is a
+    memory-mapped :class:`~maw.data.corpus.CorpusTable` in ``cache_dir`` (as for MS MARCO)."""
     folder = Path(folder)
     collection = folder / "collection.tsv"
     q_sets = {_set_name(p, "questions.", ".tsv"): p for p in sorted(folder.glob("questions.*.tsv"))}
@@ -87,11 +91,7 @@ def load_lotte(folder: str | Path, name: str | None = None) -> RetrievalDataset:
 
     hashes: dict[str, str] = {}
     report: dict[str, Any] = {"format": "lotte"}
-    h = hashlib.sha256()
-    corpus = {
-        pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()
-    }
-    hashes[collection.name] = h.hexdigest()
+    corpus, hashes[collection.name] = read_collection(collection, cache_dir)
     report[collection.name] = {"documents": len(corpus)}
 
     queries: dict[str, str] = {}

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from maw.data.beir import QrelsBuilder, iter_lines
+from maw.data.corpus import CorpusTable, load_corpus_table
 from maw.data.types import DataError, Document, Qrels, RetrievalDataset
-from maw.utils.io import fingerprint
+from maw.utils.io import fingerprint, sha256_file
 
 logger = logging.getLogger(__name__)
+
+COLLECTION_PARSER = "id-text-tsv/1"  # part of the corpus-table key: bump when the parsing changes
 
 
 def is_msmarco_folder(folder: str | Path) -> bool:
@@ -32,18 +35,24 @@ def is_msmarco_folder(folder: str | Path) -> bool:
     return (folder / "collection.tsv").is_file() and any(folder.glob("qrels.*.tsv"))
 
 
-def iter_id_text_tsv(path: Path, kind: str, hasher: Any | None = None) -> Iterator[tuple[int, str, str]]:
+def iter_id_text_tsv(
+    path: Path, kind: str, hasher: Any | None = None, check_duplicates: bool = True
+) -> Iterator[tuple[int, str, str]]:
     """Yield ``(line, id, text)`` of ``id<TAB>text`` lines; a missing tab or a repeated id is a
-    DataError naming file:line."""
+    DataError naming file:line (``check_duplicates=False``: left to the caller, e.g. the corpus
+    table, which checks without a dict of every id)."""
     first: dict[str, int] = {}
     for lineno, line in iter_lines(path, hasher):
         ident, sep, text = line.partition("\t")
         ident = ident.strip()
         if not sep or not ident:
             raise DataError(f"{path}:{lineno}: expected '<{kind} id><TAB><text>'")
-        if ident in first:
-            raise DataError(f"{path}:{lineno}: duplicate {kind} id {ident!r} (first at line {first[ident]})")
-        first[ident] = lineno
+        if check_duplicates:
+            if ident in first:
+                raise DataError(
+                    f"{path}:{lineno}: duplicate {kind} id {ident!r} (first at line {first[ident]})"
+                )
+            first[ident] = lineno
         yield lineno, ident, text
 
 
@@ -52,8 +61,17 @@ def read_id_text_tsv(path: Path, kind: str, hasher: Any | None = None) -> dict[s
     return {ident: text for _, ident, text in iter_id_text_tsv(path, kind, hasher)}
 
 
+def read_collection(path: Path, cache_dir: str | Path | None = None) -> tuple[CorpusTable, str]:
+    """The memory-mapped table of a ``pid<TAB>passage`` collection (built once, cached) and its sha256."""
+    records = (
+        (n, pid, "", text) for n, pid, text in iter_id_text_tsv(path, "passage", check_duplicates=False)
+    )
+    sha = sha256_file(path)
+    return load_corpus_table(path, records, COLLECTION_PARSER, sha, cache_dir, kind="passage"), sha
+
+
 def read_trec_qrels(
-    path: Path, queries: dict[str, str], corpus: dict[str, Document], hasher: Any | None = None
+    path: Path, queries: dict[str, str], corpus: Mapping[str, Document], hasher: Any | None = None
 ) -> tuple[Qrels, dict[str, int]]:
     """Read TREC qrels (``qid iter docid grade``); unknown ids are dropped and counted."""
     builder = QrelsBuilder(queries, corpus)
@@ -72,8 +90,13 @@ def read_trec_qrels(
     return builder.finish(path)
 
 
-def load_msmarco(folder: str | Path, name: str | None = None) -> RetrievalDataset:
-    """Load an MS MARCO passage folder (see module doc) into a :class:`RetrievalDataset`."""
+def load_msmarco(
+    folder: str | Path, name: str | None = None, cache_dir: str | Path | None = None
+) -> RetrievalDataset:
+    """Load an MS MARCO passage folder (see module doc) into a :class:`RetrievalDataset`.
+
+    The collection becomes a memory-mapped :class:`~maw.data.corpus.CorpusTable` in ``cache_dir``
+    (default ``~/.cache/maw/corpora``), built on first use."""
     folder = Path(folder)
     collection = folder / "collection.tsv"
     query_files = sorted(folder.glob("queries.*.tsv"))
@@ -92,11 +115,7 @@ def load_msmarco(folder: str | Path, name: str | None = None) -> RetrievalDatase
 
     hashes: dict[str, str] = {}
     report: dict[str, Any] = {"format": "msmarco"}
-    h = hashlib.sha256()
-    corpus = {
-        pid: Document(title="", text=text) for pid, text in read_id_text_tsv(collection, "passage", h).items()
-    }
-    hashes[collection.name] = h.hexdigest()
+    corpus, hashes[collection.name] = read_collection(collection, cache_dir)
     report[collection.name] = {"documents": len(corpus)}
 
     queries: dict[str, str] = {}

@@ -1,13 +1,15 @@
 """The in-memory representation every loader produces and every consumer reads.
 
-A collection is a ``RetrievalDataset``: the full corpus, all queries, and the judgements of each
-split as nested dicts ``qrels[split][query_id][doc_id] = grade`` (int, higher = more relevant;
+A collection is a ``RetrievalDataset``: the full corpus (a read-only ``Mapping[str, Document]``;
+the loaders give a memory-mapped :class:`maw.data.corpus.CorpusTable`), all queries, and the
+judgements of each split as nested dicts ``qrels[split][query_id][doc_id] = grade`` (int, higher = more relevant;
 the format pytrec_eval / ir_measures take directly). ``Splits`` is the train / val / test view
 used for one experiment, with the provenance of every carved or subsampled split recorded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,11 @@ class DataError(ValueError):
     """Bad input data; the message names the file (and line) at fault."""
 
 
+def join_title(title: str, text: str) -> str:
+    """Title and text joined the way BEIR / sentence-transformers encode documents."""
+    return f"{title} {text}".strip() if title else text
+
+
 @dataclass
 class Document:
     title: str
@@ -26,13 +33,13 @@ class Document:
 
     def full_text(self) -> str:
         """Title and text joined the way BEIR / sentence-transformers encode documents."""
-        return f"{self.title} {self.text}".strip() if self.title else self.text
+        return join_title(self.title, self.text)
 
 
 @dataclass
 class RetrievalDataset:
     name: str
-    corpus: dict[str, Document]
+    corpus: Mapping[str, Document]  # loaders give a memory-mapped maw.data.corpus.CorpusTable
     queries: dict[str, str]
     qrels: dict[str, Qrels]  # split name -> qrels
     fingerprint: str  # content hash of the source files (see loaders)
@@ -47,6 +54,8 @@ class RetrievalDataset:
         return list(self.corpus)
 
     def doc_texts(self, doc_ids: list[str] | None = None) -> list[str]:
+        if doc_ids is None and hasattr(self.corpus, "full_texts"):  # a CorpusTable: one sequential read
+            return self.corpus.full_texts()
         ids = self.doc_ids() if doc_ids is None else doc_ids
         return [self.corpus[d].full_text() for d in ids]
 

@@ -2,5 +2,5 @@
 
 * ``evaluate_run(qrels, run, metrics=SUITE) -> MetricResult``, ``ndcg_at_10(qrels, run)``,
   ``PRIMARY_METRICS``, ``SUITE``, ``NOT_APPLICABLE``
-* ``run_evaluation(EvaluateConfig) -> dict`` (writes one JSON result file)
+* ``run_evaluation(plan, ...) -> dict`` (writes one JSON result file; optionally a TREC run file)
 """

@@ -21,63 +21,16 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from maw.config import ConfigError, DataConfig, EvalConfig, ModelConfig
+from maw.config import ConfigError, DataConfig, to_dict
 from maw.evaluation.metrics import NOT_APPLICABLE, PRIMARY_METRICS, MetricResult, evaluate_run
+from maw.plan import Plan
 from maw.utils.io import atomic_write_json, default_cache_dir, environment_info
 
-EVALUATE_METHODS = ("bm25", "zeroshot")
-
-
-@dataclass
-class EvaluateConfig:
-    """Everything ``maw evaluate`` needs (built by the CLI, passed down unchanged)."""
-
-    method: str = "bm25"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    out: str | None = None  # result JSON; default runs/evaluate/<dataset>-<method>-<split>.json
-    use_cache: bool = True  # document-embedding cache in eval.cache_dir (default ~/.cache/maw/embeddings)
-    device: str | None = None  # None: cuda if available else cpu
-    latency_queries: int = 50  # queries timed one at a time for the latency figure (dense)
-    show_progress: bool = True
-
-    def validate(self) -> None:
-        if self.method not in EVALUATE_METHODS:
-            raise ConfigError(
-                f"--method: unknown method {self.method!r}; choose one of {', '.join(EVALUATE_METHODS)}"
-            )
-        checks = (
-            ("--top-k", self.eval.top_k),
-            ("--batch-size", self.eval.eval_batch_size),
-            ("--query-max-length", self.model.query_max_length),
-            ("--doc-max-length", self.model.doc_max_length),
-        )
-        for option, value in checks:
-            if value < 1:
-                raise ConfigError(f"{option}: must be >= 1, got {value}")
-        if self.data.test_samples is not None and self.data.test_samples < 1:
-            raise ConfigError(f"--test-samples: must be >= 1, got {self.data.test_samples}")
-        if self.latency_queries < 0:
-            raise ConfigError(f"--latency-queries: must be >= 0, got {self.latency_queries}")
-        if self.model.num_layers is not None and self.model.num_layers < 1:
-            raise ConfigError(f"--num-layers: must be >= 1, got {self.model.num_layers}")
-        if self.device is not None:
-            import torch
-
-            if not (self.device == "cpu" or self.device.startswith("cuda")):
-                raise ConfigError(f"--device: use 'cpu' or 'cuda[:N]', got {self.device!r}")
-            if self.device.startswith("cuda") and not torch.cuda.is_available():
-                raise ConfigError(f"--device: {self.device!r} requested but CUDA is not available")
-        if self.data.candidate_pool:
-            raise ConfigError("candidate_pool: maw evaluate always retrieves from the full corpus")
-        if not str(self.eval.split).strip():
-            raise ConfigError("--split: must not be empty")
+EVALUATE_METHODS = ("bm25", "zeroshot", "lora", "finetune", "maw", "full")
 
 
 def default_out_path(dataset_name: str, method: str, split: str) -> Path:
@@ -87,74 +40,87 @@ def default_out_path(dataset_name: str, method: str, split: str) -> Path:
 
 def _data_config_for_split(data: DataConfig, split: str) -> DataConfig:
     """``split`` as the test split; train/val renamed away when they collide (unused here)."""
-    cfg = dataclasses.replace(data, test_split=split)
-    if cfg.train_split == split:
-        cfg.train_split = ""
-    if cfg.val_split == split:
-        cfg.val_split = ""
-    return cfg
+    return dataclasses.replace(
+        data,
+        test_split=split,
+        train_split="" if data.train_split == split else data.train_split,
+        val_split="" if data.val_split == split else data.val_split,
+    )
 
 
-def run_evaluation(cfg: EvaluateConfig, console: Any | None = None) -> dict[str, Any]:
-    """Run the evaluation described by ``cfg``, write the result JSON, return it as a dict."""
+def run_evaluation(
+    plan: Plan,
+    *,
+    encoder: Any = None,
+    checkpoint: str | None = None,
+    out: str | None = None,
+    use_cache: bool = True,
+    save_run: str | None = None,
+    console: Any | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``plan`` (bm25, zeroshot, or a trained ``encoder`` loaded from ``checkpoint``), write
+    the result JSON (and the TREC run file ``save_run``), return the record as a dict."""
     from maw.data import load_dataset, make_splits
+    from maw.data.subsample import subsample_for_splits
     from maw.data.types import DataError
 
-    cfg.validate()
     runtimes: dict[str, float] = {}
     t0 = time.perf_counter()
-    dataset = load_dataset(cfg.data.dataset, cfg.data.data_dir)
-    data_cfg = _data_config_for_split(cfg.data, cfg.eval.split)
+    dataset = load_dataset(plan.data.dataset, plan.data.data_dir)
+    data_cfg = _data_config_for_split(plan.data, plan.eval.split)
     splits = make_splits(dataset, data_cfg)
+    dataset = subsample_for_splits(dataset, splits, data_cfg)  # --corpus-size (no-op by default)
     runtimes["load_data_seconds"] = time.perf_counter() - t0
 
     qrels = splits.test
     missing = sorted(q for q in qrels if q not in dataset.queries)
     if missing:
         raise DataError(
-            f"{dataset.source or dataset.name}: {len(missing)} judged queries of split {cfg.eval.split!r} "
+            f"{dataset.source or dataset.name}: {len(missing)} judged queries of split {plan.eval.split!r} "
             f"have no text in the queries file, e.g. {missing[:5]}"
         )
     queries = {q: dataset.queries[q] for q in qrels}
 
     t0 = time.perf_counter()
-    if cfg.method == "bm25":
+    if plan.method == "bm25":
         from maw.retrieval.bm25 import BM25Retriever
 
         retriever = BM25Retriever(dataset.corpus)
-        run = retriever.retrieve(queries, k=cfg.eval.top_k)
+        run = retriever.retrieve(queries, k=plan.eval.top_k)
         efficiency = dict(retriever.timings)
         retriever_info: dict[str, Any] = {"name": "bm25s", **retriever.params}
     else:
         from maw.models.encoder import Encoder
         from maw.retrieval.dense import DenseRetriever
 
-        try:
-            encoder = Encoder.from_pretrained(
-                cfg.model.model, num_layers=cfg.model.num_layers, normalize=cfg.model.normalize
-            )
-        except OSError as exc:
-            raise ConfigError(f"--model: cannot load {cfg.model.model!r}: {exc}") from None
-        except ValueError as exc:  # e.g. --num-layers out of range (the message names the flag)
-            raise ConfigError(str(exc)) from None
-        cache_dir = (cfg.eval.cache_dir or default_cache_dir("embeddings")) if cfg.use_cache else None
+        model = plan.model
+        if encoder is None:
+            try:
+                encoder = Encoder.from_pretrained(
+                    model.model, num_layers=model.num_layers, normalize=model.normalize
+                )
+            except OSError as exc:
+                raise ConfigError(f"--model: cannot load {model.model!r}: {exc}") from None
+            except ValueError as exc:  # e.g. --num-layers out of range (the message names the flag)
+                raise ConfigError(str(exc)) from None
+        cache_dir = (plan.eval.embedding_cache_dir or default_cache_dir("embeddings")) if use_cache else None
         retriever = DenseRetriever(
             encoder,
-            query_max_length=cfg.model.query_max_length,
-            doc_max_length=cfg.model.doc_max_length,
-            batch_size=cfg.eval.eval_batch_size,
+            query_max_length=model.query_max_length,
+            doc_max_length=model.doc_max_length,
+            batch_size=plan.eval.eval_batch_size,
             cache_dir=cache_dir,
-            device=cfg.device,
-            latency_queries=cfg.latency_queries,
-            show_progress=cfg.show_progress,
+            device=plan.runtime.device,
+            latency_queries=plan.eval.latency_queries,
+            show_progress=plan.runtime.progress,
         )
-        run = retriever.retrieve(queries, dataset.corpus, k=cfg.eval.top_k)
+        run = retriever.retrieve(queries, dataset.corpus, k=plan.eval.top_k)
         efficiency = dict(retriever.timings)
         retriever_info = {
             "name": "dense-exact-ip",
-            "model": cfg.model.model,
-            "query_max_length": cfg.model.query_max_length,
-            "doc_max_length": cfg.model.doc_max_length,
+            "model": checkpoint or model.model,
+            "query_max_length": model.query_max_length,
+            "doc_max_length": model.doc_max_length,
             "cache_dir": str(cache_dir) if cache_dir else None,
         }
     runtimes["retrieve_seconds"] = time.perf_counter() - t0
@@ -163,16 +129,18 @@ def run_evaluation(cfg: EvaluateConfig, console: Any | None = None) -> dict[str,
     result: MetricResult = evaluate_run(qrels, run)
     runtimes["metrics_seconds"] = time.perf_counter() - t0
 
-    config: dict[str, Any] = {
-        "method": cfg.method,
-        "data": dataclasses.asdict(data_cfg),
-        "eval": dataclasses.asdict(cfg.eval),
-        "use_cache": cfg.use_cache,
-        "device": cfg.device,
-    }
-    if cfg.method != "bm25":
-        config["model"] = dataclasses.asdict(cfg.model)
-    out_path = Path(cfg.out) if cfg.out else default_out_path(dataset.name, cfg.method, cfg.eval.split)
+    # the whole plan: for a trained checkpoint it holds the training config (train / maw / layers)
+    config: dict[str, Any] = {**plan.to_dict(), "data": to_dict(data_cfg), "use_cache": use_cache}
+    if plan.method == "bm25":
+        del config["model"]  # BM25 uses no model: the record must not name one
+    if checkpoint is not None:
+        config["checkpoint"] = str(checkpoint)
+    name = plan.method if checkpoint is None else f"{plan.method}-{Path(checkpoint).parent.name}"
+    out_path = Path(out) if out else default_out_path(dataset.name, name, plan.eval.split)
+    if save_run is not None:
+        from maw.evaluation.runfile import write_trec_run
+
+        write_trec_run(run, save_run, tag=f"maw-{plan.method}", k=plan.eval.top_k)
     record: dict[str, Any] = {
         "kind": "maw.evaluate",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -184,7 +152,7 @@ def run_evaluation(cfg: EvaluateConfig, console: Any | None = None) -> dict[str,
             "fingerprint": dataset.fingerprint,
             "num_docs": len(dataset.corpus),
             "num_queries": len(dataset.queries),
-            "split": cfg.eval.split,
+            "split": plan.eval.split,
             "num_split_queries": len(qrels),
             "num_evaluated_queries": result.num_queries,
             "provenance": splits.provenance,
@@ -199,6 +167,7 @@ def run_evaluation(cfg: EvaluateConfig, console: Any | None = None) -> dict[str,
         "runtimes": runtimes,
         "per_query": result.per_query,
         "output": str(out_path),
+        "run_file": str(save_run) if save_run else None,
     }
     atomic_write_json(out_path, record)
     if console is not None:

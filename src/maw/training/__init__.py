@@ -3,11 +3,11 @@ supervised router, frozen-prefix cache, checkpoints with exact resume, and data 
 
 Public API (imported lazily)::
 
-    train(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir) -> TrainResult
-    train_from_config(method, data_cfg, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir) -> TrainResult
-    build_model(method, model_cfg, maw_cfg, train_cfg) -> (Encoder, first_trainable_layer_index)
+    train(plan, dataset, splits, run_dir) -> TrainResult          # plan: maw.plan.resolve(...)
+    train_from_plan(plan, run_dir) -> TrainResult                 # loads the data, writes result.json
+    build_model(plan) -> Encoder
     count_parameters(encoder) -> {"total", "trainable"}
-    load_trained_encoder(checkpoint_dir) -> (Encoder, config)
+    load_trained_encoder(checkpoint_or_run_dir) -> (Encoder, Plan, config.json)
     TrainResult, TrainingError, CheckpointError
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 _EXPORTS = {
     "train": "maw.training.trainer",
-    "train_from_config": "maw.training.trainer",
-    "load_trained_encoder": "maw.training.trainer",
+    "train_from_plan": "maw.training.trainer",
+    "load_trained_encoder": "maw.training.checkpoint",
     "TrainResult": "maw.training.trainer",
     "TrainingError": "maw.training.trainer",
     "build_model": "maw.training.methods",

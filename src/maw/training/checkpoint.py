@@ -6,8 +6,9 @@ A checkpoint folder holds, and nothing in it needs unpickling:
   modules (layers holding a trainable parameter, the embeddings when they train, every MAW module
   with its router and frozen reference router, LoRA adapters with their base layers). The frozen
   rest is rebuilt from the base model named in ``config.json``.
-* ``config.json`` — what defines the structure (method, model, resolved layer plan, MAW / LoRA
-  configuration) plus the training settings that define the run (``"run"``).
+* ``config.json`` — ``plan``: the whole :class:`maw.plan.Plan` that trained it (the model is rebuilt
+  from it: :func:`load_trained_encoder`); ``structure``: the plan without its runtime-only fields
+  plus the identity of the training data, which a resumed run must match.
 * ``training_state.safetensors`` — optimizer state tensors (``optimizer.<param_index>.<name>``),
   the torch CPU RNG state and the CUDA RNG states (``latest`` only).
 * ``training_state.json`` — scalars: optimizer param groups (with the parameter names, checked on
@@ -19,7 +20,7 @@ moved aside first and removed after), so a crash leaves either the old or the ne
 ``recover_checkpoint_dir`` puts a moved-aside folder back if a crash hit between the two renames.
 
 Loading into a different configuration raises ``CheckpointError`` listing every differing key
-with the saved and the current value.
+with the saved and the current value (``maw.config.differences``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from maw.config import differences
+from maw.data.types import RetrievalDataset, Splits
+from maw.plan import Plan
 from maw.utils.io import atomic_write_json, read_json, staging_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json holds the plan (maw.plan.Plan)
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_TENSORS = "training_state.safetensors"
@@ -140,31 +143,27 @@ def load_model_tensors(encoder: nn.Module, tensors: dict[str, torch.Tensor], sou
 
 
 # ---------------------------------------------------------------------------------- configs
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
+def checkpoint_config(plan: Plan, dataset: RetrievalDataset, splits: Splits) -> dict[str, Any]:
+    """What a checkpoint's ``config.json`` holds: the whole plan (to rebuild the model), and its
+    ``structure``: the plan without runtime-only fields plus the identity of the data, which a
+    resumed run must match exactly."""
+    from maw.utils.io import fingerprint
+
+    return {
+        "plan": plan.to_dict(),
+        "structure": {
+            **plan.structural(),
+            "data_identity": {
+                "dataset_fingerprint": dataset.fingerprint,
+                "train_queries": fingerprint(sorted(splits.train)),
+                "val_queries": fingerprint(sorted(splits.val)),
+            },
+        },
+    }
 
 
-def config_differences(saved: dict, current: dict, ignore: Iterable[str] = ()) -> list[str]:
-    """Lines ``key: saved=..., current=...`` for every differing (flattened) key."""
-    a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(current)))
-    ignore = tuple(ignore)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if key.startswith(ignore):
-            continue
-        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if va != vb:
-            lines.append(f"{key}: saved={va!r}, current={vb!r}")
-    return lines
-
-
-def check_config(folder: str | Path, current: dict, ignore: Iterable[str] = ()) -> dict:
-    """Read ``folder/config.json`` and raise CheckpointError listing what differs from ``current``."""
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint folder's ``config.json`` (errors name the file)."""
     path = Path(folder) / CONFIG_FILE
     try:
         saved = read_json(path)
@@ -172,7 +171,18 @@ def check_config(folder: str | Path, current: dict, ignore: Iterable[str] = ()) 
         raise CheckpointError(f"{path}: not found (is {folder} a checkpoint folder?)") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    diffs = config_differences(saved, current, ignore)
+    if saved.get("format_version") != FORMAT_VERSION or "plan" not in saved:
+        raise CheckpointError(
+            f"{path}: checkpoint format {saved.get('format_version')!r} is not supported (expected "
+            f"{FORMAT_VERSION} with a 'plan'); it was written by another version of maw"
+        )
+    return saved
+
+
+def check_config(folder: str | Path, current: dict[str, Any]) -> dict[str, Any]:
+    """Read ``folder/config.json``; raise CheckpointError listing how its structure differs from ``current``'s."""
+    saved = read_config(folder)
+    diffs = differences(saved["structure"], current["structure"])
     if diffs:
         raise CheckpointError(
             f"{folder}: the checkpoint was made with a different configuration:\n  " + "\n  ".join(diffs)
@@ -240,7 +250,7 @@ def load_optimizer_state(
     source: str,
 ) -> None:
     if js["param_names"] != param_names:
-        diff = config_differences({"params": js["param_names"]}, {"params": param_names})
+        diff = differences({"params": js["param_names"]}, {"params": param_names})
         raise CheckpointError(f"{source}: the optimizer's parameters differ from this model's: {diff[:5]}")
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -331,11 +341,10 @@ def load_checkpoint(
     scaler: Any = None,
     param_names: list[str] | None = None,
     restore_rng: bool = True,
-    ignore: Iterable[str] = (),
 ) -> TrainingState:
     """Check the config, load weights (and optimizer / scheduler / scaler / RNG when given)."""
     folder = Path(folder)
-    check_config(folder, {**config, "format_version": FORMAT_VERSION}, ignore)
+    check_config(folder, config)
     try:
         tensors = load_file(str(folder / MODEL_FILE))
         st_tensors = load_file(str(folder / STATE_TENSORS))
@@ -356,13 +365,44 @@ def load_checkpoint(
     return TrainingState(**js["state"])
 
 
-def load_weights(folder: str | Path, encoder: nn.Module, config: dict | None = None) -> dict:
-    """Load only the model tensors of a checkpoint (config checked when given); returns its config.json."""
+def load_weights(folder: str | Path, encoder: nn.Module) -> None:
+    """Load only the model tensors of a checkpoint into ``encoder``."""
     folder = Path(folder)
-    saved = (
-        check_config(folder, {**config, "format_version": FORMAT_VERSION})
-        if config is not None
-        else read_json(folder / CONFIG_FILE)
+    try:
+        tensors = load_file(str(folder / MODEL_FILE))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{folder / MODEL_FILE}: cannot read ({type(exc).__name__}: {exc})") from None
+    load_model_tensors(encoder, tensors, str(folder / MODEL_FILE))
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """A checkpoint folder from what a user names: the folder itself, or a run folder (its ``best``).
+
+    A Hugging Face model folder also has ``config.json`` + ``model.safetensors``; only a maw
+    checkpoint has ``training_state.json`` (``save_checkpoint`` always writes it)."""
+    path = Path(path)
+    files = (CONFIG_FILE, MODEL_FILE, STATE_JSON)
+    if all((path / f).is_file() for f in files):
+        return path
+    if all((path / "best" / f).is_file() for f in files):
+        return path / "best"
+    raise CheckpointError(
+        f"{path}: not a maw checkpoint (no {' + '.join(files)}) nor a `maw train` run folder (no best/)"
     )
-    load_model_tensors(encoder, load_file(str(folder / MODEL_FILE)), str(folder / MODEL_FILE))
-    return saved
+
+
+def load_trained_encoder(path: str | Path, device: str | None = None):
+    """Rebuild the model of a checkpoint (``RUN/best``, ``RUN/latest``, or ``RUN`` meaning its best) from
+    the plan it stores and load its weights. Returns ``(encoder in eval mode, plan, config.json)``."""
+    from maw.plan import Plan
+    from maw.training.methods import build_model
+
+    folder = checkpoint_folder(path)
+    saved = read_config(folder)
+    plan = Plan.from_dict(saved["plan"], source=str(folder / CONFIG_FILE))
+    encoder = build_model(plan)
+    load_weights(folder, encoder)
+    encoder.eval()
+    if device is not None:
+        encoder.to(device)
+    return encoder, plan, saved

@@ -8,12 +8,13 @@ every document of the global batch exactly as in a single process; shards are pa
 size for the gather and the padding rows are dropped afterwards.
 
 Each rank computes the loss of its own queries, normalised by the *global* number of queries and
-multiplied by the world size; the gradients are then averaged over ranks (one flat all-reduce,
-:func:`average_gradients`). The all-gather backward sums every rank's contribution into the
+multiplied by the world size. The trainer wraps one micro-batch's forward (the local shard through
+the trainable layers, then the objective: InfoNCE, or GRPO's ``G`` samples, or the supervised
+router's oracle passes) in a module and that module in ``torch.nn.parallel.DistributedDataParallel``,
+which averages the gradients over ranks in backward (bucketed all-reduce; ``no_sync`` for all but
+the last micro-batch of a step). The all-gather backward sums every rank's contribution into the
 shard's owner, so the averaged gradient equals the single-process gradient of the mean loss over
-the global batch. We all-reduce gradients explicitly instead of wrapping the model in
-``DistributedDataParallel`` because a training step calls pieces of the encoder (a cached
-prefix, the suffix, ``G`` GRPO samples) rather than one ``forward``.
+the global batch.
 
 Validation (full-corpus retrieval) runs on rank 0 and its score is broadcast, so every rank takes
 the same early-stopping decision. Only rank 0 writes files (checkpoints, caches, history);
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,22 +127,6 @@ def all_reduce_sum(values: Sequence[float], ctx: DistributedContext) -> list[flo
     t = torch.tensor(list(values), dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
-
-
-def average_gradients(params: Iterable[torch.nn.Parameter], ctx: DistributedContext) -> None:
-    """Average ``.grad`` over ranks with one flat all-reduce (params without grad get zeros)."""
-    if not ctx.enabled:
-        return
-    params = list(params)
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= ctx.world_size
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
 
 
 def broadcast_float(value: float | None, ctx: DistributedContext) -> float | None:

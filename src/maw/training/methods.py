@@ -13,7 +13,8 @@ maw        MAW self-attention in ``--maw-layers`` (``maw.models.maw_encoder.inje
 full       every parameter, the embeddings included.
 =========  ===================================================================================
 
-Layer lists are 1-indexed ("6", "5,6", "all", "last"); see ``maw.config.parse_layers``.
+Layer lists are 1-indexed ("6", "5,6", "all", "last"); they are parsed once, into the plan's
+:class:`~maw.plan.LayerPlan`, by ``maw.plan.resolve``.
 
 ``first trainable index`` ``k`` (0-indexed): layers ``[0, k)`` and the embeddings hold no trainable
 parameter, so their output can be computed once and cached (``maw.training.prefix_cache``). It is 0
@@ -24,12 +25,12 @@ into the backbone itself, so ``Encoder.layers`` stays the plain Hugging Face ``M
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from maw.config import TRAINED_METHODS, ConfigError, MAWConfig, ModelConfig, TrainConfig, parse_layers
+from maw.config import TrainConfig
 from maw.models.encoder import Encoder
+from maw.plan import LayerPlan, Plan
 
 LORA_TARGETS = (
     "attention.self.query",
@@ -39,73 +40,7 @@ LORA_TARGETS = (
 )
 
 
-@dataclass
-class ModelPlan:
-    """The resolved structure of a trainable model (everything a checkpoint must match)."""
-
-    method: str
-    num_layers: int
-    trainable_layers: list[int]  # 1-indexed layers whose own weights train (finetune / maw / full)
-    maw_layers: list[int]  # 1-indexed, maw only
-    lora_layers: list[int]  # 1-indexed, lora only
-    train_embeddings: bool
-    first_trainable: int  # 0-indexed k: layers [0, k) and the embeddings are frozen
-
-    @property
-    def first_maw(self) -> int | None:
-        """0-indexed index of the first MAW layer (GRPO / oracle samples start there)."""
-        return self.maw_layers[0] - 1 if self.maw_layers else None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def resolve_plan(method: str, num_layers: int, maw_cfg: MAWConfig, train_cfg: TrainConfig) -> ModelPlan:
-    """Which layers train / carry MAW / carry LoRA for ``method`` on an encoder with ``num_layers``."""
-    if method not in TRAINED_METHODS:
-        raise ConfigError(
-            f"--method: {method!r} is not a trainable method; choose one of {', '.join(TRAINED_METHODS)}"
-        )
-    maw_layers: list[int] = []
-    lora_layers: list[int] = []
-    train_embeddings = False
-    if method == "lora":
-        lora_layers = parse_layers(train_cfg.lora_layers or "last", num_layers, "--lora-layers")
-        if not lora_layers:
-            raise ConfigError("--lora-layers: at least one layer is needed")
-        trainable: list[int] = []
-        first = lora_layers[0] - 1
-    elif method == "finetune":
-        trainable = parse_layers(train_cfg.finetune_layers or "last", num_layers, "--finetune-layers")
-        if not trainable:
-            raise ConfigError("--finetune-layers: at least one layer is needed")
-        first = trainable[0] - 1
-    elif method == "maw":
-        maw_cfg.validate()
-        maw_layers = parse_layers(maw_cfg.maw_layers or "last", num_layers, "--maw-layers")
-        if not maw_layers:
-            raise ConfigError("--maw-layers: at least one layer is needed")
-        if train_cfg.finetune_layers:
-            trainable = parse_layers(train_cfg.finetune_layers, num_layers, "--finetune-layers")
-        else:
-            trainable = list(maw_layers)
-        first = min(trainable + maw_layers) - 1
-    else:  # full
-        trainable = list(range(1, num_layers + 1))
-        train_embeddings = True
-        first = 0
-    return ModelPlan(
-        method=method,
-        num_layers=num_layers,
-        trainable_layers=trainable,
-        maw_layers=maw_layers,
-        lora_layers=lora_layers,
-        train_embeddings=train_embeddings,
-        first_trainable=first,
-    )
-
-
-def _inject_lora(encoder: Encoder, layers: list[int], train_cfg: TrainConfig) -> None:
+def _inject_lora(encoder: Encoder, layers: tuple[int, ...], train_cfg: TrainConfig) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
     idx = "|".join(str(i - 1) for i in layers)
@@ -135,52 +70,42 @@ def router_parameters(encoder: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return out
 
 
-def _freeze(encoder: Encoder, plan: ModelPlan) -> None:
+def _freeze(encoder: Encoder, plan: LayerPlan) -> None:
     for p in encoder.parameters():
         p.requires_grad_(False)
     if plan.train_embeddings:
         for p in encoder.backbone.embeddings.parameters():
             p.requires_grad_(True)
-    for layer in plan.trainable_layers:
+    for layer in plan.trainable:
         for p in encoder.layers[layer - 1].parameters():
             p.requires_grad_(True)
-    if plan.lora_layers:
+    if plan.lora:
         for name, p in encoder.named_parameters():
             if "lora_" in name:
                 p.requires_grad_(True)
-    if plan.maw_layers:
+    if plan.maw:
         for _, p in router_parameters(encoder):
             p.requires_grad_(True)
 
 
-def build_model_with_plan(
-    method: str, model_cfg: ModelConfig, maw_cfg: MAWConfig, train_cfg: TrainConfig
-) -> tuple[Encoder, ModelPlan]:
-    """Load the backbone, inject LoRA / MAW as ``method`` says, freeze all but the trainable parts."""
+def build_model(plan: Plan) -> Encoder:
+    """Load the backbone, inject LoRA / MAW as the plan says, freeze all but the trainable parts."""
     encoder = Encoder.from_pretrained(
-        model_cfg.model, num_layers=model_cfg.num_layers, normalize=model_cfg.normalize
+        plan.model.model, num_layers=plan.model.num_layers, normalize=plan.model.normalize
     )
-    plan = resolve_plan(method, encoder.num_layers, maw_cfg, train_cfg)
-    if plan.lora_layers:
-        _inject_lora(encoder, plan.lora_layers, train_cfg)
-    if plan.maw_layers:
+    layers = plan.layers
+    if layers.lora:
+        _inject_lora(encoder, layers.lora, plan.train)
+    if layers.maw:
         from maw.models.maw_encoder import inject_maw
 
-        inject_maw(encoder, maw_cfg)
-    _freeze(encoder, plan)
-    if plan.maw_layers and maw_cfg.router == "grpo":
+        inject_maw(encoder, plan.maw, layers.maw)
+    _freeze(encoder, layers)
+    if layers.maw and plan.maw.router == "grpo":
         from maw.models.maw_encoder import refresh_reference
 
         refresh_reference(encoder)  # after freezing: the reference copy stays frozen
-    return encoder, plan
-
-
-def build_model(
-    method: str, model_cfg: ModelConfig, maw_cfg: MAWConfig, train_cfg: TrainConfig
-) -> tuple[Encoder, int]:
-    """``(encoder, first_trainable_layer_index)``; see the module docstring for what trains."""
-    encoder, plan = build_model_with_plan(method, model_cfg, maw_cfg, train_cfg)
-    return encoder, plan.first_trainable
+    return encoder
 
 
 def count_parameters(encoder: nn.Module) -> dict[str, int]:
@@ -197,7 +122,7 @@ def count_parameters(encoder: nn.Module) -> dict[str, int]:
     return {"total": total, "trainable": trainable}
 
 
-def frozen_prefix_eval_mode(encoder: Encoder, plan: ModelPlan) -> None:
+def frozen_prefix_eval_mode(encoder: Encoder, plan: LayerPlan) -> None:
     """Put the model in training mode except the modules without any trainable parameter.
 
     Frozen modules (the embeddings and layers [0, k) in particular) run in eval mode: no dropout.
@@ -210,30 +135,3 @@ def frozen_prefix_eval_mode(encoder: Encoder, plan: ModelPlan) -> None:
     for layer in encoder.layers:
         if not any(p.requires_grad for p in layer.parameters()):
             layer.eval()
-
-
-def structure_config(
-    plan: ModelPlan, model_cfg: ModelConfig, maw_cfg: MAWConfig, train_cfg: TrainConfig
-) -> dict:
-    """Everything that defines the model's structure (saved in every checkpoint's config.json)."""
-    out = {
-        "method": plan.method,
-        "model": {
-            "model": str(model_cfg.model),
-            "num_layers": plan.num_layers,
-            "normalize": model_cfg.normalize,
-        },
-        "plan": plan.to_dict(),
-    }
-    if plan.method == "maw":
-        out["maw"] = asdict(maw_cfg)
-        for key in ("tile_size", "implementation"):  # how it is computed, not what: may differ
-            out["maw"].pop(key, None)
-    if plan.method == "lora":
-        out["lora"] = {
-            "rank": train_cfg.lora_rank,
-            "alpha": train_cfg.lora_alpha,
-            "dropout": train_cfg.lora_dropout,
-            "targets": list(LORA_TARGETS),
-        }
-    return out

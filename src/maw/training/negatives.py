@@ -8,18 +8,38 @@
 * The example order of an epoch is a permutation from ``numpy.random.default_rng([seed, epoch])``,
   so a run resumed in the middle of an epoch sees exactly the batches it would have seen; the last
   partial batch is kept.
+
+Mining is done once per (dataset, split queries, depth, BM25 settings) and shared:
+:func:`cached_hard_negatives` keys the lists by the dataset name, fingerprint (it covers every
+split's qrels) and corpus size, a hash of the train qrels, ``hard_negative_depth`` and the BM25
+settings (the defaults of ``BM25Retriever`` and the ``bm25s`` version), and keeps them as one JSON file
+``<cache_dir>/bm25-negatives-<key>.json`` (written atomically). In a benchmark run ``cache_dir`` is
+the dataset's shared cache folder, so every cell and seed of a dataset reads one file. Under
+``torchrun`` rank 0 mines and writes, the other ranks wait (:func:`rank0_first`) and read.
+:class:`LazyBM25` builds the BM25 index only when something is mined (negatives or the validation
+pool of ``maw.training.validation``) and only once for both.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from maw.data.types import Qrels, RetrievalDataset
 from maw.training.losses import false_negative_mask
+from maw.utils.io import atomic_write_json, fingerprint, read_json
+
+log = logging.getLogger(__name__)
+
+MINED_FORMAT = 1
+Retrieve = Callable[[dict[str, str], int], dict[str, dict[str, float]]]
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,7 @@ def mine_hard_negatives(
     dataset: RetrievalDataset,
     train_qrels: Qrels,
     depth: int,
-    retrieve: Callable[[dict[str, str], int], dict[str, dict[str, float]]] | None = None,
+    retrieve: Retrieve | None = None,
 ) -> dict[str, list[str]]:
     """BM25 candidates per train query: up to ``depth`` ids from the top ranks, relevant docs removed.
 
@@ -94,6 +114,150 @@ def mine_hard_negatives(
         ranked = sorted(run.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))
         out[qid] = [d for d, _ in ranked if d not in relevant[qid]][:depth]
     return out
+
+
+# ---------------------------------------------------------------------------------------------- mined once
+class LazyBM25:
+    """``retrieve(queries, k)`` over ``corpus`` with the default ``BM25Retriever``, indexed on first use."""
+
+    def __init__(self, corpus):
+        self.corpus = corpus
+        self._retriever = None
+
+    @property
+    def cache_key(self) -> str:
+        return bm25_cache_key()
+
+    def __call__(self, queries: dict[str, str], k: int) -> dict[str, dict[str, float]]:
+        if self._retriever is None:
+            from maw.retrieval.bm25 import BM25Retriever
+
+            self._retriever = BM25Retriever(self.corpus)
+        return self._retriever.retrieve(queries, k)
+
+
+def bm25_cache_key() -> str:
+    """The default BM25's settings (``BM25Retriever``'s keyword defaults) and the ``bm25s`` version."""
+    import importlib.metadata as md
+    import inspect
+
+    from maw.retrieval.bm25 import BM25Retriever
+
+    params = inspect.signature(BM25Retriever.__init__).parameters.values()
+    settings = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return "bm25:" + json.dumps({**settings, "bm25s": md.version("bm25s")}, sort_keys=True)
+
+
+def retriever_key(retrieve: Retrieve | None) -> str | None:
+    """Cache identity of a retriever: the default BM25's settings, a custom one's ``cache_key``
+    attribute, or None (a custom retriever without one is never cached)."""
+    if retrieve is None:
+        return bm25_cache_key()
+    return getattr(retrieve, "cache_key", None)
+
+
+def qrels_fingerprint(qrels: Qrels) -> str:
+    return fingerprint(f"{q}\t{d}\t{g}" for q in sorted(qrels) for d, g in sorted(qrels[q].items()))
+
+
+def dataset_key(dataset: RetrievalDataset) -> list[str]:
+    """What identifies the corpus and judgements: fingerprint, corpus size (subsampled corpora)."""
+    return [dataset.name, dataset.fingerprint, str(len(dataset.corpus))]
+
+
+def rank0_first(ctx, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on rank 0 (which writes any shared file), then its result on every rank.
+
+    ``compute`` returns something small (a path, a reason); an exception on rank 0 is re-raised there
+    and reported on the other ranks (they would otherwise wait at a barrier until the timeout).
+    """
+    from maw.training import distributed as dist_utils
+
+    if ctx is None or not ctx.enabled:
+        return compute()
+    outcome = None
+    if ctx.is_main:
+        try:
+            outcome = ("ok", compute())
+        except Exception as exc:
+            dist_utils.broadcast_object(("error", f"{type(exc).__name__}: {exc}"), ctx)
+            raise
+    status, value = dist_utils.broadcast_object(outcome, ctx)
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed: {value}")
+    return value
+
+
+def cached_lists(
+    kind: str,
+    key_parts: Sequence[str] | None,
+    compute: Callable[[], dict[str, list[str]]],
+    cache_dir: str | Path | None,
+    ctx=None,
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """``compute()``'s ``{query_id: [doc_id, ...]}``, mined once: ``<cache_dir>/<kind>-<key>.json``.
+
+    Rank 0 reads the file or computes and writes it; the others then read it. ``key_parts`` None
+    (an uncacheable retriever) or ``cache_dir`` None: computed on every call, nothing written.
+    Returns ``(lists, {"path", "reused"})``.
+    """
+    if key_parts is None or cache_dir is None:
+        return compute(), {"path": None, "reused": False}
+    key = fingerprint([kind, str(MINED_FORMAT), *key_parts])
+    path = Path(cache_dir) / f"{kind}-{key}.json"
+
+    def on_main() -> bool:
+        if _read_lists(path, key) is not None:
+            return True
+        lists = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            path, {"format": MINED_FORMAT, "kind": kind, "key": key, "lists": lists}, indent=None
+        )
+        return False
+
+    reused = rank0_first(ctx, on_main)
+    lists = _read_lists(path, key)
+    if lists is None:
+        raise RuntimeError(f"{path}: missing or unreadable after it was written")
+    log.info("%s: %s %s", kind, "read" if reused else "mined and wrote", path)
+    return lists, {"path": str(path), "reused": reused}
+
+
+def _read_lists(path: Path, key: str) -> dict[str, list[str]] | None:
+    """The lists of a cache file, or None when it is absent or not this key's (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != MINED_FORMAT or data.get("key") != key:
+        return None
+    return data["lists"]
+
+
+def cached_hard_negatives(
+    dataset: RetrievalDataset,
+    train_qrels: Qrels,
+    depth: int,
+    cache_dir: str | Path | None,
+    ctx=None,
+    retrieve: Retrieve | None = None,
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """:func:`mine_hard_negatives`, mined once per (dataset, train qrels, depth, retriever) and shared
+    through ``cache_dir`` by every run, cell and rank (see the module docstring)."""
+    if depth <= 0 or not train_qrels:
+        return mine_hard_negatives(dataset, train_qrels, depth, retrieve), {"path": None, "reused": False}
+    rkey = retriever_key(retrieve)
+    key = None if rkey is None else [*dataset_key(dataset), qrels_fingerprint(train_qrels), str(depth), rkey]
+    return cached_lists(
+        "bm25-negatives",
+        key,
+        lambda: mine_hard_negatives(dataset, train_qrels, depth, retrieve),
+        cache_dir,
+        ctx,
+    )
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:

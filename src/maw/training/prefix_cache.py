@@ -23,6 +23,24 @@ the texts, the max length, ``k`` and the dtype, so runs with the same frozen pre
 finetune / LoRA / MAW on the last layer) share one cache when given the same ``cache_dir``.
 A folder is built under a temporary name and renamed into place: a killed build leaves no
 half-written cache (its temporary folder is removed by the next build once its process is gone).
+
+Building at scale (memory independent of the number of tokens):
+
+1. :meth:`PrefixCache.plan` finds the key; for a cache that does not exist yet it counts the tokens
+   of every text, ``TOKENIZE_CHUNK`` texts per tokenizer call (the tokenizer's output, ~250 B a
+   token, lives for one chunk; 8 B a text are kept), which gives the exact size
+   ``total_tokens x hidden_size x itemsize`` of ``hidden.bin`` before anything runs.
+2. The caller decides: above ``MAX_CACHE_BYTES`` (50 GB; at d = 384 in float16 that is about 65M
+   tokens, e.g. 0.9M passages of 70 tokens) the trainer does not cache and runs the frozen prefix live (logged, and
+   recorded in the result as ``prefix_cache_skipped``); the count stops as soon as the cap is
+   passed. :func:`check_free_space` raises :class:`PrefixCacheSpaceError` (naming the folder, the
+   bytes needed and free, and the fixes) when the disk cannot hold the cache.
+3. :meth:`PrefixCache.build` runs the prefix over ``batch_size`` texts at a time in the same
+   longest-first order as a one-shot build (so the bytes written are identical for any chunking),
+   tokenising each batch on its own, and writes every text's rows with ``os.pwrite`` (no memory map
+   of the file being written, so resident memory does not grow with the file).
+
+Texts are any ``Sequence[str]`` (a list, or :class:`CorpusTexts`: a corpus read on demand).
 """
 
 from __future__ import annotations
@@ -30,17 +48,149 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maw.config import ConfigError
 from maw.models.encoder import Encoder
 from maw.utils.io import atomic_write_json, fingerprint, read_json, staging_dir
 
 CACHE_FORMAT = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
+TOKENIZE_CHUNK = 10_000  # texts per tokenizer call of the token-count pass
+MAX_CACHE_BYTES = 50 * 10**9  # above this the trainer runs the frozen prefix live (see the module doc)
+
+
+class PrefixCacheSpaceError(ConfigError):
+    """The cache folder's disk cannot hold the cache about to be built (names folder, bytes, fixes)."""
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def check_free_space(folder: str | Path, needed: int) -> None:
+    """Raise :class:`PrefixCacheSpaceError` unless ``folder``'s disk has ``needed`` bytes free."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise PrefixCacheSpaceError(
+            f"--prefix-cache-dir: {folder} has {_gb(free)} ({free} bytes) free but the frozen-prefix cache "
+            f"needs {_gb(needed)} ({needed} bytes); free space there, point --prefix-cache-dir at a larger "
+            "disk, or train with --no-prefix-cache (the frozen layers then run at every step)"
+        )
+
+
+class CorpusTexts(Sequence):
+    """``Document.full_text()`` of a corpus in its id order, read on demand (no string kept per document).
+
+    Slices of a memory-mapped ``CorpusTable`` are one sequential read (``full_texts(start, stop)``).
+    """
+
+    def __init__(self, corpus: Mapping):
+        self.corpus = corpus
+        self._ids = None if hasattr(corpus, "full_texts") else list(corpus)
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(start, stop, step)]
+            if self._ids is None:
+                return self.corpus.full_texts(start, stop)
+            return [self.corpus[d].full_text() for d in self._ids[start:stop]]
+        if self._ids is None:
+            return self.corpus.document(range(len(self))[i]).full_text()
+        return self.corpus[self._ids[i]].full_text()
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self), TOKENIZE_CHUNK):
+            yield from self[start : start + TOKENIZE_CHUNK]
+
+
+class DocTexts(Mapping):
+    """``doc_id -> Document.full_text()`` of a corpus, read on demand (for :class:`LivePrefix`)."""
+
+    def __init__(self, corpus: Mapping):
+        self.corpus = corpus
+
+    def __getitem__(self, doc_id: str) -> str:
+        return self.corpus[doc_id].full_text()
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.corpus)
+
+
+def token_counts(
+    encoder: Encoder, texts: Sequence[str], max_length: int, stop_above: int | None = None
+) -> np.ndarray:
+    """(N,) int64 tokens of each text after truncation, ``TOKENIZE_CHUNK`` texts per tokenizer call.
+
+    With ``stop_above``, stops after the first chunk that takes the running total above it and
+    returns the counts so far (fewer than N).
+    """
+    parts, total = [], 0
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        part = encoder.token_lengths(texts[start : start + TOKENIZE_CHUNK], max_length, TOKENIZE_CHUNK)
+        parts.append(part)
+        total += int(part.sum())
+        if stop_above is not None and total > stop_above:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What building one cache means, known before building it (:meth:`PrefixCache.plan`).
+
+    ``lengths``: (N,) token counts (None when the cache exists); ``complete`` False when the count
+    stopped early above ``max_bytes`` (``total_tokens`` and ``nbytes`` are then lower bounds).
+    """
+
+    name: str
+    folder: Path
+    key: str
+    exists: bool
+    total_tokens: int
+    hidden_size: int
+    dtype: str
+    max_length: int
+    upto: int
+    lengths: np.ndarray | None = None
+    complete: bool = True
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of ``hidden.bin``: total_tokens x hidden_size x itemsize."""
+        return self.total_tokens * self.hidden_size * np.dtype(_DTYPES[self.dtype]).itemsize
+
+    @property
+    def write_bytes(self) -> int:
+        """Bytes a build writes (``hidden.bin`` + ``offsets.npy``; 0 when the cache exists)."""
+        return 0 if self.exists else self.nbytes + 8 * (len(self.lengths) + 1)
+
+
+def over_cap_reason(plans: Sequence[CachePlan], max_bytes: int) -> str | None:
+    """Why caches of this total size are not built (None when they fit under ``max_bytes``)."""
+    total = sum(p.nbytes for p in plans)
+    if total <= max_bytes:
+        return None
+    at_least = "" if all(p.complete for p in plans) else "at least "
+    return (
+        f"the frozen-prefix cache would take {at_least}{_gb(total)} "
+        f"({', '.join(p.name for p in plans)}), above the {_gb(max_bytes)} cap; running the frozen layers live"
+    )
 
 
 def prefix_fingerprint(encoder: Encoder, upto: int) -> str:
@@ -134,6 +284,76 @@ class PrefixCache:
         )
 
     @classmethod
+    def plan(
+        cls,
+        encoder: Encoder,
+        texts: Sequence[str],
+        max_length: int,
+        upto: int,
+        cache_dir: str | Path,
+        dtype: str = "float16",
+        name: str = "prefix",
+        max_bytes: int | None = None,
+    ) -> CachePlan:
+        """Where the cache of ``texts`` lives, whether it exists and its exact size (token-count pass)."""
+        if dtype not in _DTYPES:
+            raise ValueError(f"--prefix-cache-dtype: must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        key = cls.key(encoder, texts, max_length, upto, dtype)
+        folder = Path(cache_dir) / f"{name}-{key}"
+        common = dict(name=name, folder=folder, key=key, dtype=dtype, max_length=max_length, upto=upto)
+        if (folder / "meta.json").is_file():
+            meta = read_json(folder / "meta.json")
+            return CachePlan(
+                exists=True,
+                total_tokens=int(meta["total_tokens"]),
+                hidden_size=int(meta["hidden_size"]),
+                **common,
+            )
+        itemsize = np.dtype(_DTYPES[dtype]).itemsize
+        stop = None if max_bytes is None else max_bytes // (encoder.hidden_size * itemsize)
+        lengths = token_counts(encoder, texts, max_length, stop_above=stop)
+        return CachePlan(
+            exists=False,
+            total_tokens=int(lengths.sum()),
+            hidden_size=encoder.hidden_size,
+            lengths=lengths,
+            complete=len(lengths) == len(texts),
+            **common,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        plan: CachePlan,
+        encoder: Encoder,
+        texts: Sequence[str],
+        batch_size: int = 128,
+        show_progress: bool = False,
+    ) -> PrefixCache:
+        """Build the planned cache (atomically) and open it; opens it when it exists."""
+        if plan.exists or (plan.folder / "meta.json").is_file():
+            return cls(plan.folder)
+        if not plan.complete:
+            raise ValueError(
+                f"{plan.folder}: the token count stopped at the size cap; plan without max_bytes"
+            )
+        cache_dir = plan.folder.parent
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(cache_dir, f".{plan.folder.name}.")
+        tmp = staging_dir(cache_dir, prefix=f".{plan.folder.name}.{os.getpid()}.")
+        try:
+            cls._build(encoder, texts, plan, tmp, batch_size, show_progress)
+            try:
+                os.rename(tmp, plan.folder)
+            except OSError:  # built concurrently by another process: keep theirs
+                if not (plan.folder / "meta.json").is_file():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return cls(plan.folder)
+
+    @classmethod
     def open_or_build(
         cls,
         encoder: Encoder,
@@ -146,89 +366,71 @@ class PrefixCache:
         name: str = "prefix",
         show_progress: bool = False,
     ) -> PrefixCache:
-        """Open ``cache_dir/<name>-<key>`` if it exists, else build it (atomically) and open it."""
-        if dtype not in _DTYPES:
-            raise ValueError(f"--prefix-cache-dtype: must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        cache_dir = Path(cache_dir)
-        key = cls.key(encoder, texts, max_length, upto, dtype)
-        final = cache_dir / f"{name}-{key}"
-        if (final / "meta.json").is_file():
-            return cls(final)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_builds(cache_dir, f".{name}-{key}.")
-        tmp = staging_dir(cache_dir, prefix=f".{name}-{key}.{os.getpid()}.")
-        try:
-            cls._build(encoder, texts, max_length, upto, tmp, dtype, batch_size, key, show_progress, name)
-            try:
-                os.rename(tmp, final)
-            except OSError:  # built concurrently by another process: keep theirs
-                if not (final / "meta.json").is_file():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return cls(final)
+        """Open ``cache_dir/<name>-<key>`` if it exists, else check the free space, build it (atomically)
+        and open it. No size cap here: callers that apply one use :meth:`plan` and :func:`over_cap_reason`."""
+        plan = cls.plan(encoder, texts, max_length, upto, cache_dir, dtype, name)
+        if not plan.exists:
+            check_free_space(cache_dir, plan.write_bytes)
+        return cls.build(plan, encoder, texts, batch_size, show_progress)
 
     @staticmethod
     @torch.inference_mode()
     def _build(
         encoder: Encoder,
         texts: Sequence[str],
-        max_length: int,
-        upto: int,
+        plan: CachePlan,
         folder: Path,
-        dtype: str,
         batch_size: int,
-        key: str,
         show_progress: bool,
-        name: str,
     ) -> None:
         was_training = encoder.training
         encoder.eval()
-        device = encoder.device
-        ids = encoder.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)[
-            "input_ids"
-        ]
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        device, dim, dtype = encoder.device, plan.hidden_size, _DTYPES[plan.dtype]
+        lengths = plan.lengths
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        total, dim = int(offsets[-1]), encoder.hidden_size
-        hidden = np.memmap(folder / "hidden.bin", dtype=_DTYPES[dtype], mode="w+", shape=(max(total, 1), dim))
-        order = np.argsort(-lengths, kind="stable")
+        row_bytes = dim * np.dtype(dtype).itemsize
+        order = np.argsort(-lengths, kind="stable")  # longest first: little padding
         starts = range(0, len(order), batch_size)
         if show_progress:
             from rich.progress import track
 
-            starts = track(starts, description=f"prefix cache ({name})", total=len(starts), transient=True)
+            starts = track(
+                starts, description=f"prefix cache ({plan.name})", total=len(starts), transient=True
+            )
         pad_id = encoder.tokenizer.pad_token_id or 0
-        for start in starts:
-            rows = order[start : start + batch_size]
-            width = int(lengths[rows].max())
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, r in enumerate(rows):
-                n = int(lengths[r])
-                input_ids[i, :n] = torch.tensor(ids[r], dtype=torch.long)
-                mask[i, :n] = 1
-            out = encoder.prefix(input_ids.to(device), mask.to(device), upto).float().cpu().numpy()
-            for i, r in enumerate(rows):
-                n = int(lengths[r])
-                hidden[offsets[r] : offsets[r] + n] = out[i, :n]
-        hidden.flush()
-        del hidden
+        with open(folder / "hidden.bin", "wb") as fh:
+            fh.truncate(max(int(offsets[-1]), 1) * row_bytes)  # (total_tokens, d), row-major
+            for start in starts:
+                rows = order[start : start + batch_size]
+                ids = encoder.tokenizer(
+                    [texts[int(r)] for r in rows], truncation=True, max_length=plan.max_length, padding=False
+                )["input_ids"]
+                if [len(x) for x in ids] != lengths[rows].tolist():
+                    raise RuntimeError(f"{plan.folder}: the texts changed while the cache was being built")
+                width = int(lengths[rows].max())
+                input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for i, x in enumerate(ids):
+                    input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+                    mask[i, : len(x)] = 1
+                out = encoder.prefix(input_ids.to(device), mask.to(device), plan.upto).float().cpu().numpy()
+                for i, r in enumerate(rows):
+                    n = int(lengths[r])
+                    os.pwrite(fh.fileno(), out[i, :n].astype(dtype).tobytes(), int(offsets[r]) * row_bytes)
         np.save(folder / "offsets.npy", offsets, allow_pickle=False)
         atomic_write_json(
             folder / "meta.json",
             {
                 "format": CACHE_FORMAT,
-                "key": key,
-                "name": name,
+                "key": plan.key,
+                "name": plan.name,
                 "model": encoder.model_name,
-                "upto": upto,
-                "max_length": max_length,
-                "dtype": dtype,
-                "num_texts": len(ids),
-                "total_tokens": total,
+                "upto": plan.upto,
+                "max_length": plan.max_length,
+                "dtype": plan.dtype,
+                "num_texts": len(lengths),
+                "total_tokens": int(offsets[-1]),
                 "hidden_size": dim,
             },
         )

@@ -19,17 +19,46 @@ GRPO (spec section 3), per micro-batch:
    the same for all samples, so its Q/K/V projections and router states are computed once
    (``shared_inputs``; exact) and their backward runs once with the summed gradient.
 3. Reward ``r[g, b] = -InfoNCE_b`` of sample ``g`` (query ``b`` against the batch's documents of
-   that sample). The texts of query ``b`` (the query, its positive, its mined negatives) share it.
-4. ``Adv[g, b] = (r[g, b] - mean_g r[:, b]) / (std_g r[:, b] + 1e-6)`` (``std`` unbiased, as in
-   TRL's GRPO).
+   that sample), ``r`` (G, B_local). The texts of query ``b`` (the query, its positive, its mined
+   negatives) share it.
+4. Advantages ``Adv`` (G, B_local), per query ``b`` over its group of ``G`` samples, by
+   ``maw_cfg.grpo_baseline`` (:func:`advantages`):
+
+   * ``group`` (default; TRL's GRPO): ``Adv[g, b] = (r[g, b] - mean_g r[:, b]) / (std_g r[:, b] + 1e-6)``
+     (``std`` unbiased). Every query's advantages have unit spread, however small its reward
+     differences: a group whose samples differ by noise only (dropout; the routing while the gate
+     ``a`` is still ~0) weighs as much as one where the routing decided the loss.
+   * ``leave_one_out`` (RLOO, Kool et al. 2019; Ahmadian et al. 2024):
+     ``Adv[g, b] = r[g, b] - mean_{g' != g} r[g', b] = G / (G - 1) * (r[g, b] - mean_g r[:, b])``.
+     The baseline of sample ``g`` does not depend on its own reward, so the estimator is unbiased;
+     no division by the group's std, so a query's weight is its real reward spread (in reward
+     units, i.e. nats of InfoNCE). Per query the advantages sum to 0; for ``G = 2`` they are
+     ``+-(r_1 - r_2)``, the same signs as ``group``'s ``+-1/sqrt(2)``.
+
+   (With Adam, a constant factor on every advantage changes nothing, so ``leave_one_out`` differs
+   from ``group`` by dropping the per-query std normalisation; its size relative to the KL term
+   does change, see ``kl_beta``.)
 5. Policy loss ``-mean(min(ratio * Adv, clip(ratio, 1 - eps, 1 + eps) * Adv))`` over samples, texts
    and MAW modules, with ``ratio`` = the module's ``last_record.ratio_mean`` of the text (value 1,
    gradient = mean grad log pi over the text's routing units: one on-policy update per group),
    plus ``kl_beta * mean(kl_ref_mean)`` against the frozen reference policy (refreshed by the
-   trainer every ``ref_update`` optimiser steps). No value network.
+   trainer every ``ref_update`` optimiser steps). No value network. Shapes per sample ``g`` and
+   module: ``Adv`` of the texts ``(B_local + N_local,)`` (documents take their query's), ``ratio``
+   and ``kl_ref_mean`` the same.
 6. The encoder is trained on the mean InfoNCE over the ``G`` samples. (The router's state is
-   detached and its choice is one-hot, so InfoNCE reaches the encoder weights only, and the policy
-   terms reach the router only.)
+   detached and its choice is one-hot, so InfoNCE reaches the encoder weights and the gate ``a``
+   only, and the policy terms reach the router's policy network only.)
+
+Credit assignment, the limit of both baselines: one reward per query is shared by all routing
+units of the query's texts (``H`` heads x ~``L`` tokens x MAW layers), so each unit's share of the
+policy gradient is ``Adv / units`` and its signal is buried under the other units' sampling noise.
+The baselines above lower the variance *between queries and samples*, not between units.
+
+Warm start (``maw_cfg.router_init``, :func:`warm_start_routers`): the hard router's policy network
+starts from a trained router of a ``maw train`` checkpoint (e.g. the soft router, whose policy is
+``softmax(z / tau)``: its last layer is copied divided by its ``tau``, so the hard policy
+``softmax(z)`` is the soft router's distribution). The gate stays at 0, so the model is still the
+pretrained one at step 0; only the policy that GRPO samples from (and its reference) is informed.
 
 Supervised router: on oracle steps, every depth ``d`` is forced in turn (``force_depth``; the
 first MAW layer's projections are shared by the D passes) under ``no_grad`` with the model in
@@ -48,7 +77,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from maw.config import MAWConfig
+from maw.config import ConfigError, MAWConfig
 from maw.training.losses import info_nce_per_query
 
 Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -122,6 +151,35 @@ def _records(encoder: nn.Module) -> list:
     return recs
 
 
+GRPO_BASELINES = ("group", "leave_one_out")
+
+
+def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """TRL's GRPO: rewards (G, B) -> (r - mean_g r) / (std_g r + 1e-6), std unbiased (G >= 2)."""
+    return (rewards - rewards.mean(0, keepdim=True)) / (rewards.std(0, keepdim=True) + 1e-6)
+
+
+def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO: rewards (G, B) -> r[g] - mean of the other G - 1 samples' rewards of the same query."""
+    G = rewards.shape[0]
+    others = (rewards.sum(0, keepdim=True) - rewards) / (G - 1)  # (G, B)
+    return rewards - others
+
+
+def advantages(rewards: torch.Tensor, baseline: str) -> torch.Tensor:
+    """Per-query advantages (G, B) of rewards (G, B) by ``baseline`` (see the module docstring)."""
+    if baseline == "group":
+        return group_advantages(rewards)
+    if baseline == "leave_one_out":
+        return leave_one_out_advantages(rewards)
+    raise ValueError(f"grpo_baseline: unknown value {baseline!r}; choose one of {', '.join(GRPO_BASELINES)}")
+
+
+def grpo_baseline(cfg: MAWConfig) -> str:
+    """``cfg.grpo_baseline`` (default ``group`` while the config has no such field)."""
+    return getattr(cfg, "grpo_baseline", "group")
+
+
 def grpo_objective(
     encoder: nn.Module, head: Head, b: LocalBatch, gather: Gather, temperature: float, cfg: MAWConfig
 ) -> ObjectiveOutput:
@@ -139,16 +197,15 @@ def grpo_objective(
             losses.append(info_nce_per_query(q_emb, gather(d_local), b.positive_index, temperature, b.mask))
     L = torch.stack(losses)  # (G, B_local)
     rewards = -L.detach()
-    mean = rewards.mean(0, keepdim=True)
-    std = rewards.std(0, keepdim=True)  # unbiased; G >= 2 (validated)
-    adv = (rewards - mean) / (std + 1e-6)  # (G, B_local)
+    adv = advantages(rewards, grpo_baseline(cfg))  # (G, B_local)
     eps = cfg.clip_eps
     n_modules = len(q_recs[0])
+    owner = b.doc_owner.to(adv.device)
     surrogate = torch.zeros((), device=L.device)
     kl = torch.zeros((), device=L.device)
     entropy_sum = 0.0
     for g in range(G):
-        a_text = torch.cat([adv[g], adv[g][b.doc_owner.to(adv.device)]])  # (B_local + N_local,)
+        a_text = torch.cat([adv[g], adv[g][owner]])  # (B_local + N_local,): documents take their query's
         for rq, rd in zip(q_recs[g], d_recs[g], strict=True):
             ratio = torch.cat([rq.ratio_mean, rd.ratio_mean])
             s = torch.minimum(ratio * a_text, torch.clamp(ratio, 1 - eps, 1 + eps) * a_text)
@@ -161,6 +218,7 @@ def grpo_objective(
     kl_loss = cfg.kl_beta * kl / text_units
     encoder_loss = L.sum() / (G * b.denom_queries)
     n_texts_local = L.shape[1] + len(b.doc_owner)
+    has_kl = all(r.kl_ref_mean is not None for r in q_recs[0])
     return ObjectiveOutput(
         loss=encoder_loss + policy_loss + kl_loss,
         infonce_sum=float(L.detach().mean(0).sum()),
@@ -168,12 +226,15 @@ def grpo_objective(
         stats={
             "reward_sum": float(rewards.sum()),
             "reward_count": float(rewards.numel()),
-            "reward_std_sum": float(std.sum()),  # advantage spread: std of raw rewards within each group
-            "reward_std_count": float(std.numel()),
+            "reward_std_sum": float(rewards.std(0).sum()),  # spread of the raw rewards within each group
+            "reward_std_count": float(rewards.shape[1]),
+            "advantage_abs_sum": float(adv.abs().sum()),
+            "advantage_count": float(adv.numel()),
             "entropy_sum": entropy_sum,
             "entropy_count": float(G * n_modules * n_texts_local),
             "policy_loss_sum": float(-surrogate.detach()),
             "kl_sum": float(kl.detach()),
+            "kl_count": float(G * n_modules * n_texts_local) if has_kl else 0.0,
             "policy_count": float(G * n_modules * n_texts_local),
         },
     )
@@ -183,21 +244,14 @@ def oracle_labels(
     encoder: nn.Module, head: Head, b: LocalBatch, gather: Gather, temperature: float, depth: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels (B_local,) long, losses (D, B_local)): the depth of lowest InfoNCE for each query."""
-    from maw.models.maw_encoder import force_depth, maw_modules, shared_inputs
+    from maw.models.maw_encoder import force_depth, shared_inputs, statistics_paused
 
-    modules = maw_modules(encoder)
-    tracking = [m.track_statistics for m in modules]
     rows = []
-    try:
-        for m in modules:  # forced passes stay out of the depth histogram
-            m.track_statistics = False
-        with torch.no_grad(), eval_mode(encoder), shared_inputs(encoder):  # one projection for all d
-            for d in range(depth):
-                with force_depth(encoder, d):
-                    rows.append(_per_query_loss(head, b, gather, temperature))
-    finally:
-        for m, flag in zip(modules, tracking, strict=True):
-            m.track_statistics = flag
+    # forced passes stay out of the depth histogram; one projection for all d
+    with torch.no_grad(), eval_mode(encoder), statistics_paused(encoder), shared_inputs(encoder):
+        for d in range(depth):
+            with force_depth(encoder, d):
+                rows.append(_per_query_loss(head, b, gather, temperature))
     losses = torch.stack(rows)  # (D, B_local)
     return losses.argmin(0), losses
 
@@ -240,3 +294,49 @@ def supervised_objective(
         stats=stats,
         oracle_labels=label_list,
     )
+
+
+def warm_start_routers(encoder: nn.Module, path: str) -> list[int]:
+    """Copy the policy network (not the gate) of every MAW layer's router from the ``maw train``
+    checkpoint ``path`` (``RUN``, ``RUN/best`` or ``RUN/latest``), and refresh GRPO's reference to it.
+
+    The source must have MAW on the same layers with the same router network (D, granularity,
+    ``router_hidden``); a ``signed`` soft router is refused (its logits are not a softmax policy).
+    Returns the layers warm-started. Errors (ConfigError) name ``--router-init``.
+    """
+    from safetensors.torch import load_file
+
+    from maw.models.maw_encoder import maw_modules
+    from maw.training.checkpoint import CheckpointError, checkpoint_folder, read_config
+
+    try:
+        folder = checkpoint_folder(path)
+        source = read_config(folder)["plan"].get("maw") or {}
+    except CheckpointError as exc:
+        raise ConfigError(f"--router-init: {exc}") from None
+    if source.get("parametrisation") == "signed":
+        raise ConfigError(f"--router-init: {folder} has a signed soft router (not a softmax policy)")
+    tau = float(source.get("tau", 1.0)) if source.get("router") == "soft" else 1.0
+    tensors = load_file(str(folder / "model.safetensors"))
+    names = {id(m): n for n, m in encoder.named_modules()}
+    done = []
+    for m in maw_modules(encoder):
+        prefix = names[id(m.router)]
+        with torch.no_grad():
+            for name, p in m.router.named_parameters():
+                if name == "gate":
+                    continue
+                key = f"{prefix}.{name}"
+                t = tensors.get(key)
+                if t is None or t.shape != p.shape:
+                    got = "missing" if t is None else f"shape {tuple(t.shape)}"
+                    raise ConfigError(
+                        f"--router-init: {folder / 'model.safetensors'}: {key} is {got}, this model needs "
+                        f"{tuple(p.shape)} (same --maw-layers, --depth-dim, --granularity, --router-hidden)"
+                    )
+                last = name in ("weight", "bias")  # the logits' layer: soft z / tau -> hard z
+                p.copy_(t.to(p) / tau if last else t.to(p))
+        if m.reference is not None:
+            m.refresh_reference()
+        done.append(m.layer_number)
+    return done

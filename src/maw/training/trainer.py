@@ -1,6 +1,13 @@
-"""Contrastive fine-tuning of a dense encoder (methods lora / finetune / maw / full).
+"""Contrastive fine-tuning of a dense encoder (methods lora / finetune / maw / full): the loop.
 
-``train(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir) -> TrainResult``
+``train(plan, dataset, splits, run_dir) -> TrainResult``; ``plan`` is a :class:`maw.plan.Plan`
+(``maw.plan.resolve``), read as is: nothing here parses or validates options.
+
+The trainer is a few modules, each readable on its own: this one (setup, the optimiser step, the
+epoch loop), :mod:`~maw.training.validation` (the per-epoch validation pass),
+:mod:`~maw.training.checkpoint` (checkpoints and exact resume), :mod:`~maw.training.router_objectives`
+(InfoNCE, GRPO and the supervised router's losses), :mod:`~maw.training.router_logs` (what is logged
+about routers), :mod:`~maw.training.prefix_cache` and :mod:`~maw.training.negatives` (the data side).
 
 Recipe
 ------
@@ -16,8 +23,10 @@ Recipe
   examples of the whole step), a fresh seeded example order every epoch, the last partial batch
   kept (in a distributed run, a final batch with fewer examples than ranks is dropped).
 * Validation after every epoch and before training (epoch 0, the zero-shot score): nDCG@10 (plus
-  R@100, RR@10, AP) of full-corpus exact retrieval for the VAL queries only (the test split is
-  never touched). Early stopping after ``patience`` epochs without improvement; the result holds
+  R@100, RR@10, AP) of exact retrieval for the VAL queries only (the test split is never touched),
+  over the full corpus, or above ``val_pool_above`` documents over the usual re-ranking pool
+  (judged + BM25 top-``val_pool_depth`` of the val queries; ``maw.training.validation``); every
+  history entry's ``validation`` says which. Early stopping after ``patience`` epochs without improvement; the result holds
   the best epoch's weights (epoch 0 included: if training never helps, the untrained model wins
   and ``best_epoch`` says so).
 * Frozen prefix: the embeddings and layers ``[0, k)`` (``k`` = first trainable layer) run in eval
@@ -54,7 +63,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,37 +71,43 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from maw.config import ConfigError, DataConfig, EvalConfig, MAWConfig, ModelConfig, TrainConfig
+from maw.config import ConfigError
 from maw.data.types import DataError, Qrels, RetrievalDataset, Splits
 from maw.models.encoder import Encoder, additive_mask
+from maw.plan import Plan
 from maw.training import distributed as dist_utils
 from maw.training.checkpoint import (
     TrainingState,
+    checkpoint_config,
     load_checkpoint,
     load_model_tensors,
     model_tensors,
     recover_checkpoint_dir,
     save_checkpoint,
 )
-from maw.training.methods import (
-    ModelPlan,
-    build_model_with_plan,
-    count_parameters,
-    frozen_prefix_eval_mode,
-    router_parameters,
-    structure_config,
-)
+from maw.training.methods import build_model, count_parameters, frozen_prefix_eval_mode, router_parameters
 from maw.training.negatives import (
     Batch,
     Example,
+    LazyBM25,
+    cached_hard_negatives,
     epoch_batches,
     epoch_negatives,
     make_batch,
-    mine_hard_negatives,
+    rank0_first,
     relevant_documents,
     training_examples,
 )
-from maw.training.prefix_cache import CachedPrefix, LivePrefix, PrefixCache
+from maw.training.prefix_cache import (
+    CachedPrefix,
+    CorpusTexts,
+    DocTexts,
+    LivePrefix,
+    PrefixCache,
+    check_free_space,
+    over_cap_reason,
+)
+from maw.training.router_logs import depth_statistics_of, merge_depth_stats, router_log
 from maw.training.router_objectives import (
     LocalBatch,
     ObjectiveOutput,
@@ -100,24 +115,10 @@ from maw.training.router_objectives import (
     grpo_objective,
     supervised_objective,
 )
-from maw.utils.io import atomic_write_json, fingerprint
+from maw.training.validation import SELECTION_METRIC, validate, validation_documents
+from maw.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-VAL_METRICS = ("nDCG@10", "R@100", "RR@10", "AP")
-SELECTION_METRIC = "nDCG@10"
-# training settings that may change when a run is resumed (they do not change the computation)
-RESUME_IGNORED = (
-    "run.patience",
-    "run.checkpoint_every",
-    "run.progress",
-    "run.device",
-    "run.num_threads",
-    "run.save_checkpoints",
-    "run.resume",
-    "run.cache_dir",
-    "run.eval_batch_size",
-)
 
 
 class TrainingError(RuntimeError):
@@ -165,93 +166,60 @@ def _deterministic_cpu(enabled: bool, num_threads: int | None):
         torch.set_num_threads(prev_threads)
 
 
-def _merge_depth_stats(a: dict, b: dict) -> dict:
-    """Sum two ``depth_statistics`` dicts (counts and units add; entropy is the units-weighted mean)."""
-    out = {}
-    for layer in sorted(set(a) | set(b), key=int):
-        x, y = a.get(layer), b.get(layer)
-        if x is None or y is None:
-            out[layer] = x or y
-            continue
-        ux, uy = x["units"], y["units"]
-        out[layer] = {
-            "counts": [
-                [i + j for i, j in zip(r1, r2, strict=True)]
-                for r1, r2 in zip(x["counts"], y["counts"], strict=True)
-            ],
-            "entropy": [
-                (ex * ux + ey * uy) / (ux + uy) if ux + uy else 0.0
-                for ex, ey in zip(x["entropy"], y["entropy"], strict=True)
-            ],
-            "units": ux + uy,
-        }
-    return out
-
-
-def _policy_entropy(stats: dict) -> float | None:
-    """Units-weighted mean router entropy (nats) over layers and heads of a depth histogram."""
-    num = den = 0.0
-    for s in stats.values():
-        for e in s["entropy"]:
-            num += e * s["units"]
-            den += s["units"]
-    return num / den if den else None
-
-
-def _depth_stats(encoder: Encoder) -> dict:
-    from maw.models.maw_encoder import depth_statistics
-
-    return {str(k): v for k, v in depth_statistics(encoder).items()}
-
-
-def run_config(
-    train_cfg: TrainConfig, eval_cfg: EvalConfig, dataset: RetrievalDataset, splits: Splits
-) -> dict:
-    """The training settings and data identity a resumed run must share (see ``RESUME_IGNORED``)."""
-    out = asdict(train_cfg)
-    out["eval_batch_size"] = eval_cfg.eval_batch_size
-    out["dataset_fingerprint"] = dataset.fingerprint
-    out["train_queries"] = fingerprint(sorted(splits.train))
-    out["val_queries"] = fingerprint(sorted(splits.val))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- trainer
+class _StepModule(torch.nn.Module):
+    """One micro-batch's forward (local shard, objective) as a module, so that
+    ``DistributedDataParallel`` can wrap it: the encoder is its only submodule."""
+
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.encoder = trainer.encoder
+        self._trainer = [trainer]  # not a submodule
+
+    def forward(self, batch: Batch, denom_q: float, denom_t: float, global_step: int):
+        trainer = self._trainer[0]
+        out = trainer._objective(trainer._local_batch(batch, denom_q, denom_t), global_step)
+        return out.loss, out  # the loss first: DDP finds the graph's used parameters from it
+
+
 class Trainer:
     """One training run; see the module docstring. Use :func:`train`."""
 
     def __init__(
         self,
-        method: str,
+        plan: Plan,
         dataset: RetrievalDataset,
         splits: Splits,
-        model_cfg: ModelConfig,
-        maw_cfg: MAWConfig,
-        train_cfg: TrainConfig,
-        eval_cfg: EvalConfig,
         run_dir: str | Path,
         ctx: dist_utils.DistributedContext,
         retrieve: Callable | None = None,
     ):
-        self.method, self.dataset, self.splits = method, dataset, splits
-        self.model_cfg, self.maw_cfg, self.train_cfg, self.eval_cfg = model_cfg, maw_cfg, train_cfg, eval_cfg
+        self.plan, self.dataset, self.splits = plan, dataset, splits
+        self.method, self.layers = plan.method, plan.layers
+        self.model_cfg, self.maw_cfg, self.train_cfg, self.eval_cfg = (
+            plan.model,
+            plan.maw,
+            plan.train,
+            plan.eval,
+        )
+        self.router_kind = plan.maw.router if plan.maw is not None else None
         self.run_dir = Path(run_dir)
         self.ctx = ctx
         self.device = ctx.device
         self.retrieve = retrieve
         self.is_cuda = self.device.type == "cuda"
         self.autocast_dtype = None
-        if train_cfg.precision != "fp32":
+        if self.train_cfg.precision != "fp32":
             if self.is_cuda:
-                self.autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else torch.float16
+                self.autocast_dtype = torch.bfloat16 if self.train_cfg.precision == "bf16" else torch.float16
             else:
                 log.warning(
                     "--precision %s applies on CUDA only; training in fp32 on %s",
-                    train_cfg.precision,
+                    self.train_cfg.precision,
                     self.device,
                 )
-        self.grad_ckpt = bool(train_cfg.gradient_checkpointing and self.is_cuda)
-        if train_cfg.gradient_checkpointing and not self.is_cuda:
+        self.grad_ckpt = bool(self.train_cfg.gradient_checkpointing and self.is_cuda)
+        if self.train_cfg.gradient_checkpointing and not self.is_cuda:
             log.warning("--gradient-checkpointing applies on CUDA only; ignored on %s", self.device)
 
     # ------------------------------------------------------------------ setup
@@ -269,27 +237,41 @@ class Trainer:
                 f"dataset {self.dataset.name!r}: the validation split is empty; training needs validation queries "
                 "for model selection (use --val-fraction > 0 or a dataset with a dev split)"
             )
-        self.encoder, self.plan = build_model_with_plan(
-            self.method, self.model_cfg, self.maw_cfg, self.train_cfg
-        )
+        self.encoder = build_model(self.plan)
         self.encoder.to(self.device)
-        self.router = self.maw_cfg.router if self.plan.maw_layers else None
         if self.ctx.enabled and cfg.batch_size < self.ctx.world_size:
             raise ConfigError(
                 f"--batch-size: {cfg.batch_size} is smaller than the number of processes ({self.ctx.world_size})"
             )
 
+        if self.ctx.is_main:  # the model and data are valid: only now does the run folder appear
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            recover_checkpoint_dir(self.run_dir / "latest")
+            recover_checkpoint_dir(self.run_dir / "best")
+        dist_utils.barrier(self.ctx)
         self.examples = self._examples(train_qrels)
         self.relevant = relevant_documents(self.dataset, train_qrels)
-        self.candidates = mine_hard_negatives(
-            self.dataset, train_qrels, cfg.hard_negative_depth if cfg.hard_negatives > 0 else 0, self.retrieve
+        # shared with the prefix cache: in a benchmark, one folder per dataset for every cell and seed
+        self.cache_dir = Path(cfg.prefix_cache_dir) if cfg.prefix_cache_dir else self.run_dir / "cache"
+        bm25 = self.retrieve or LazyBM25(self.dataset.corpus)  # one index for negatives and the pool
+        depth = cfg.hard_negative_depth if cfg.hard_negatives > 0 else 0
+        self.candidates, negatives_info = cached_hard_negatives(
+            self.dataset, train_qrels, depth, self.cache_dir, self.ctx, bm25
         )
-        if self.ctx.is_main:
-            atomic_write_json(self.run_dir / "hard_negatives.json", self.candidates, indent=None)
         self.val_qrels: Qrels = {q: d for q, d in self.splits.val.items() if any(g > 0 for g in d.values())}
         if not self.val_qrels:
             raise DataError(f"dataset {self.dataset.name!r}: no validation query has a relevant document")
+        self.val_doc_ids, validation_info = validation_documents(
+            self.dataset,
+            self.val_qrels,
+            self.cache_dir,
+            self.ctx,
+            bm25,
+            pool_above=cfg.val_pool_above,
+            pool_depth=cfg.val_pool_depth,
+        )
         self.provider, self.cache_info = self._provider()
+        self.cache_info.update(validation_info, hard_negatives_path=negatives_info["path"])
 
         self.named_params = [(n, p) for n, p in self.encoder.named_parameters() if p.requires_grad]
         if not self.named_params:
@@ -305,10 +287,17 @@ class Trainer:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, max(self.total_steps, 1))
         self.warmup_steps = warmup
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
-        self.config = {
-            "structure": structure_config(self.plan, self.model_cfg, self.maw_cfg, self.train_cfg),
-            "run": run_config(cfg, self.eval_cfg, self.dataset, self.splits),
-        }
+        self.step_module = _StepModule(self)
+        if self.ctx.enabled:  # gradients are averaged over ranks by DDP's bucketed all-reduce in backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_module = DistributedDataParallel(
+                self.step_module,
+                device_ids=[self.device.index] if self.is_cuda else None,
+                find_unused_parameters=True,  # e.g. the supervised router between oracle steps
+                broadcast_buffers=False,
+            )
+        self.config = checkpoint_config(self.plan, self.dataset, self.splits)
         self.setup_seconds = time.perf_counter() - t0
 
     def _examples(self, train_qrels: Qrels) -> list[Example]:
@@ -337,70 +326,61 @@ class Trainer:
         return full + (1 if rest else 0)
 
     def _provider(self):
-        cfg, k = self.train_cfg, self.plan.first_trainable
+        """Frozen-prefix states: cached (rank 0 builds, the others open) or live when the cache is off,
+        k = 0, or the caches would exceed ``prefix_cache_max_gb`` (default ``MAX_CACHE_BYTES``)."""
+        cfg, k = self.train_cfg, self.layers.first_trainable
         q_ids = sorted(set(self.splits.train) | set(self.splits.val))
-        d_ids = list(self.dataset.corpus)
         q_texts = {q: self.dataset.queries[q] for q in q_ids}
-        d_texts = {d: self.dataset.corpus[d].full_text() for d in d_ids}
-        use_cache = cfg.prefix_cache and k > 0
-        if not use_cache:
-            live = LivePrefix(
-                self.encoder,
-                k,
-                {"query": q_texts, "doc": d_texts},
-                {"query": self.model_cfg.query_max_length, "doc": self.model_cfg.doc_max_length},
-                trainable=self.plan.train_embeddings,
-            )
-            return live, {"prefix_cache": False, "first_trainable": k}
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "cache"
+        max_lengths = {"query": self.model_cfg.query_max_length, "doc": self.model_cfg.doc_max_length}
+
+        def live(reason: str | None = None):
+            texts = {"query": q_texts, "doc": DocTexts(self.dataset.corpus)}
+            provider = LivePrefix(self.encoder, k, texts, max_lengths, trainable=self.layers.train_embeddings)
+            info = {"prefix_cache": False, "first_trainable": k}
+            return provider, info if reason is None else {**info, "prefix_cache_skipped": reason}
+
+        if not (cfg.prefix_cache and k > 0):
+            return live()
         t0 = time.perf_counter()
-        show = cfg.progress and self.ctx.is_main
+        max_bytes = int(cfg.prefix_cache_max_gb * 1e9)
+        texts = {"queries": [q_texts[q] for q in q_ids], "docs": CorpusTexts(self.dataset.corpus)}
+        lengths = {"queries": max_lengths["query"], "docs": max_lengths["doc"]}
 
-        def build():
-            qc = PrefixCache.open_or_build(
-                self.encoder,
-                [q_texts[q] for q in q_ids],
-                self.model_cfg.query_max_length,
-                k,
-                cache_dir,
-                cfg.prefix_cache_dtype,
-                self.eval_cfg.eval_batch_size,
-                "queries",
-                show,
-            )
-            dc = PrefixCache.open_or_build(
-                self.encoder,
-                [d_texts[d] for d in d_ids],
-                self.model_cfg.doc_max_length,
-                k,
-                cache_dir,
-                cfg.prefix_cache_dtype,
-                self.eval_cfg.eval_batch_size,
-                "docs",
-                show,
-            )
-            return qc, dc
+        def build():  # rank 0: plan both caches, apply the cap and the free-space check, build
+            dtype = cfg.prefix_cache_dtype
+            plans = [
+                PrefixCache.plan(self.encoder, texts[n], lengths[n], k, self.cache_dir, dtype, n, max_bytes)
+                for n in ("queries", "docs")
+            ]
+            reason = over_cap_reason(plans, max_bytes)
+            if reason is not None:
+                return None, reason
+            check_free_space(self.cache_dir, sum(p.write_bytes for p in plans))
+            show = self.plan.runtime.progress
+            batch = self.eval_cfg.eval_batch_size
+            caches = [PrefixCache.build(p, self.encoder, texts[p.name], batch, show) for p in plans]
+            return [str(c.folder) for c in caches], None
 
-        if self.ctx.is_main:
-            qc, dc = build()
-        dist_utils.barrier(self.ctx)
-        if not self.ctx.is_main:
-            qc, dc = build()  # opens what rank 0 built
+        folders, reason = rank0_first(self.ctx, build)
+        if reason is not None:
+            log.warning("%s: %s", self.method, reason)
+            return live(reason)
+        qc, dc = (PrefixCache(f) for f in folders)
         info = {
             "prefix_cache": True,
             "first_trainable": k,
-            "cache_dir": str(cache_dir),
+            "cache_dir": str(self.cache_dir),
             "query_cache": str(qc.folder),
             "doc_cache": str(dc.folder),
             "cache_bytes": qc.nbytes + dc.nbytes,
             "cache_seconds": time.perf_counter() - t0,
             "dtype": cfg.prefix_cache_dtype,
         }
-        return CachedPrefix(qc, q_ids, dc, d_ids), info
+        return CachedPrefix(qc, q_ids, dc, list(self.dataset.corpus)), info
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.train_cfg
-        router_ids = {id(p) for _, p in router_parameters(self.encoder)} if self.plan.maw_layers else set()
+        router_ids = {id(p) for _, p in router_parameters(self.encoder)} if self.layers.maw else set()
         decay, no_decay, router = [], [], []
         names: list[str] = []
         for group_name in ("decay", "no_decay", "router"):
@@ -415,11 +395,11 @@ class Trainer:
                     {"decay": decay, "no_decay": no_decay, "router": router}[kind].append(p)
                     names.append(n)
         self.param_names = names
-        lr = cfg.lora_learning_rate if self.plan.method == "lora" else cfg.learning_rate
+        lr = cfg.lora_learning_rate if self.method == "lora" else cfg.learning_rate
         groups = [
             {"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
             {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-            {"params": router, "weight_decay": 0.0, "lr": self.maw_cfg.policy_lr},
+            {"params": router, "weight_decay": 0.0, "lr": self.maw_cfg.policy_lr if router else lr},
         ]
         return torch.optim.AdamW([g for g in groups if g["params"]])
 
@@ -444,9 +424,9 @@ class Trainer:
 
     def _sampling_layer(self) -> int:
         """m: where the per-sample part starts (first MAW layer for grpo/supervised, else k)."""
-        if self.router in ("grpo", "supervised"):
-            return self.plan.first_maw
-        return self.plan.first_trainable
+        if self.router_kind in ("grpo", "supervised"):
+            return self.layers.first_maw
+        return self.layers.first_trainable
 
     def _head(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encoder.pool(self._run_layers(hidden, mask, self._sampling_layer(), None), mask)
@@ -465,7 +445,7 @@ class Trainer:
         e0, e1 = (e[0], e[-1] + 1) if e else (0, 0)
         d0 = int(batch.positive_index[e0]) if e0 < B else N
         d1 = int(batch.positive_index[e1]) if e1 < B else N
-        k, m = self.plan.first_trainable, self._sampling_layer()
+        k, m = self.layers.first_trainable, self._sampling_layer()
         q_h, q_m = self.provider.hidden("query", batch.query_ids[e0:e1], self.device)
         d_h, d_m = self.provider.hidden("doc", batch.doc_ids[d0:d1], self.device)
         q_h, d_h = self._run_layers(q_h, q_m, k, m), self._run_layers(d_h, d_m, k, m)  # shared part (k <= m)
@@ -481,11 +461,22 @@ class Trainer:
             denom_texts=denom_t,
         )
 
+    def _backward(self, out: ObjectiveOutput, epoch: int, step_no: int) -> None:
+        if not torch.isfinite(out.loss.detach()).all():
+            raise TrainingError(
+                f"non-finite loss ({float(out.loss.detach())}) at epoch {epoch}, optimiser step {step_no} "
+                f"(global), micro-batch step {self.state.step_in_epoch + 1} of the epoch; the last good checkpoint "
+                f"is {self.run_dir / 'latest'} (lower --learning-rate or check the data)"
+            )
+        # the loss is normalised by the global number of examples; DDP averages over ranks, hence * world size
+        loss = out.loss * self.ctx.world_size
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
     def _objective(self, lb: LocalBatch, global_step: int) -> ObjectiveOutput:
         t = self.train_cfg.temperature
-        if self.router == "grpo":
+        if self.router_kind == "grpo":
             return grpo_objective(self.encoder, self._head, lb, self._gather, t, self.maw_cfg)
-        if self.router == "supervised":
+        if self.router_kind == "supervised":
             oracle = global_step % max(self.maw_cfg.oracle_every, 1) == 0
             return supervised_objective(self.encoder, self._head, lb, self._gather, t, self.maw_cfg, oracle)
         return contrastive_objective(self._head, lb, self._gather, t)
@@ -494,7 +485,7 @@ class Trainer:
     def _train_step(self, group: list[list[int]], negatives: list[list[str]], epoch: int) -> dict[str, Any]:
         state, cfg = self.state, self.train_cfg
         step_no = state.global_step + 1
-        if self.router == "gumbel":
+        if self.router_kind == "gumbel":
             from maw.models.maw_encoder import set_gumbel_tau
 
             frac = min(1.0, state.global_step / max(1, self.total_steps - 1))
@@ -513,19 +504,14 @@ class Trainer:
         infonce_sum = 0.0
         n_queries = 0
         stats: dict[str, float] = {}
-        labels = [0] * (self.maw_cfg.depth_dim if self.router == "supervised" else 0)
-        for batch in batches:
-            with self._autocast():
-                lb = self._local_batch(batch, denom_q, denom_t)
-                out = self._objective(lb, state.global_step)
-            if not torch.isfinite(out.loss.detach()).all():
-                raise TrainingError(
-                    f"non-finite loss ({float(out.loss.detach())}) at epoch {epoch}, optimiser step {step_no} "
-                    f"(global), micro-batch step {state.step_in_epoch + 1} of the epoch; the last good checkpoint "
-                    f"is {self.run_dir / 'latest'} (lower --learning-rate or check the data)"
-                )
-            loss = out.loss * self.ctx.world_size
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        labels = [0] * (self.maw_cfg.depth_dim if self.router_kind == "supervised" else 0)
+        for n, batch in enumerate(batches):
+            last = n == len(batches) - 1  # DDP synchronises gradients in the last micro-batch's backward
+            sync = nullcontext() if last or not self.ctx.enabled else self.step_module.no_sync()
+            with sync:
+                with self._autocast():
+                    _, out = self.step_module(batch, denom_q, denom_t, state.global_step)
+                self._backward(out, epoch, step_no)
             infonce_sum += out.infonce_sum
             n_queries += out.num_queries
             for k2, v in out.stats.items():
@@ -533,7 +519,6 @@ class Trainer:
             for lab in out.oracle_labels:
                 labels[lab] += 1
         params = [p for _, p in self.named_params]
-        dist_utils.average_gradients(params, self.ctx)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -549,7 +534,10 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         state.global_step += 1
-        if self.router == "grpo" and state.global_step - state.last_ref_refresh >= self.maw_cfg.ref_update:
+        if (
+            self.router_kind == "grpo"
+            and state.global_step - state.last_ref_refresh >= self.maw_cfg.ref_update
+        ):
             from maw.models.maw_encoder import refresh_reference
 
             refresh_reference(self.encoder)
@@ -567,43 +555,21 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ validation
-    @torch.inference_mode()
-    def _encode(self, kind: str, ids: list[str]) -> np.ndarray:
-        out = np.empty((len(ids), self.encoder.hidden_size), dtype=np.float32)
-        lengths = np.array(self.provider.lengths(kind, ids))
-        order = np.argsort(-lengths, kind="stable")
-        bs = self.eval_cfg.eval_batch_size
-        for start in range(0, len(ids), bs):
-            idx = order[start : start + bs]
-            with self._autocast():
-                hidden, mask = self.provider.hidden(kind, [ids[i] for i in idx], self.device)
-                emb = self.encoder.suffix(hidden, mask, self.plan.first_trainable)
-            out[idx] = emb.float().cpu().numpy()
-        return out
-
     def validate(self) -> tuple[dict[str, float], dict]:
-        """Val metrics of full-corpus retrieval, and the inference depth histogram (MAW)."""
-        import ir_measures
-
-        from maw.evaluation.metrics import evaluate_run
-        from maw.retrieval.dense import search_embeddings
-
-        was_training = self.encoder.training
-        self.encoder.eval()
-        if self.router:
-            from maw.models.maw_encoder import reset_depth_statistics
-
-            reset_depth_statistics(self.encoder)
-        q_ids = sorted(self.val_qrels)
-        d_ids = list(self.dataset.corpus)
-        q_emb = self._encode("query", q_ids)
-        d_emb = self._encode("doc", d_ids)
-        run = search_embeddings(q_emb, q_ids, d_emb, d_ids, k=self.train_cfg.val_top_k)
-        res = evaluate_run(self.val_qrels, run, metrics=[ir_measures.parse_measure(m) for m in VAL_METRICS])
-        metrics = {m: res.aggregate[m] for m in VAL_METRICS}
-        depth = _depth_stats(self.encoder) if self.router else {}
-        self.encoder.train(was_training)
-        return metrics, depth
+        """Val metrics of retrieval from the full corpus or the validation pool (``setup["validation"]``
+        says which), and the inference depth histogram (MAW)."""
+        return validate(
+            self.encoder,
+            self.provider,
+            self.val_qrels,
+            list(self.dataset.corpus) if self.val_doc_ids is None else self.val_doc_ids,
+            self.layers.first_trainable,
+            top_k=self.train_cfg.val_top_k,
+            batch_size=self.eval_cfg.eval_batch_size,
+            device=self.device,
+            autocast=self._autocast,
+            depth=self.router_kind is not None,
+        )
 
     def _validate_all_ranks(self) -> tuple[dict[str, float], dict, float]:
         t0 = time.perf_counter()
@@ -661,11 +627,6 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.train_cfg
         self.t_start = time.perf_counter()
-        if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            recover_checkpoint_dir(self.run_dir / "latest")
-            recover_checkpoint_dir(self.run_dir / "best")
-        dist_utils.barrier(self.ctx)
         self.setup()
         self.state = TrainingState()
         self.best_tensors: dict[str, torch.Tensor] | None = None
@@ -682,7 +643,6 @@ class Trainer:
                 self.scaler,
                 self.param_names,
                 restore_rng=True,
-                ignore=RESUME_IGNORED,
             )
             self.seconds_before = self.state.train_seconds
             self.t_start = time.perf_counter()
@@ -701,10 +661,11 @@ class Trainer:
             entry: dict[str, Any] = {
                 "epoch": 0,
                 "val": metrics,
+                "validation": self.cache_info.get("validation"),
                 "val_seconds": secs,
                 "setup_seconds": self.setup_seconds,
             }
-            if self.router:
+            if self.router_kind:
                 entry["router"] = {"val_depth_statistics": depth}
             self.state.history.append(entry)
             self.state.best_score, self.state.best_epoch = metrics[SELECTION_METRIC], 0
@@ -717,7 +678,7 @@ class Trainer:
     def _loop(self) -> None:
         cfg, state = self.train_cfg, self.state
         progress = None
-        if cfg.progress and self.ctx.is_main:
+        if self.plan.runtime.progress and self.ctx.is_main:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             progress = Progress(
@@ -752,11 +713,11 @@ class Trainer:
                 "grad_norms": [],
             }
         part = state.epoch_partial
-        if self.router:
+        if self.router_kind:
             from maw.models.maw_encoder import reset_depth_statistics
 
             reset_depth_statistics(self.encoder)
-        frozen_prefix_eval_mode(self.encoder, self.plan)
+        frozen_prefix_eval_mode(self.encoder, self.layers)
         task = None
         if progress is not None:
             task = progress.add_task(
@@ -798,7 +759,7 @@ class Trainer:
         train_seconds = part["train_seconds"]
         train_depth = part["depth_statistics"]
         metrics, val_depth, val_seconds = self._validate_all_ranks()
-        frozen_prefix_eval_mode(self.encoder, self.plan)
+        frozen_prefix_eval_mode(self.encoder, self.layers)
         entry: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": part["loss_sum"] / max(part["n"], 1.0),
@@ -807,12 +768,15 @@ class Trainer:
             "optimizer_steps": state.global_step,
             "lr": self.scheduler.get_last_lr(),
             "val": metrics,
+            "validation": self.cache_info.get("validation"),
             "train_seconds": train_seconds,
             "val_seconds": val_seconds,
             "seconds": train_seconds + val_seconds,
         }
-        if self.router:
-            entry["router"] = self._router_log(part, train_depth, val_depth)
+        if self.router_kind:
+            entry["router"] = router_log(
+                self.router_kind, part["stats"], part["labels"], train_depth, val_depth, self.encoder
+            )
         state.history.append(entry)
         score = metrics[SELECTION_METRIC]
         improved = state.best_score is None or (score is not None and score > state.best_score)
@@ -844,7 +808,7 @@ class Trainer:
         cfg = self.train_cfg
         batches = epoch_batches(len(self.examples), cfg.batch_size, cfg.seed, epoch)[: self.micro_per_epoch]
         negatives = epoch_negatives(self.examples, self.candidates, cfg.hard_negatives, cfg.seed, epoch)
-        frozen_prefix_eval_mode(self.encoder, self.plan)
+        frozen_prefix_eval_mode(self.encoder, self.layers)
         times, losses = [], []
         t_all, cpu_all = time.perf_counter(), time.process_time()
         for i in range(0, len(batches), cfg.grad_accum):
@@ -865,48 +829,13 @@ class Trainer:
     def _stash_partial(self, part: dict, t_since: float) -> None:
         """Fold the time and depth statistics since ``t_since`` into the epoch's running record."""
         part["train_seconds"] += time.perf_counter() - t_since
-        if self.router:
+        if self.router_kind:
             from maw.models.maw_encoder import reset_depth_statistics
 
-            part["depth_statistics"] = _merge_depth_stats(
-                part["depth_statistics"], _depth_stats(self.encoder)
+            part["depth_statistics"] = merge_depth_stats(
+                part["depth_statistics"], depth_statistics_of(self.encoder)
             )
             reset_depth_statistics(self.encoder)
-
-    def _router_log(self, part: dict, train_depth: dict, val_depth: dict) -> dict[str, Any]:
-        s = part["stats"]
-        out: dict[str, Any] = {
-            "router": self.router,
-            "depth_statistics": train_depth,
-            "val_depth_statistics": val_depth,
-            "policy_entropy": _policy_entropy(train_depth),
-            "val_policy_entropy": _policy_entropy(val_depth),
-        }
-        if self.router == "gumbel":
-            out["gumbel_tau"] = float(self.encoder_gumbel_tau())
-        if self.router == "grpo":
-            out.update(
-                mean_reward=s["reward_sum"] / s["reward_count"] if s.get("reward_count") else None,
-                advantage_spread=s["reward_std_sum"] / s["reward_std_count"]
-                if s.get("reward_std_count")
-                else None,
-                policy_loss=s["policy_loss_sum"] / s["policy_count"] if s.get("policy_count") else None,
-                kl_ref=s["kl_sum"] / s["policy_count"] if s.get("policy_count") else None,
-                record_entropy=s["entropy_sum"] / s["entropy_count"] if s.get("entropy_count") else None,
-            )
-        if self.router == "supervised":
-            out.update(
-                oracle_label_histogram=part["labels"],
-                router_ce=s["ce_sum"] / s["ce_count"] if s.get("ce_count") else None,
-                record_entropy=s["entropy_sum"] / s["entropy_count"] if s.get("entropy_count") else None,
-            )
-        return out
-
-    def encoder_gumbel_tau(self) -> float:
-        from maw.models.maw_encoder import maw_modules
-
-        mods = maw_modules(self.encoder)
-        return mods[0].gumbel_tau if mods else float("nan")
 
     def _result(self, resumed_from: dict | None) -> TrainResult:
         state = self.state
@@ -915,11 +844,11 @@ class Trainer:
         self.encoder.eval()
         best_epoch = state.best_epoch if state.best_epoch is not None else 0
         router_stats: dict[str, Any] = {}
-        if self.router:
+        if self.router_kind:
             logs = [h.get("router", {}) for h in state.history]
             best = state.history[best_epoch].get("router", {}) if best_epoch < len(state.history) else {}
             router_stats = {
-                "router": self.router,
+                "router": self.router_kind,
                 "epochs": logs,
                 "best_epoch": best,
                 "eval_depth_statistics": best.get("val_depth_statistics", {}),
@@ -950,42 +879,30 @@ class Trainer:
 
 
 def train(
-    method: str,
+    plan: Plan,
     dataset: RetrievalDataset,
     splits: Splits,
-    model_cfg: ModelConfig,
-    maw_cfg: MAWConfig,
-    train_cfg: TrainConfig,
-    eval_cfg: EvalConfig,
     run_dir: str | Path,
     *,
     ctx: dist_utils.DistributedContext | None = None,
     retrieve: Callable | None = None,
 ) -> TrainResult:
-    """Train ``method`` on ``splits.train``, select on ``splits.val``; see the module docstring.
+    """Train ``plan.method`` on ``splits.train``, select on ``splits.val``; see the module docstring.
 
     ``ctx``: a distributed context (default: join the ``torchrun`` group if launched by it, else a
-    single process on ``train_cfg.device``). ``retrieve(queries, k) -> run`` overrides the BM25
+    single process on ``plan.runtime.device``). ``retrieve(queries, k) -> run`` overrides the BM25
     retriever used to mine hard negatives (tests).
     """
-    train_cfg.validate()
-    if method == "maw":
-        maw_cfg.validate()
+    if not plan.trained:
+        raise ConfigError(f"--method: {plan.method!r} is not trainable; choose lora, finetune, maw or full")
     own_ctx = ctx is None
-    ctx = ctx or dist_utils.init_distributed(train_cfg.device)
+    ctx = ctx or dist_utils.init_distributed(plan.runtime.device)
     try:
-        with _deterministic_cpu(ctx.device.type == "cpu", train_cfg.num_threads):
-            trainer = Trainer(
-                method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir, ctx, retrieve
-            )
-            return trainer.run()
+        with _deterministic_cpu(ctx.device.type == "cpu", plan.runtime.num_threads):
+            return Trainer(plan, dataset, splits, run_dir, ctx, retrieve).run()
     finally:
         if own_ctx:
             dist_utils.shutdown(ctx)
-
-
-def plan_of(result: TrainResult) -> ModelPlan:
-    return ModelPlan(**result.plan)
 
 
 def result_summary(result: TrainResult) -> dict[str, Any]:
@@ -1006,41 +923,28 @@ def result_summary(result: TrainResult) -> dict[str, Any]:
     }
 
 
-def train_from_config(
-    method: str,
-    data_cfg: DataConfig,
-    model_cfg: ModelConfig,
-    maw_cfg: MAWConfig,
-    train_cfg: TrainConfig,
-    eval_cfg: EvalConfig,
-    run_dir: str | Path,
-) -> TrainResult:
-    """Load ``data_cfg.dataset``, make its splits, :func:`train`, and write ``run_dir/result.json`` (rank 0).
+def train_from_plan(plan: Plan, run_dir: str | Path) -> TrainResult:
+    """Load ``plan.data.dataset``, make its splits, :func:`train`, and write ``run_dir/result.json`` (rank 0).
 
-    ``result.json`` also records the resolved configs, the split provenance and the library versions.
+    ``result.json`` also records the split provenance and the library versions.
     """
     from maw.data import load_dataset, make_splits
+    from maw.data.subsample import subsample_for_splits
     from maw.utils.io import environment_info
 
-    dataset = load_dataset(data_cfg.dataset, data_cfg.data_dir)
-    splits = make_splits(dataset, data_cfg)
-    result = train(method, dataset, splits, model_cfg, maw_cfg, train_cfg, eval_cfg, run_dir)
+    dataset = load_dataset(plan.data.dataset, plan.data.data_dir)
+    splits = make_splits(dataset, plan.data)
+    dataset = subsample_for_splits(dataset, splits, plan.data)  # --corpus-size (no-op by default)
+    result = train(plan, dataset, splits, run_dir)
     if result.setup.get("rank", 0) == 0:
         summary = result_summary(result)
         summary.update(
-            method=method,
+            method=plan.method,
             dataset={
                 "name": dataset.name,
                 "fingerprint": dataset.fingerprint,
                 "source": dataset.source,
                 "provenance": splits.provenance,
-            },
-            config={
-                "data": asdict(data_cfg),
-                "model": asdict(model_cfg),
-                "maw": asdict(maw_cfg),
-                "train": asdict(train_cfg),
-                "eval": asdict(eval_cfg),
             },
             versions=environment_info(),
         )
@@ -1048,51 +952,4 @@ def train_from_config(
     return result
 
 
-def load_trained_encoder(folder: str | Path, device: str | None = None) -> tuple[Encoder, dict]:
-    """Rebuild the model described by a checkpoint folder (``best`` or ``latest``) and load its weights.
-
-    Returns ``(encoder in eval mode, the folder's config.json)``.
-    """
-    from maw.training.checkpoint import CheckpointError, load_weights
-    from maw.utils.io import read_json
-
-    folder = Path(folder)
-    try:
-        saved = read_json(folder / "config.json")
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder}: no config.json (not a training checkpoint)") from None
-    s = saved["structure"]
-    plan = s["plan"]
-    model_cfg = ModelConfig(
-        model=s["model"]["model"], num_layers=s["model"]["num_layers"], normalize=s["model"]["normalize"]
-    )
-    maw_cfg = MAWConfig(**s["maw"]) if "maw" in s else MAWConfig()
-    train_cfg = TrainConfig()
-    if plan["method"] == "lora":
-        train_cfg.lora_layers = ",".join(map(str, plan["lora_layers"]))
-        train_cfg.lora_rank, train_cfg.lora_alpha, train_cfg.lora_dropout = (
-            s["lora"]["rank"],
-            s["lora"]["alpha"],
-            s["lora"]["dropout"],
-        )
-    elif plan["method"] in ("finetune", "maw"):
-        train_cfg.finetune_layers = ",".join(map(str, plan["trainable_layers"])) or None
-    if plan["method"] == "maw":
-        maw_cfg.maw_layers = ",".join(map(str, plan["maw_layers"]))
-    encoder, _ = build_model_with_plan(plan["method"], model_cfg, maw_cfg, train_cfg)
-    load_weights(folder, encoder)
-    encoder.eval()
-    if device is not None:
-        encoder.to(device)
-    return encoder, saved
-
-
-__all__ = [
-    "TrainResult",
-    "Trainer",
-    "TrainingError",
-    "load_trained_encoder",
-    "result_summary",
-    "train",
-    "train_from_config",
-]
+__all__ = ["TrainResult", "Trainer", "TrainingError", "result_summary", "train", "train_from_plan"]

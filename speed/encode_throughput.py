@@ -7,7 +7,7 @@ each; the script prints docs/s per run (wall clock, and per CPU-second of this p
 steadier figure on a shared machine), the medians, the ratios ours/theirs (> 1 means maw is
 faster) and the largest absolute difference between the two sets of embeddings.
 
-    python benchmarks/encode_throughput.py --dataset ../shared/datasets/scifact --num-docs 1000
+    python speed/encode_throughput.py --dataset ../shared/datasets/scifact --num-docs 1000
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fp16", action="store_true", help="both models in float16 (CUDA)")
     args = parser.parse_args()
 
     folder = Path(args.dataset)
@@ -63,6 +64,9 @@ def main() -> None:
     ours = Encoder.from_pretrained(model_path).to(args.device).eval()
     theirs = SentenceTransformer(model_path, device=args.device)
     theirs.max_seq_length = args.max_length
+    if args.fp16:
+        ours.half()
+        theirs.half()
 
     def run_ours() -> np.ndarray:
         return ours.encode(texts, max_length=args.max_length, batch_size=args.batch_size)
@@ -72,7 +76,7 @@ def main() -> None:
 
     print(
         f"{len(texts)} docs from {folder}, max_length={args.max_length}, batch_size={args.batch_size}, "
-        f"threads={torch.get_num_threads()}, device={args.device}, torch {torch.__version__}"
+        f"threads={torch.get_num_threads()}, device={args.device}, fp16={args.fp16}, torch {torch.__version__}"
     )
     emb_ours, emb_theirs = run_ours(), run_theirs()  # warm-up (also the equality check)
     rates: dict[str, list[float]] = {"maw": [], "sentence-transformers": []}

@@ -1,8 +1,8 @@
 """Forward + backward of ONE attention block: standard SDPA vs MAW naive vs MAW tiled.
 
-    python benchmarks/maw_attention.py                 # B=8, H=12, d_h=32, L in {128,256,512}, D in {8,32}
-    python benchmarks/maw_attention.py --quick         # L in {128, 256}, fewer repeats
-    python benchmarks/maw_attention.py --device cuda
+    python speed/maw_attention.py                 # B=8, H=12, d_h=32, L in {128,256,512}, D in {8,32}
+    python speed/maw_attention.py --quick         # L in {128, 256}, fewer repeats
+    python speed/maw_attention.py --device cuda
 
 Block = the q/k/v projections + attention (+ the MAW router), input ``x (B, L, H*d_h)`` with
 ``requires_grad``; loss = <out, fixed random tensor>; pair granularity, soft router (the costliest

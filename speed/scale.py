@@ -1,0 +1,145 @@
+"""Peak memory of ``maw evaluate`` (zero-shot, dense) as the corpus grows: bytes per document.
+
+For each size in ``--sizes``, the script writes a synthetic BEIR collection (random words, 20 per
+document by default; ``--queries`` queries, one judged document each) and runs, as a subprocess,
+
+    maw evaluate --dataset DIR --method zeroshot --model TINY --quiet ...
+
+with a tiny random BERT (2 layers, hidden size 384 like all-MiniLM-L6-v2's embeddings, 6 heads,
+FFN 768, the MiniLM tokenizer) saved to a temporary folder, so encoding is fast and the
+embeddings have the size of the real model's. HOME points into the work folder, so the corpus
+table and the embedding store are built there (a first run: table build + encoding included).
+
+Printed per size: peak RSS of the child (``os.wait4`` rusage, ru_maxrss), docs/s (the result
+file's ``efficiency.docs_per_second``), wall seconds; then the peak-RSS growth per document between
+consecutive sizes and the extrapolation to MS MARCO's 8,841,823 passages from the largest size.
+Target: growth <= 3,500 bytes per document with the default exact index (8.8M -> <= 31 GB).
+
+    python speed/scale.py --sizes 20000,200000            # 1000000 too when there is time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MSMARCO_PASSAGES = 8_841_823
+TARGET_BYTES_PER_DOC = 3_500
+ISSUE_BASELINE = 6_770  # bytes per document before this change, as measured in issue 16
+
+
+def write_tiny_model(folder: Path) -> Path:
+    """A random 2-layer BERT with hidden size 384 (6 heads) and the MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from maw.config import default_model
+
+    tok = AutoTokenizer.from_pretrained(default_model())
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        intermediate_size=768,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def write_collection(folder: Path, n_docs: int, n_queries: int, words: int, seed: int = 0) -> Path:
+    """BEIR folder of ``n_docs`` random-word documents, ``n_queries`` queries, one judgement each."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array(
+        ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(3, 9))) for _ in range(5000)]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for start in range(0, n_docs, 10_000):
+            ids = rng.integers(0, len(vocab), (min(10_000, n_docs - start), words))
+            fh.writelines(
+                json.dumps({"_id": f"d{start + i}", "title": "", "text": " ".join(vocab[row])}) + "\n"
+                for i, row in enumerate(ids)
+            )
+    judged = rng.choice(n_docs, n_queries, replace=False)
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for q in range(n_queries):
+            fh.write(
+                json.dumps({"_id": f"q{q}", "text": " ".join(vocab[rng.integers(0, len(vocab), 6)])}) + "\n"
+            )
+    (folder / "qrels").mkdir(exist_ok=True)
+    with open(folder / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        fh.writelines(f"q{q}\td{d}\t1\n" for q, d in enumerate(judged.tolist()))
+    return folder
+
+
+def run_evaluate(dataset: Path, model: Path, out: Path, home: Path, extra: list[str]) -> tuple[int, float]:
+    """Run ``maw evaluate`` as a child; returns (peak RSS bytes, wall seconds)."""
+    cmd = [
+        sys.executable, "-m", "maw.cli", "evaluate",
+        "--dataset", str(dataset), "--method", "zeroshot", "--model", str(model),
+        "--query-max-length", "16", "--doc-max-length", "32", "--top-k", "100",
+        "--latency-queries", "10", "--quiet", "--out", str(out), *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"maw evaluate failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}")
+    return usage.ru_maxrss * 1024, wall  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="20000,200000", help="comma-separated corpus sizes (ascending)")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--words", type=int, default=20, help="words per document")
+    ap.add_argument("--workdir", default=None, help="keep collections, caches and results here")
+    ap.add_argument("extra", nargs="*", help="more `maw evaluate` flags (after --)")
+    args = ap.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="maw-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = write_tiny_model(work / "tiny-bert-384")
+    rows = []
+    for n in sizes:
+        data = write_collection(work / f"synthetic-{n}", n, args.queries, args.words)
+        out = work / f"result-{n}.json"
+        rss, wall = run_evaluate(data, model, out, work / f"home-{n}", args.extra)
+        eff = json.loads(out.read_text())["efficiency"]
+        rows.append((n, rss, wall, eff.get("docs_per_second"), eff.get("index_bytes")))
+        print(f"{n:>10,} docs: peak RSS {rss / 2**20:9,.1f} MiB   {eff.get('docs_per_second') or 0:8,.0f} docs/s"
+              f"   wall {wall:7.1f} s   index_bytes {eff.get('index_bytes') or 0:,.0f}", flush=True)  # fmt: skip
+    print(f"\n{'from':>10} {'to':>10} {'growth bytes/doc':>17}")
+    for (n_a, rss_a, *_), (n_b, rss_b, *_) in zip(rows, rows[1:], strict=False):
+        print(f"{n_a:>10,} {n_b:>10,} {(rss_b - rss_a) / (n_b - n_a):>17,.0f}")
+    if len(rows) >= 2:
+        (n_a, rss_a, *_), (n_b, rss_b, *_) = rows[-2], rows[-1]
+        growth = (rss_b - rss_a) / (n_b - n_a)
+        at_msmarco = rss_b + growth * (MSMARCO_PASSAGES - n_b)
+        print(
+            f"\nextrapolated peak RSS at {MSMARCO_PASSAGES:,} passages: {at_msmarco / 2**30:.1f} GiB "
+            f"({growth:,.0f} bytes/doc; target <= {TARGET_BYTES_PER_DOC:,}: "
+            f"{'met' if growth <= TARGET_BYTES_PER_DOC else 'NOT met'}; "
+            f"ratio to the issue-16 figure before this change, {ISSUE_BASELINE:,} bytes/doc: "
+            f"{growth / ISSUE_BASELINE:.2f})"
+        )
+    print(f"work folder: {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,448 @@
+"""The sweep's leaderboard (validation) and the study report of its final (test).
+
+``leaderboard.md``: per arm, its configurations ranked by validation nDCG@10, and the cost of the
+sweep (training seconds in total and per arm). Nothing there comes from the test split.
+
+``REPORT.md`` / ``study.json`` (after ``maw sweep --final``): per arm (its best configuration by
+validation) and for bm25 / zeroshot, test nDCG@10 and R@100 as mean ± std over seeds; then the
+*planned* comparisons only, fixed before the test split is read:
+
+* the best MAW arm (by validation) vs each trained baseline arm (lora, finetune, full);
+* when the grid has a MAW arm that trains every layer (``finetune_layers = "all"``) and it is not
+  the best MAW arm: that arm vs ``full``, the baseline of the same capacity.
+
+Tests: per-query scores averaged over seeds, then a paired two-sided randomisation test across
+queries (and a paired t-test as a cross-check), Holm over the planned nDCG@10 comparisons (the
+R@100 ones are a second, secondary family), intervals that match the Holm verdicts; see
+:mod:`maw.benchmark.significance`. The minimum detectable effect (:func:`mde`) of a comparison is
+``(z_{1-a/2} + z_{power}) * sd / sqrt(n)``, ``sd`` the standard deviation of its per-query
+differences, at power 0.8, for ``a = alpha`` and for ``a = alpha / m`` (the strictest Holm step of
+a family of m). The headline compares the best MAW arm with the strongest baseline: the trained
+baseline arm with the best *validation* score, chosen before the test split is read.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from maw.benchmark.cells import load_cells
+from maw.benchmark.report import averaged_per_query
+from maw.benchmark.significance import ALPHA, DEFAULT_RESAMPLES, apply_holm, compare
+from maw.sweep.grid import Grid
+from maw.utils.io import atomic_write_json, atomic_write_text, read_json
+
+METRICS = ("nDCG@10", "R@100")
+POWER = 0.8
+BASELINE_METHODS = ("lora", "finetune", "full")
+
+
+def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable mean difference of a two-sided paired test (normal approximation):
+    ``(z_{1-alpha/2} + z_{power}) * sd / sqrt(n)``, ``sd`` the SD of the per-query differences."""
+    if n < 1:
+        raise ValueError("mde: n must be >= 1")
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd / math.sqrt(n))
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------- leaderboard
+def sweep_records(out: Path, grid: Grid) -> dict[str, list[dict[str, Any]]]:
+    """arm -> its cells' records (None for a cell not run yet), in grid order."""
+    from maw.sweep.runner import read_sweep_cell, sweep_cell_path
+
+    return {
+        a.name: [
+            {
+                "cell": c.name,
+                "label": c.label(),
+                "status": "missing",
+                **(read_sweep_cell(sweep_cell_path(out, grid, c)) or {}),
+            }
+            for c in grid.arm_cells(a.name)
+        ]
+        for a in grid.arms
+    }
+
+
+def leaderboard_markdown(out: Path, grid: Grid) -> str:
+    records = sweep_records(out, grid)
+    ok = {a: [r for r in rs if r["status"] == "ok"] for a, rs in records.items()}
+    total = sum(r.get("train_s") or 0.0 for rs in ok.values() for r in rs)
+    wall = sum(r.get("cell_s") or 0.0 for rs in records.values() for r in rs if r["status"] != "missing")
+    val_n = next(
+        (
+            r["dataset_info"]["counts"]["val_queries"]
+            for rs in ok.values()
+            for r in rs
+            if r.get("dataset_info")
+        ),
+        None,
+    )
+    lines = [
+        f"# Sweep leaderboard: {grid.dataset}",
+        "",
+        f"Grid `{grid.path}`; budget {grid.budget} configurations per arm (the whole grid of an arm when it "
+        f"is smaller, else a sample with seed {grid.sample_seed}); training seed {grid.base.train.seed}. "
+        f"Scores are **validation** nDCG@10 ({val_n if val_n is not None else '?'} queries): the best epoch of "
+        "each training (epoch 0 is the pretrained model); the test split was not read by the sweep.",
+        "",
+        f"Cost: {total:.0f} s of training in total ({wall:.0f} s wall including validation and setup).",
+        "",
+    ]
+    rows = []
+    for a in grid.arms:
+        rs = ok[a.name]
+        best = max(rs, key=lambda r: r["score"]) if rs else None
+        rows.append(
+            [
+                a.name,
+                a.method,
+                f"{len(grid.arm_cells(a.name))} of {a.size}",
+                f"{len(rs)}",
+                _fmt(best["score"]) if best else "—",
+                best["label"] if best else "—",
+                f"{sum(r.get('train_s') or 0.0 for r in rs):.0f}",
+            ]
+        )
+    lines += _md_table(
+        [
+            "arm",
+            "method",
+            "configurations (of grid)",
+            "finished",
+            "best val nDCG@10",
+            "best configuration",
+            "train s",
+        ],
+        rows,
+    )
+    sizes = {len(grid.arm_cells(a.name)) for a in grid.arms}
+    if len(sizes) > 1:
+        small = [
+            f"{a.name} ({len(grid.arm_cells(a.name))})"
+            for a in grid.arms
+            if len(grid.arm_cells(a.name)) < grid.budget
+        ]
+        lines += [
+            "",
+            f"Unequal counts: {', '.join(small)} had fewer configurations than the budget (their whole grid).",
+        ]
+    for a in grid.arms:
+        lines += ["", f"## {a.name} (method {a.method})", ""]
+        if a.fixed:
+            lines += ["Fixed: " + ", ".join(f"`{k} = {v}`" for k, v in a.fixed.items()), ""]
+        ranked = sorted(records[a.name], key=lambda r: (r["status"] != "ok", -(r.get("score") or 0.0)))
+        table = []
+        for i, r in enumerate(ranked, 1):
+            if r["status"] == "ok":
+                table.append(
+                    [
+                        str(i),
+                        r["label"],
+                        _fmt(r["score"]),
+                        _fmt((r.get("val") or {}).get("R@100")),
+                        f"{r['best_epoch']} / {r['epochs_run']}",
+                        f"{r['train_s']:.0f}",
+                        f"`{r['cell']}`",
+                    ]
+                )
+            else:
+                why = r["status"] if r["status"] == "missing" else f"failed: {str(r.get('error'))[:80]}"
+                table.append(["—", r["label"], why, "", "", "", f"`{r['cell']}`"])
+        lines += _md_table(
+            ["rank", "configuration", "val nDCG@10", "val R@100", "best epoch / epochs", "train s", "cell"],
+            table,
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(out: Path, grid: Grid) -> Path:
+    path = Path(out) / "leaderboard.md"
+    atomic_write_text(path, leaderboard_markdown(Path(out), grid))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the study
+def planned_pairs(arms: dict[str, dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]], str | None]:
+    """(best MAW arm, planned (method, baseline) pairs, strongest baseline) from the arms' sweep facts
+    ``{name: {"method", "val_score", "options"}}`` (validation only)."""
+    maw = {n: a for n, a in arms.items() if a["method"] == "maw"}
+    bases = {n: a for n, a in arms.items() if a["method"] in BASELINE_METHODS}
+    best_maw = max(maw, key=lambda n: maw[n]["val_score"]) if maw else None
+    strongest = max(bases, key=lambda n: bases[n]["val_score"]) if bases else None
+    pairs = [(best_maw, b) for b in bases] if best_maw else []
+    fulls = [n for n, a in bases.items() if a["method"] == "full"]
+    for n, a in maw.items():
+        if n != best_maw and str(a["options"].get("finetune_layers", "")).lower() == "all":
+            pairs += [(n, f) for f in fulls]
+    return best_maw, pairs, strongest
+
+
+def _family(
+    cells: dict[str, list[dict]], pairs: list[tuple[str, str]], metric: str, alpha: float
+) -> list[dict[str, Any]]:
+    todo = []
+    for m, b in pairs:
+        a_scores, b_scores = averaged_per_query(cells[m], metric), averaged_per_query(cells[b], metric)
+        if set(a_scores) & set(b_scores):
+            todo.append((m, b, a_scores, b_scores))
+    n_resamples = max(DEFAULT_RESAMPLES, math.ceil(10 * len(todo) / alpha))
+    comps = [compare(m, b, metric, x, y, n_resamples=n_resamples, seed=0) for m, b, x, y in todo]
+    apply_holm(comps, alpha=alpha)
+    tested = sum(1 for c in comps if not c.degenerate)
+    rows = []
+    for (_, _, x, y), c in zip(todo, comps, strict=True):
+        q = sorted(set(x) & set(y))
+        d = np.array([x[k] - y[k] for k in q])
+        sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+        rows.append(
+            {
+                **c.to_dict(),
+                "verdict": c.verdict,
+                "sd_diff": sd,
+                "mde": mde(sd, len(d), alpha),
+                "mde_holm": mde(sd, len(d), alpha / max(tested, 1)),
+                "family_size": tested,
+            }
+        )
+    return rows
+
+
+def _seed_stats(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    vals = [c["metrics"].get(metric) for c in cells if c["metrics"].get(metric) is not None]
+    return {
+        "mean": float(np.mean(vals)) if vals else None,
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+        "n": len(vals),
+        "values": vals,
+    }
+
+
+def headline(
+    best_maw: str | None, strongest: str | None, rows: list[dict[str, Any]], alpha: float = ALPHA
+) -> str:
+    """The one plain sentence: MAW beat / matched / lost to the strongest baseline on test nDCG@10."""
+    if best_maw is None or strongest is None:
+        return "No verdict: the study needs a MAW arm and at least one trained baseline arm."
+    row = next((r for r in rows if r["method"] == best_maw and r["baseline"] == strongest), None)
+    who = (
+        f"the strongest capacity-matched baseline ({strongest}, best of the trained baselines on validation)"
+    )
+    if row is None:
+        return f"No verdict: the final has no test scores of {best_maw} and {strongest} in common (cells missing or failed)."
+    nums = f"test nDCG@10 {row['mean_method']:.4f} vs {row['mean_baseline']:.4f}, difference {row['diff']:+.4f}, n = {row['n']} queries"
+    if row["degenerate"]:
+        return f"MAW ({best_maw}) matched {who}: {row['degenerate']} ({nums}); no test is possible."
+    ci = f"Holm-adjusted p = {row['p_perm_holm']:.3g}, {100 * (1 - row['holm_level']):.4g}% CI [{_fmt(row['holm_ci_low'])}, {_fmt(row['holm_ci_high'])}]"
+    if row["verdict"] == "better":
+        return f"MAW ({best_maw}) beat {who} ({nums}; {ci})."
+    if row["verdict"] == "worse":
+        return f"MAW ({best_maw}) lost to {who} ({nums}; {ci})."
+    return (
+        f"MAW ({best_maw}) matched {who}: no significant difference ({nums}; {ci}); the study could have detected "
+        f"a difference of >= {row['mde_holm']:.4f} nDCG@10 (80% power, two-sided, alpha = {alpha}/{row['family_size']}; "
+        f">= {row['mde']:.4f} at alpha = {alpha} unadjusted)."
+    )
+
+
+def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -> dict[str, Any]:
+    """Everything REPORT.md shows, from the final cells on disk (JSON-safe)."""
+    from maw.sweep.runner import best_cells, final_dir
+
+    best = best_cells(grid, out)
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for c in load_cells(final_dir(out)):
+        if c["status"] != "ok" or c["seed"] not in seeds:
+            continue
+        if c["method"] in ("bm25", "zeroshot") or (
+            c["method"] in best and c.get("sweep_cell") == best[c["method"]][0].name
+        ):
+            cells.setdefault(c["method"], []).append(c)
+    for m in ("bm25", "zeroshot"):  # seed-independent: one run counts
+        if m in cells:
+            cells[m] = cells[m][:1]
+    arms = {
+        a.name: {
+            "method": a.method,
+            "val_score": best[a.name][1]["score"],
+            "options": best[a.name][0].options,
+            "label": best[a.name][0].label(),
+            "sweep_cell": best[a.name][0].name,
+        }
+        for a in grid.arms
+        if a.name in best
+    }
+    best_maw, pairs, strongest = planned_pairs(arms)
+    pairs = [(m, b) for m, b in pairs if m in cells and b in cells]
+    families = {metric: _family(cells, pairs, metric, alpha) for metric in METRICS}
+    order = [m for m in ("bm25", "zeroshot") if m in cells] + [a.name for a in grid.arms]
+    methods = {
+        m: {
+            **arms.get(m, {"method": m}),
+            "seeds": sorted(c["seed"] for c in cells.get(m, [])),
+            "test": {metric: _seed_stats(cells.get(m, []), metric) for metric in METRICS},
+            "train_s": sum(c["runtimes"].get("train_s") or 0.0 for c in cells.get(m, [])),
+        }
+        for m in order
+    }
+    n_test = next(
+        (
+            c["dataset_info"]["counts"]["test_queries"]
+            for cs in cells.values()
+            for c in cs
+            if c.get("dataset_info")
+        ),
+        None,
+    )
+    return {
+        "dataset": grid.dataset,
+        "seeds": list(seeds),
+        "alpha": alpha,
+        "power": POWER,
+        "test_queries": n_test,
+        "best_maw": best_maw,
+        "strongest_baseline": strongest,
+        "planned": [list(p) for p in pairs],
+        "methods": methods,
+        "comparisons": families,
+        "headline": headline(best_maw, strongest, families["nDCG@10"], alpha),
+    }
+
+
+def report_markdown(s: dict[str, Any], out: Path) -> str:
+    seeds = ", ".join(map(str, s["seeds"]))
+    lines = [
+        f"# MAW study: {s['dataset']}",
+        "",
+        f"**{s['headline']}**",
+        "",
+        f"Each arm's best configuration by validation nDCG@10 (see [leaderboard.md](leaderboard.md)) trained with "
+        f"seeds {seeds} and evaluated once on the test split ({s['test_queries']} queries, full corpus); bm25 and "
+        "zeroshot do not depend on the seed and ran once.",
+        "",
+        "## Test results (mean ± std over seeds)",
+        "",
+    ]
+    rows = []
+    for m, info in s["methods"].items():
+        cols = []
+        for metric in METRICS:
+            st = info["test"][metric]
+            cols.append(
+                "—"
+                if st["mean"] is None
+                else _fmt(st["mean"]) + (f" ± {st['std']:.4f}" if st["std"] is not None else "")
+            )
+        rows.append(
+            [
+                m,
+                info["method"],
+                info.get("label", "-"),
+                _fmt(info.get("val_score")),
+                *cols,
+                str(len(info["seeds"])),
+            ]
+        )
+    lines += _md_table(
+        ["arm", "method", "configuration", "val nDCG@10", "test nDCG@10", "test R@100", "runs"], rows
+    )
+    lines += [
+        "",
+        "## Planned comparisons",
+        "",
+        f"Fixed before the test split was read: the best MAW arm by validation ({s['best_maw']}) vs each trained "
+        "baseline arm, plus an all-layer MAW arm vs full when the grid has one. Per-query scores are averaged over "
+        "the seeds, then compared across queries with a paired two-sided randomisation (sign-flip) test; Holm over "
+        f"the planned nDCG@10 comparisons (R@100: a second, secondary family); alpha = {s['alpha']}. The interval is "
+        "the Holm-adjusted randomisation interval, so it excludes 0 exactly when the verdict is significant. MDE: "
+        f"the smallest true difference the test finds with {int(100 * s['power'])}% power, "
+        "(z_{1-a/2} + z_{0.8}) · sd(differences) / sqrt(n), at a = alpha/m (strictest Holm step) and a = alpha.",
+        "",
+    ]
+    for metric, fam in s["comparisons"].items():
+        lines += [f"### {metric}", ""]
+        if not fam:
+            lines += ["No comparison could be run (final cells missing).", ""]
+            continue
+        table = []
+        for r in fam:
+            if r["degenerate"]:
+                table.append(
+                    [
+                        f"{r['method']} vs {r['baseline']}",
+                        _fmt(r["diff"]),
+                        "not tested: " + r["degenerate"],
+                        "",
+                        "",
+                        "",
+                        "",
+                        str(r["n"]),
+                    ]
+                )
+                continue
+            table.append(
+                [
+                    f"{r['method']} vs {r['baseline']}",
+                    f"{r['diff']:+.4f}",
+                    f"[{_fmt(r['holm_ci_low'])}, {_fmt(r['holm_ci_high'])}] ({100 * (1 - r['holm_level']):.4g}%)",
+                    f"{r['p_perm_holm']:.3g}",
+                    f"{r['p_ttest']:.3g}",
+                    r["verdict"],
+                    f"{r['mde_holm']:.4f} / {r['mde']:.4f}",
+                    str(r["n"]),
+                ]
+            )
+        lines += _md_table(
+            [
+                "comparison",
+                "difference",
+                "Holm CI",
+                "Holm p (randomisation)",
+                "t-test p (raw)",
+                "verdict",
+                "MDE (alpha/m / alpha)",
+                "n",
+            ],
+            table,
+        )
+        lines.append("")
+    lines += [
+        "## Cost",
+        "",
+        *[
+            f"- {m}: {info['train_s']:.0f} s training over {len(info['seeds'])} run(s)"
+            for m, info in s["methods"].items()
+            if info["train_s"]
+        ],
+        "- a final seed equal to the sweep's training seed reuses the sweep's finished training (its seconds are "
+        "the sweep's); see leaderboard.md for the sweep's cost.",
+        "",
+        f"Data: `{out}/final/cells/` (one JSON per arm and seed, with per-query scores), `study.json`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, grid: Grid, seeds: tuple[int, ...]) -> Path:
+    out = Path(out)
+    s = study(out, grid, seeds)
+    atomic_write_json(out / "study.json", s)
+    path = out / "REPORT.md"
+    atomic_write_text(path, report_markdown(s, out))
+    return path
+
+
+def load_study(out: Path) -> dict[str, Any]:
+    return read_json(Path(out) / "study.json")

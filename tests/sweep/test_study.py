@@ -1,0 +1,67 @@
+"""The study statistics: the MDE formula, the planned comparisons and the one sentence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from maw.benchmark.cells import new_cell
+from maw.sweep.study import _family, headline, mde, planned_pairs
+
+
+def test_mde_matches_a_hand_computation():
+    # z_{0.975} = 1.959964, z_{0.8} = 0.841621: (1.959964 + 0.841621) * 0.2 / sqrt(100)
+    assert math.isclose(mde(0.2, 100), 2.801585 * 0.02, rel_tol=1e-6)
+    # alpha = 0.05 / 3: z_{1 - 0.05/6} = 2.393980
+    assert math.isclose(
+        mde(0.1, 300, alpha=0.05 / 3), (2.393980 + 0.841621) * 0.1 / math.sqrt(300), rel_tol=1e-5
+    )
+
+
+def _cells(method, scores_by_seed):
+    out = []
+    for seed, scores in scores_by_seed.items():
+        c = new_cell("d", method, seed, {})
+        pq = {f"q{i}": float(v) for i, v in enumerate(scores)}
+        c.update(status="ok", per_query={"nDCG@10": pq}, metrics={"nDCG@10": float(np.mean(scores))})
+        out.append(c)
+    return out
+
+
+def test_planned_pairs_use_validation_only():
+    arms = {
+        "lora": {"method": "lora", "val_score": 0.60, "options": {}},
+        "finetune": {"method": "finetune", "val_score": 0.65, "options": {}},
+        "full": {"method": "full", "val_score": 0.64, "options": {}},
+        "maw": {"method": "maw", "val_score": 0.66, "options": {}},
+        "maw-all": {"method": "maw", "val_score": 0.62, "options": {"finetune_layers": "all"}},
+    }
+    best, pairs, strongest = planned_pairs(arms)
+    assert best == "maw" and strongest == "finetune"
+    assert pairs == [("maw", "lora"), ("maw", "finetune"), ("maw", "full"), ("maw-all", "full")]
+
+
+def test_matched_sentence_states_the_detectable_effect():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, size=80)
+    cells = {
+        "maw": _cells("maw", {s: base + rng.normal(0, 0.05, 80) for s in (1, 2, 3)}),
+        "finetune": _cells("finetune", {s: base + rng.normal(0, 0.05, 80) for s in (1, 2, 3)}),
+        "lora": _cells("lora", {s: base - 0.2 + rng.normal(0, 0.05, 80) for s in (1, 2, 3)}),
+    }
+    rows = _family(cells, [("maw", "finetune"), ("maw", "lora")], "nDCG@10", 0.05)
+    ft = next(r for r in rows if r["baseline"] == "finetune")
+    assert ft["verdict"] == "n.s." and ft["family_size"] == 2
+    # the seed-averaged per-query differences and the MDE from their SD
+    avg = lambda m: np.mean([[c["per_query"]["nDCG@10"][f"q{i}"] for i in range(80)] for c in cells[m]], 0)  # noqa: E731
+    d = avg("maw") - avg("finetune")
+    assert math.isclose(ft["sd_diff"], d.std(ddof=1)) and math.isclose(ft["diff"], d.mean(), abs_tol=1e-12)
+    assert math.isclose(ft["mde_holm"], mde(d.std(ddof=1), 80, 0.025))
+    assert ft["holm_ci_low"] < 0 < ft["holm_ci_high"]  # the interval agrees with "no significant difference"
+    s = headline("maw", "finetune", rows)
+    assert s.startswith("MAW (maw) matched the strongest capacity-matched baseline (finetune")
+    assert "no significant difference" in s and f">= {ft['mde_holm']:.4f} nDCG@10" in s
+    lost = headline("lora", "maw", _family(cells, [("lora", "maw")], "nDCG@10", 0.05))
+    assert lost.startswith("MAW (lora) lost to")
+    assert headline(None, "finetune", rows).startswith("No verdict")
