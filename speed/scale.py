@@ -1,13 +1,13 @@
 """Peak memory of ``maw evaluate`` (zero-shot, dense) as the corpus grows: bytes per document.
 
-For each size in ``--sizes``, the script writes a synthetic BEIR collection (random words, 20 per
+For each size in ``--sizes``, the script writes a synthetic BEIR collection (random words, 8 per
 document by default; ``--queries`` queries, one judged document each) and runs, as a subprocess,
 
     maw evaluate --dataset DIR --method zeroshot --model TINY --quiet ...
 
-with a tiny random BERT (2 layers, hidden size 384 like all-MiniLM-L6-v2's embeddings, 6 heads,
-FFN 768, the MiniLM tokenizer) saved to a temporary folder, so encoding is fast and the
-embeddings have the size of the real model's. HOME points into the work folder, so the corpus
+with a tiny random BERT (``--layers`` 1, hidden size 384 like all-MiniLM-L6-v2's embeddings, 6
+heads, FFN 384, the MiniLM tokenizer; documents cut at ``--doc-max-length`` 16 tokens) saved to a
+temporary folder, so encoding is fast and the embeddings have the size of the real model's. HOME points into the work folder, so the corpus
 table and the embedding store are built there (a first run: table build + encoding included).
 
 Printed per size: peak RSS of the child (``os.wait4`` rusage, ru_maxrss), docs/s (the result
@@ -36,8 +36,8 @@ TARGET_BYTES_PER_DOC = 3_500
 ISSUE_BASELINE = 6_770  # bytes per document before this change, as measured in issue 16
 
 
-def write_tiny_model(folder: Path) -> Path:
-    """A random 2-layer BERT with hidden size 384 (6 heads) and the MiniLM tokenizer."""
+def write_tiny_model(folder: Path, layers: int) -> Path:
+    """A random BERT with hidden size 384 (6 heads, FFN 384) and the MiniLM tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -47,9 +47,9 @@ def write_tiny_model(folder: Path) -> Path:
     cfg = BertConfig(
         vocab_size=len(tok),
         hidden_size=384,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=6,
-        intermediate_size=768,
+        intermediate_size=384,
         max_position_embeddings=128,
     )
     torch.manual_seed(0)
@@ -85,12 +85,14 @@ def write_collection(folder: Path, n_docs: int, n_queries: int, words: int, seed
     return folder
 
 
-def run_evaluate(dataset: Path, model: Path, out: Path, home: Path, extra: list[str]) -> tuple[int, float]:
+def run_evaluate(
+    dataset: Path, model: Path, out: Path, home: Path, doc_max_length: int, extra: list[str]
+) -> tuple[int, float]:
     """Run ``maw evaluate`` as a child; returns (peak RSS bytes, wall seconds)."""
     cmd = [
         sys.executable, "-m", "maw.cli", "evaluate",
         "--dataset", str(dataset), "--method", "zeroshot", "--model", str(model),
-        "--query-max-length", "16", "--doc-max-length", "32", "--top-k", "100",
+        "--query-max-length", "16", "--doc-max-length", str(doc_max_length), "--top-k", "100",
         "--latency-queries", "10", "--quiet", "--out", str(out), *extra,
     ]  # fmt: skip
     env = {**os.environ, "HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -107,19 +109,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="20000,200000", help="comma-separated corpus sizes (ascending)")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--words", type=int, default=20, help="words per document")
+    ap.add_argument("--words", type=int, default=8, help="words per document")
+    ap.add_argument("--layers", type=int, default=1, help="layers of the random BERT (hidden size 384)")
+    ap.add_argument("--doc-max-length", type=int, default=16)
     ap.add_argument("--workdir", default=None, help="keep collections, caches and results here")
     ap.add_argument("extra", nargs="*", help="more `maw evaluate` flags (after --)")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="maw-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    model = write_tiny_model(work / "tiny-bert-384")
+    model = write_tiny_model(work / "tiny-bert-384", args.layers)
     rows = []
     for n in sizes:
         data = write_collection(work / f"synthetic-{n}", n, args.queries, args.words)
         out = work / f"result-{n}.json"
-        rss, wall = run_evaluate(data, model, out, work / f"home-{n}", args.extra)
+        rss, wall = run_evaluate(data, model, out, work / f"home-{n}", args.doc_max_length, args.extra)
         eff = json.loads(out.read_text())["efficiency"]
         rows.append((n, rss, wall, eff.get("docs_per_second"), eff.get("index_bytes")))
         print(f"{n:>10,} docs: peak RSS {rss / 2**20:9,.1f} MiB   {eff.get('docs_per_second') or 0:8,.0f} docs/s"

@@ -213,3 +213,13 @@ def test_encode_sorts_by_token_count_and_keeps_input_order(tokenizer):
     together = enc.encode(texts, max_length=16, batch_size=2)
     alone = np.stack([enc.encode([t], max_length=16)[0] for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_autocast_is_cuda_only(tokenizer):
+    enc = tiny_encoder(tokenizer)
+    texts = [CORPUS[d].full_text() for d in CORPUS]
+    assert np.array_equal(enc.encode(texts, 32, 4, amp=torch.float16), enc.encode(texts, 32, 4))  # CPU: fp32
+    r = DenseRetriever(enc, 16, 32, 4, device="cpu", amp="bfloat16")
+    assert r.amp == "float32"
+    with pytest.raises(ValueError, match="amp"):
+        DenseRetriever(enc, 16, 32, 4, device="cpu", amp="int8")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import grid_text
 from typer.testing import CliRunner
 
+from conftest import grid_text
 from maw.cli import app
 
 ARMS = "[sweep.arms.finetune]\nlearning_rate = [1e-3, 1e-4]\n"
@@ -13,7 +13,15 @@ ARMS = "[sweep.arms.finetune]\nlearning_rate = [1e-3, 1e-4]\n"
 def test_help_lists_the_generated_flags():
     result = CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for name in ("--config", "--final", "--checkpoints", "--seeds", "--datasets", "--num-epochs", "--depth-dim"):
+    for name in (
+        "--config",
+        "--final",
+        "--checkpoints",
+        "--seeds",
+        "--datasets",
+        "--num-epochs",
+        "--depth-dim",
+    ):
         assert name in result.output
 
 
@@ -32,7 +40,8 @@ def test_errors_name_the_file_or_flag(tmp_path, tiny_data, tiny_model):
     result = CliRunner().invoke(app, ["sweep", "--config", str(grid), "--learning-rate", "0.01"])
     assert result.exit_code == 2 and "--learning-rate: set by arm 'finetune'" in result.output
     result = CliRunner().invoke(
-        app, ["sweep", "--config", str(grid), "--out", str(out), "--checkpoints", str(tmp_path / "ck"), "--final"]
+        app,
+        ["sweep", "--config", str(grid), "--out", str(out), "--checkpoints", str(tmp_path / "ck"), "--final"],
     )
     assert result.exit_code == 2 and "without --final first" in result.output
 

@@ -87,3 +87,14 @@ def test_a_flag_cannot_pin_a_swept_option(tmp_path, tiny_data, tiny_model):
 def test_one_dataset_per_sweep(tmp_path, tiny_data, tiny_model):
     with pytest.raises(ConfigError, match="one dataset"):
         load_grid(write(tmp_path, tiny_data, tiny_model), {"datasets": f"{tiny_data},demo"})
+
+
+def test_cell_ids_follow_what_changes_results(tmp_path, tiny_data, tiny_model):
+    import dataclasses
+
+    from maw.sweep.grid import cell_id
+
+    plan = load_grid(write(tmp_path, tiny_data, tiny_model)).cells[0].plan()
+    assert cell_id(plan.with_runtime(device="cpu", num_threads=2)) == cell_id(plan)  # where, not what
+    other = dataclasses.replace(plan, train=dataclasses.replace(plan.train, weight_decay=0.1))
+    assert cell_id(other) != cell_id(plan)

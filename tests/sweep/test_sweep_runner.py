@@ -123,3 +123,17 @@ def test_final_evaluates_the_best_configurations_on_test(tmp_path, grid):
     report = (out / "REPORT.md").read_text()
     assert study["headline"] in report and "mean ± std over seeds" in report
     assert run_final(grid, out, ckpt, (7, 8)).ran == []  # resumable: nothing left to do
+
+
+def test_final_retrains_when_the_sweep_checkpoint_no_longer_matches(tmp_path, grid):
+    out, ckpt = tmp_path / "results", tmp_path / "ckpt"
+    assert not run_sweep(grid, out, ckpt).failed
+    best = sweep_runner.best_cells(grid, out)["finetune"][0]
+    latest = sweep_runner.trainer_dir(ckpt, grid, best, 7) / "latest" / "config.json"
+    saved = json.loads(latest.read_text())
+    saved["structure"]["train"]["num_epochs"] = 99  # as if made by another version of the library
+    latest.write_text(json.dumps(saved))
+    outcome = run_final(grid, out, ckpt, (7,))
+    assert not outcome.failed, outcome.failed
+    cell = json.loads((out / "final" / "cells" / grid.key / "finetune-seed7.json").read_text())
+    assert cell["train_setup"]["resumed_from"] is None and f"{best.name}-retrain" in cell["checkpoint"]

@@ -53,7 +53,9 @@ def inject_maw(
         layers = tuple(parse_layers(cfg.maw_layers, encoder.num_layers, "--maw-layers"))
     bad = [n for n in layers if not 1 <= n <= encoder.num_layers]
     if not layers or bad:
-        raise ConfigError(f"--maw-layers: {list(layers)} not within the encoder's layers 1..{encoder.num_layers}")
+        raise ConfigError(
+            f"--maw-layers: {list(layers)} not within the encoder's layers 1..{encoder.num_layers}"
+        )
     existing = maw_modules(encoder)  # a second injection joins the encoder's runtime
     runtime = existing[0].runtime if existing else MAWRuntime(gumbel_tau=float(cfg.gumbel_tau_start))
     modules = []

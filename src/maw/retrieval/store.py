@@ -33,7 +33,7 @@ from maw.utils.io import atomic_path, atomic_write_json, read_json
 
 FORMAT = "maw.embeddings/1"
 DTYPES = ("float16", "float32")
-DEFAULT_SHARD_SIZE = 1 << 17  # 131,072 rows: 96 MiB of float16 at d = 384
+DEFAULT_SHARD_SIZE = 1 << 16  # 65,536 rows: 48 MiB of float16 at d = 384
 
 
 class EmbeddingStore:

@@ -8,6 +8,7 @@ top-level ``datasets``/``quick``/``preset``, ``[data]``, ``[model]``, ``[maw]``,
     budget = 8            # configurations per arm (the same for every arm)
     sample_seed = 0       # seed of the random sample when an arm's grid is larger than the budget
     final_seeds = [13, 42, 87]
+    note = "..."          # optional: a caveat printed at the top of both reports
 
     [sweep.arms.lora]     # an arm: a name, a library method (default: the name) and its options
     lora_learning_rate = [1e-4, 5e-4, 1e-3]     # a list is an axis of the grid
@@ -57,7 +58,7 @@ from maw.config import (
 from maw.plan import Plan
 from maw.utils.io import fingerprint
 
-SWEEP_KEYS = ("budget", "sample_seed", "final_seeds", "arms")
+SWEEP_KEYS = ("budget", "sample_seed", "final_seeds", "note", "arms")
 DEFAULT_FINAL_SEEDS = (13, 42, 87)
 # options an arm may set or sweep: the method's own settings (data / model / eval are shared)
 ARM_SECTIONS = {"maw": MAWConfig, "train": TrainConfig}
@@ -144,6 +145,7 @@ class Grid:
     final_seeds: tuple[int, ...]
     cells: tuple[Cell, ...]
     raw: dict[str, Any]
+    note: str = ""
 
     @property
     def dataset(self) -> str:
@@ -167,13 +169,38 @@ def select_points(arm: Arm, budget: int, sample_seed: int) -> list[dict[str, Any
     return [points[i] for i in sorted(rng.sample(range(len(points)), budget))]
 
 
+def non_default(cfg: Any) -> dict[str, Any]:
+    """The fields of a (nested) config dataclass that differ from their defaults, runtime-only fields
+    left out: what makes this configuration this one. A field added to the library later, with a
+    default that keeps the old behaviour, leaves it unchanged."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("runtime"):
+            continue
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = non_default(value)
+            if sub:
+                out[f.name] = sub
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def cell_id(plan: Plan) -> str:
-    """A short hash of the plan without runtime-only fields (the default backbone's install path
-    replaced by a marker, so the id does not depend on where the package lives)."""
-    structure = plan.structural()
-    if structure["model"]["model"] == default_model():
-        structure["model"]["model"] = "<default>"
-    return fingerprint([json.dumps(structure, sort_keys=True, default=str)])[:10]
+    """A short hash of the plan's non-default, non-runtime values (:func:`non_default`; the default
+    backbone's install path replaced by a marker, so the id does not depend on where it lives)."""
+    values = non_default(plan)
+    if values.get("model", {}).get("model") == default_model():
+        values["model"]["model"] = "<default>"
+    return fingerprint([json.dumps(values, sort_keys=True, default=str)])[:10]
 
 
 def _nested(options: dict[str, Any], sections: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -291,7 +318,8 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise ConfigError(f"{where}: configurations with the same plan {dup} (an axis value changes nothing)")
-    return Grid(str(path), base, arms, budget, sample_seed, final_seeds, tuple(cells), raw)
+    note = str(sweep.get("note", "")).strip()
+    return Grid(str(path), base, arms, budget, sample_seed, final_seeds, tuple(cells), raw, note)
 
 
 def _resolve(merged: dict[str, Any], where: str) -> BenchmarkConfig:

@@ -284,6 +284,27 @@ def best_cells(grid: Grid, out: Path) -> dict[str, tuple[Cell, dict[str, Any]]]:
     return best
 
 
+def _final_run_dir(ds: _Dataset, checkpoints: Path, grid: Grid, cell: Cell, seed: int) -> Path:
+    """The benchmark run folder of a final cell: the sweep cell's (so its finished training at the
+    sweep's seed is resumed, not repeated), unless that checkpoint no longer matches the plan (the
+    library changed in between): then ``<arm>-<id>-retrain``, trained anew."""
+    from maw.training.checkpoint import CheckpointError, check_config, checkpoint_config
+
+    shared = checkpoints / cell.name
+    latest = trainer_dir(checkpoints, grid, cell, seed) / "latest"
+    if not (latest / "config.json").is_file():
+        return shared
+    try:
+        if ds.dataset is None:
+            ds.load()
+        check_config(latest, checkpoint_config(cell.plan(seed), ds.dataset, ds.splits))
+    except CheckpointError:
+        return checkpoints / f"{cell.name}-retrain"
+    except Exception:  # the data cannot be loaded: _run_cell records that error in the cell
+        pass
+    return shared
+
+
 def final_dir(out: Path) -> Path:
     return out / "final"
 
@@ -314,6 +335,7 @@ def run_final(
     todo: list[tuple[str, str, int, Any, Path, dict[str, Any]]] = []
     for method in ("bm25", "zeroshot"):  # seed-independent: one run
         todo.append((method, method, seeds[0], baseline_cfg, checkpoints / "baselines", {}))
+    per_arm = {}
     for arm in grid.arms:
         cell, rec = best[arm.name]
         extra = {
@@ -322,9 +344,17 @@ def run_final(
             "label": cell.label(),
             "val_score": rec["score"],
         }
-        cfg = _with_caches(dataclasses.replace(cell.cfg, seeds=tuple(seeds)), checkpoints)
-        for seed in seeds:
-            todo.append((arm.name, cell.method, seed, cfg, checkpoints / cell.name, extra))
+        per_arm[arm.name] = (
+            cell,
+            extra,
+            _with_caches(dataclasses.replace(cell.cfg, seeds=tuple(seeds)), checkpoints),
+        )
+    for seed in seeds:  # seed by seed: after each round every arm has as many runs (a usable partial report)
+        for arm in grid.arms:
+            cell, extra, cfg = per_arm[arm.name]
+            todo.append(
+                (arm.name, cell.method, seed, cfg, _final_run_dir(ds, checkpoints, grid, cell, seed), extra)
+            )
     t_start = time.perf_counter()
     log(f"final on {grid.dataset}: {len(todo)} cells into {fin}")
     try:
@@ -344,7 +374,6 @@ def run_final(
             ) -> None:
                 c = _run_cell(ds, method, seed, cfg, run_dir)
                 c = {**c, **extra, "method": name, "library_method": method}
-                c.pop("traceback", None) if c["status"] == "ok" else None
                 box["cell"] = c
                 write_cell(fin, c)
 
@@ -364,6 +393,8 @@ def run_final(
             else:
                 outcome.failed.append((f"{name}-seed{seed}", box["cell"]["error"]))
                 log(f"{tag}: FAILED: {box['cell']['error']}")
+            if state == "ran":
+                write_report(out, grid, tuple(seeds))  # rebuilt from the cells on disk after every cell
     except KeyboardInterrupt:
         outcome.interrupted = True
         log("interrupted: finished cells are kept")

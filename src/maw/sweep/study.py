@@ -94,6 +94,7 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
     lines = [
         f"# Sweep leaderboard: {grid.dataset}",
         "",
+        *([f"> {grid.note}", ""] if grid.note else []),
         f"Grid `{grid.path}`; budget {grid.budget} configurations per arm (the whole grid of an arm when it "
         f"is smaller, else a sample with seed {grid.sample_seed}); training seed {grid.base.train.seed}. "
         f"Scores are **validation** nDCG@10 ({val_n if val_n is not None else '?'} queries): the best epoch of "
@@ -307,9 +308,12 @@ def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -
         ),
         None,
     )
+    expected = 2 + len(grid.arms) * len(seeds)
     return {
         "dataset": grid.dataset,
         "seeds": list(seeds),
+        "note": grid.note,
+        "final_cells": {"finished": sum(len(v) for v in cells.values()), "expected": expected},
         "alpha": alpha,
         "power": POWER,
         "test_queries": n_test,
@@ -329,6 +333,16 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
         "",
         f"**{s['headline']}**",
         "",
+        *([f"> {s['note']}", ""] if s.get("note") else []),
+    ]
+    done = s["final_cells"]
+    if done["finished"] < done["expected"]:
+        lines += [
+            f"**Incomplete: {done['finished']} of {done['expected']} final cells finished**; the figures below use "
+            "the runs that exist (rerun `maw sweep --final` to finish; it resumes cell by cell).",
+            "",
+        ]
+    lines += [
         f"Each arm's best configuration by validation nDCG@10 (see [leaderboard.md](leaderboard.md)) trained with "
         f"seeds {seeds} and evaluated once on the test split ({s['test_queries']} queries, full corpus); bm25 and "
         "zeroshot do not depend on the seed and ran once.",
