@@ -91,6 +91,12 @@ def _patch_router_init() -> None:
     trainer_module.build_model = build
 
 
+def model_name(path: str) -> str:
+    """A short name of a backbone path (the folder above a packaged ``.../name/model``)."""
+    p = Path(path)
+    return p.parent.name if p.name == "model" else p.name
+
+
 def fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -189,7 +195,7 @@ def main() -> None:
     table = Table(
         title=(
             f"MAW hard routers on {args.dataset} ({len(splits.train)} train / {len(splits.val)} val queries), "
-            f"{Path(model_cfg.model).name}, layers {args.maw_layers}, {args.granularity}, D={args.depth_dim} "
+            f"{model_name(model_cfg.model)}, layers {args.maw_layers}, {args.granularity}, D={args.depth_dim} "
             f"(ln D = {lnD:.4f}), G={args.group_size}, batch {args.batch_size}, lr {args.learning_rate:g}, "
             f"policy lr {args.policy_lr:g}, seed {args.seed}"
         )

@@ -322,7 +322,7 @@ def train_command(
 
 # ---------------------------------------------------------------------------------------------- benchmark
 @app.command()
-@config_options({"": BenchmarkConfig, **SECTIONS}, exclude=("seed", "resume"))
+@config_options({"": BenchmarkConfig, **SECTIONS}, exclude=("seed", "resume", "dataset"))
 def benchmark(
     resume: Annotated[
         str | None, typer.Option(help="Resume an existing run folder with its saved config.")

@@ -73,10 +73,10 @@ class _Validated:
 def parse_layers(spec: str | None, num_layers: int, option: str) -> list[int]:
     """Parse a 1-indexed layer list ("6", "5,6", "4-6", "all", "last") into sorted 1-indexed ints.
 
-    ``None`` or "" gives []. Raises ConfigError naming ``option`` for out-of-range layers.
+    ``None``, "" or "none" gives []. Raises ConfigError naming ``option`` for out-of-range layers.
     This is the only place layer lists are parsed (called by ``maw.plan.resolve``).
     """
-    if spec is None or str(spec).strip() == "":
+    if spec is None or str(spec).strip().lower() in ("", "none"):
         return []
     spec = str(spec).strip().lower()
     if spec == "all":
@@ -104,7 +104,7 @@ def parse_layers(spec: str | None, num_layers: int, option: str) -> list[int]:
 
 def _check_layer_spec(value: str | None, name: str) -> None:
     """Syntax of a layer list, before the model's depth is known (range is checked by parse_layers)."""
-    if value is None or str(value).strip().lower() in ("", "all", "last"):
+    if value is None or str(value).strip().lower() in ("", "all", "last", "none"):
         return
     parse_layers(value, 10**6, flag(name))
 
@@ -262,9 +262,13 @@ class TrainConfig(_Validated):
     hard_negative_depth: int = opt(30, "Mine negatives from the BM25 top-k.")
     patience: int = opt(2, "Early stopping: epochs without val nDCG@10 improvement.")
     finetune_layers: str | None = opt(
-        None, "Layers that train for finetune / maw (default: last / the MAW layers)."
+        None,
+        "Layers whose weights train for finetune / maw (default: last / the MAW layers; 'none' for maw "
+        "with LoRA only).",
     )
-    lora_layers: str = opt("last", "Layers with LoRA adapters.")
+    lora_layers: str | None = opt(
+        None, "Layers with LoRA adapters (default: last for lora; with maw: MAW + LoRA on these layers)."
+    )
     lora_rank: int = opt(8, "LoRA rank.")
     lora_alpha: int = opt(16, "LoRA alpha.")
     lora_dropout: float = opt(0.05, "LoRA dropout.")

@@ -196,9 +196,14 @@ def resolve_layers(method: str, num_layers: int, maw: MAWConfig | None, train: T
         lora_layers = parse(train.lora_layers or "last", "--lora-layers")
     elif method == "finetune":
         trainable = parse(train.finetune_layers or "last", "--finetune-layers")
-    elif method == "maw":
+    elif method == "maw":  # MAW blocks, plus full layers (default: the MAW layers) and/or LoRA adapters
         maw_layers = parse(maw.maw_layers or "last", "--maw-layers")
-        trainable = parse(train.finetune_layers, "--finetune-layers") if train.finetune_layers else maw_layers
+        if train.finetune_layers is None:
+            trainable = maw_layers
+        else:
+            trainable = tuple(parse_layers(train.finetune_layers, num_layers, "--finetune-layers"))
+        if train.lora_layers:
+            lora_layers = parse(train.lora_layers, "--lora-layers")
     elif method == "full":
         trainable = tuple(range(1, num_layers + 1))
     else:

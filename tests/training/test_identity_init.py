@@ -45,3 +45,20 @@ def test_a_convex_hard_router_is_not_the_pretrained_model_at_init(tiny, tmp_path
             enc, MAWConfig(router="grpo", depth_dim=4, maw_layers="all", parametrisation=parametrisation)
         )
         assert (abs(enc.encode(texts, 16) - ref).max() < 1e-6) == same, parametrisation
+
+
+def test_maw_on_top_of_lora_trains_adapters_and_routers_only(tiny, tmp_path):
+    """MAW + LoRA: MAW attention in the last layer, LoRA adapters everywhere, no full layer."""
+    from maw.training.methods import build_model
+
+    plan = tiny.plan("maw", finetune_layers="none", lora_layers="all", num_epochs=1, checkpoint_every=0)
+    assert plan.layers.trainable == () and plan.layers.lora == (1, 2) and plan.layers.maw == (2,)
+    enc = build_model(plan)
+    trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or ".router." in n for n in trainable), trainable
+    assert any(".router." in n for n in trainable) and any(
+        "layer.1.attention.self.query.lora_A" in n for n in trainable
+    )
+    result = train(plan, tiny.dataset, tiny.splits, tmp_path / "maw-lora")
+    assert result.history[0]["val"] == pytest.approx(_epoch0(tiny, tmp_path, "finetune"))  # identity at init
+    assert len(result.history) == 2

@@ -9,7 +9,9 @@ lora       PEFT LoRA adapters (rank ``lora_rank``, alpha ``lora_alpha``, dropout
 finetune   every parameter of ``--finetune-layers`` (default the last layer): the
            capacity-matched baseline of ``maw``.
 maw        MAW self-attention in ``--maw-layers`` (``maw.models.maw_encoder.inject_maw``); every
-           parameter of ``--finetune-layers`` (default: the MAW layers) plus all router parameters.
+           parameter of ``--finetune-layers`` (default: the MAW layers; ``all`` = MAW on top of a
+           full fine-tune; ``none``) plus all router parameters; with ``--lora-layers``, LoRA
+           adapters there too (MAW + LoRA: e.g. ``--finetune-layers none --lora-layers all``).
 full       every parameter, the embeddings included.
 =========  ===================================================================================
 

@@ -379,29 +379,32 @@ class Trainer:
         return CachedPrefix(qc, q_ids, dc, list(self.dataset.corpus)), info
 
     def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with one group per kind of parameter: pretrained weights (decay / no decay at
+        ``learning_rate``), LoRA adapters (``lora_learning_rate``), MAW routers (``policy_lr``, no decay)."""
         cfg = self.train_cfg
         router_ids = {id(p) for _, p in router_parameters(self.encoder)} if self.layers.maw else set()
-        decay, no_decay, router = [], [], []
-        names: list[str] = []
-        for group_name in ("decay", "no_decay", "router"):
-            for n, p in self.named_params:
-                if id(p) in router_ids:
-                    kind = "router"
-                elif p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias"):
-                    kind = "no_decay"
-                else:
-                    kind = "decay"
-                if kind == group_name:
-                    {"decay": decay, "no_decay": no_decay, "router": router}[kind].append(p)
-                    names.append(n)
+
+        def kind(n: str, p: torch.nn.Parameter) -> str:
+            if id(p) in router_ids:
+                return "router"
+            if p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias"):
+                return "no_decay"
+            return "lora" if "lora_" in n else "decay"
+
+        settings = {
+            "decay": (cfg.learning_rate, cfg.weight_decay),
+            "no_decay": (cfg.learning_rate if self.method != "lora" else cfg.lora_learning_rate, 0.0),
+            "lora": (cfg.lora_learning_rate, cfg.weight_decay),
+            "router": (self.maw_cfg.policy_lr if self.maw_cfg else cfg.learning_rate, 0.0),
+        }
+        groups, names = [], []
+        for name, (lr, decay) in settings.items():
+            params = [(n, p) for n, p in self.named_params if kind(n, p) == name]
+            if params:
+                groups.append({"params": [p for _, p in params], "weight_decay": decay, "lr": lr})
+                names += [n for n, _ in params]
         self.param_names = names
-        lr = cfg.lora_learning_rate if self.method == "lora" else cfg.learning_rate
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay, "lr": lr},
-            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-            {"params": router, "weight_decay": 0.0, "lr": self.maw_cfg.policy_lr if router else lr},
-        ]
-        return torch.optim.AdamW([g for g in groups if g["params"]])
+        return torch.optim.AdamW(groups)
 
     # ------------------------------------------------------------------ forward pieces
     def _run_layers(
