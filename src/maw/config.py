@@ -330,6 +330,15 @@ class EvalConfig(_Validated):
 
     split: str = opt("test", "Qrels split to evaluate (maw evaluate).", cli=False)
     top_k: int = opt(1000, "Documents retrieved per query.")
+    index: Literal["flat", "hnsw", "ivf-pq"] = opt(
+        "flat", "FAISS index: flat (exact) | hnsw | ivf-pq (approximate; recall vs exact is reported)."
+    )
+    hnsw_m: int = opt(32, "HNSW: neighbours per node (M).")
+    ef_search: int = opt(128, "HNSW: efSearch.")
+    nlist: int | None = opt(None, "IVF: number of lists (default 4 * sqrt(N)).")
+    nprobe: int = opt(16, "IVF: lists visited per query.")
+    pq_m: int = opt(48, "IVF-PQ: sub-quantizers (must divide the embedding size).")
+    embedding_dtype: Literal["float16", "float32"] = opt("float16", "Storage of document embeddings on disk.")
     eval_batch_size: int = opt(128, "Encoding batch size (retrieval, validation, caches).", runtime=True)
     latency_queries: int = opt(50, "Queries timed one at a time for the latency figure.", runtime=True)
     embedding_cache_dir: str | None = opt(
@@ -338,6 +347,11 @@ class EvalConfig(_Validated):
 
     def __post_init__(self) -> None:
         self._need(self.top_k >= 1, "top_k", "must be >= 1")
+        self._choice("index", ("flat", "hnsw", "ivf-pq"))
+        self._choice("embedding_dtype", ("float16", "float32"))
+        for name in ("hnsw_m", "ef_search", "nprobe", "pq_m"):
+            self._need(getattr(self, name) >= 1, name, "must be >= 1")
+        self._need(self.nlist is None or self.nlist >= 1, "nlist", "must be >= 1")
         self._need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         self._need(self.latency_queries >= 0, "latency_queries", "must be >= 0")
         self._need(bool(str(self.split).strip()), "split", "must not be empty")
@@ -482,6 +496,20 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         for k in sorted(set(a) | set(b))
         if a.get(k, "<absent>") != b.get(k, "<absent>")
     ]
+
+
+def index_spec(cfg: EvalConfig):
+    """The ``maw.retrieval.index.IndexSpec`` of an EvalConfig."""
+    from maw.retrieval.index import IndexSpec
+
+    return IndexSpec(
+        kind=cfg.index,
+        hnsw_m=cfg.hnsw_m,
+        ef_search=cfg.ef_search,
+        nlist=cfg.nlist,
+        nprobe=cfg.nprobe,
+        pq_m=cfg.pq_m,
+    )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -24,7 +24,6 @@ GRANS = ["pair", "query", "head"]
 # every router with each parametrisation it accepts (hard routers: one depth, so never signed)
 IDENTITY_CASES = [
     ("soft", "convex"),
-    ("soft", "gated"),
     ("soft", "signed"),
     ("gumbel", "gated"),
     ("grpo", "gated"),
@@ -93,7 +92,7 @@ def test_every_router_at_init_is_the_pretrained_attention(router, parametrisatio
 
 
 @pytest.mark.parametrize(
-    "router,granularity", list(itertools.product(["soft", "gumbel", "grpo", "supervised"], GRANS))
+    "router,granularity", list(itertools.product(["gumbel", "grpo", "supervised"], GRANS))
 )
 @pytest.mark.parametrize("impl", ["naive", "tiled"])
 def test_the_gate_learns_from_the_embedding_loss_at_init(router, granularity, impl):
@@ -119,7 +118,7 @@ def test_the_gate_learns_from_the_embedding_loss_at_init(router, granularity, im
         assert all(p.grad is None or not p.grad.any() for n, p in m.router.named_parameters() if n != "gate")
 
 
-@pytest.mark.parametrize("router", ["soft", "gumbel", "grpo", "supervised"])
+@pytest.mark.parametrize("router", ["gumbel", "grpo", "supervised"])  # soft + gated is refused by MAWConfig
 @pytest.mark.parametrize("granularity", GRANS)
 @pytest.mark.parametrize("impl", ["naive", "tiled"])
 def test_gated_with_an_open_gate_equals_convex(router, granularity, impl):
@@ -185,7 +184,7 @@ def test_signed_coefficients_follow_the_formula():
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("router,parametrisation", [("soft", "gated"), ("soft", "signed"), ("grpo", "gated")])
+@pytest.mark.parametrize("router,parametrisation", [("soft", "signed"), ("grpo", "gated")])
 @pytest.mark.parametrize("granularity", GRANS)
 def test_tiled_equals_naive_with_gates_and_signs(router, parametrisation, granularity):
     """Values, records and every gradient (gate included) of tiled == naive for the new weights."""

@@ -11,7 +11,6 @@ import pytest
 
 import maw.retrieval.bm25 as bm25_module
 import maw.training.prefix_cache as pc
-import maw.training.validation as validation_module
 from maw.retrieval.bm25 import BM25Retriever
 from maw.training import trainer as trainer_module
 from maw.training.distributed import DistributedContext
@@ -114,9 +113,8 @@ def test_trainer_stops_with_the_space_error(tiny, tmp_path, monkeypatch):
 
 
 def test_size_cap_switches_the_cache_off_with_a_logged_reason(tiny, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(trainer_module, "MAX_CACHE_BYTES", 10_000)
     with caplog.at_level(logging.WARNING, logger="maw.training.trainer"):
-        t = _setup(tiny, tmp_path / "run")
+        t = _setup(tiny, tmp_path / "run", prefix_cache_max_gb=1e-5)  # a 10 kB cap
     assert isinstance(t.provider, LivePrefix)
     assert t.cache_info["prefix_cache"] is False
     reason = t.cache_info["prefix_cache_skipped"]
@@ -173,8 +171,6 @@ def test_small_corpora_validate_on_the_full_corpus(tiny, tmp_path):
 
 
 def test_validation_pool_is_used_above_the_threshold(tiny, tmp_path, monkeypatch, counting_bm25):
-    monkeypatch.setattr(validation_module, "POOL_ABOVE", 10)
-    monkeypatch.setattr(validation_module, "POOL_DEPTH", 3)
     seen = []
     real_validate = trainer_module.validate
 
@@ -185,7 +181,7 @@ def test_validation_pool_is_used_above_the_threshold(tiny, tmp_path, monkeypatch
     monkeypatch.setattr(trainer_module, "validate", spy)
     shared = str(tmp_path / "shared")
     res = trainer_module.train(
-        tiny.plan("finetune", num_epochs=1, prefix_cache_dir=shared),
+        tiny.plan("finetune", num_epochs=1, prefix_cache_dir=shared, val_pool_above=10, val_pool_depth=3),
         tiny.dataset,
         tiny.splits,
         tmp_path / "run",
@@ -200,7 +196,7 @@ def test_validation_pool_is_used_above_the_threshold(tiny, tmp_path, monkeypatch
     assert res.setup["validation_documents"] == len(pool)
     assert (counting_bm25.built, counting_bm25.calls) == (1, 2)  # one index for negatives and pool
     # a second run reads the pool (and the negatives) from the shared cache
-    again = _setup(tiny, tmp_path / "run2", prefix_cache_dir=shared)
+    again = _setup(tiny, tmp_path / "run2", prefix_cache_dir=shared, val_pool_above=10, val_pool_depth=3)
     assert again.val_doc_ids == pool and again.cache_info["validation_pool_reused"]
     assert (counting_bm25.built, counting_bm25.calls) == (1, 2)
     assert np.isfinite(res.best_score)

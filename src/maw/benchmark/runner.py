@@ -61,6 +61,7 @@ from maw.config import (
     ConfigError,
     differences,
     from_dict,
+    index_spec,
     structural,
     to_dict,
 )
@@ -189,6 +190,8 @@ def _dense_cell(
         device=_device(plan),
         latency_queries=plan.eval.latency_queries,
         show_progress=plan.runtime.progress,
+        index=index_spec(plan.eval),
+        embedding_dtype=plan.eval.embedding_dtype,
     )
     if prefix is not None:
         retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], **kwargs)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from maw.config import ConfigError, DataConfig, to_dict
+from maw.config import ConfigError, DataConfig, index_spec, to_dict
 from maw.evaluation.metrics import NOT_APPLICABLE, PRIMARY_METRICS, MetricResult, evaluate_run
 from maw.plan import Plan
 from maw.utils.io import atomic_write_json, default_cache_dir, environment_info
@@ -113,11 +113,13 @@ def run_evaluation(
             device=plan.runtime.device,
             latency_queries=plan.eval.latency_queries,
             show_progress=plan.runtime.progress,
+            index=index_spec(plan.eval),
+            embedding_dtype=plan.eval.embedding_dtype,
         )
         run = retriever.retrieve(queries, dataset.corpus, k=plan.eval.top_k)
         efficiency = dict(retriever.timings)
         retriever_info = {
-            "name": "dense-exact-ip",
+            "name": f"dense-{plan.eval.index}",
             "model": checkpoint or model.model,
             "query_max_length": model.query_max_length,
             "doc_max_length": model.doc_max_length,
@@ -194,6 +196,8 @@ def print_metrics(record: dict[str, Any], console: Any) -> None:
         shown = "-" if value is None else (f"{value:.0f}" if name == "NoRelRetrieved" else f"{value:.4f}")
         table.add_row(f"[bold]{name}[/bold]" if name in primary else name, shown)
     for name, value in record.get("efficiency", {}).items():
+        if isinstance(value, list | dict):
+            continue  # samples (e.g. per-query latencies) stay in the JSON
         if isinstance(value, bool) or value is None or isinstance(value, str):
             shown = str(value)
         else:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from maw.benchmark.cells import CellLock, cell_path, is_done, read_cell, write_cell
+from maw.benchmark.report import PRIMARY_METRICS
 from maw.benchmark.runner import _Dataset, _run_cell
 from maw.config import ConfigError, to_dict
 from maw.sweep.grid import Cell, Grid
@@ -374,6 +375,8 @@ def run_final(
             ) -> None:
                 c = _run_cell(ds, method, seed, cfg, run_dir)
                 c = {**c, **extra, "method": name, "library_method": method}
+                # per-query scores of the primary metrics only (all metrics stay in "metrics"): small JSON
+                c["per_query"] = {m: v for m, v in c["per_query"].items() if m in PRIMARY_METRICS}
                 box["cell"] = c
                 write_cell(fin, c)
 

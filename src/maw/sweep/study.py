@@ -296,6 +296,7 @@ def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -
             "seeds": sorted(c["seed"] for c in cells.get(m, [])),
             "test": {metric: _seed_stats(cells.get(m, []), metric) for metric in METRICS},
             "train_s": sum(c["runtimes"].get("train_s") or 0.0 for c in cells.get(m, [])),
+            "best_epochs": [c.get("best_epoch") for c in sorted(cells.get(m, []), key=lambda c: c["seed"])],
         }
         for m in order
     }
@@ -368,11 +369,22 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
                 _fmt(info.get("val_score")),
                 *cols,
                 str(len(info["seeds"])),
+                ", ".join("—" if e is None else str(e) for e in info["best_epochs"]) or "—",
             ]
         )
     lines += _md_table(
-        ["arm", "method", "configuration", "val nDCG@10", "test nDCG@10", "test R@100", "runs"], rows
+        ["arm", "method", "configuration", "val nDCG@10", "test nDCG@10", "test R@100", "runs", "best epoch"],
+        rows,
     )
+    untrained = [
+        m for m, i in s["methods"].items() if i["best_epochs"] and all(e == 0 for e in i["best_epochs"])
+    ]
+    if untrained:
+        lines += [
+            "",
+            f"Best epoch 0 in every seed for {', '.join(untrained)}: training never beat the pretrained model on "
+            "validation, so the model evaluated on test is the pretrained encoder (its test score is zeroshot's).",
+        ]
     lines += [
         "",
         "## Planned comparisons",
