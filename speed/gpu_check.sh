@@ -42,9 +42,9 @@ echo "== 4. torchrun encode on 2 GPUs"
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
 if [ "$NGPU" -ge 2 ] && [ -f "$DATA/corpus.jsonl" ]; then
   OUT=$(mktemp -d)
-  timeout 900 $PY -m maw.cli evaluate --dataset "$DATA" --method zeroshot --out "$OUT/one.json" --no-cache --quiet
+  timeout 900 $PY -m maw.cli evaluate --dataset "$DATA" --method zeroshot --shard-size 1000 --out "$OUT/one.json" --no-cache --quiet
   timeout 900 torchrun --standalone --nproc-per-node 2 -m maw.cli evaluate --dataset "$DATA" --method zeroshot \
-      --out "$OUT/two.json" --no-cache --quiet
+      --shard-size 1000 --out "$OUT/two.json" --no-cache --quiet
   $PY - "$OUT" <<'PY'
 import json, sys
 a, b = (json.load(open(f"{sys.argv[1]}/{n}.json")) for n in ("one", "two"))

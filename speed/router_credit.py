@@ -13,15 +13,13 @@ ln D), the KL to GRPO's reference policy, and the mean gate |a| of the MAW layer
         [--val-samples 30] [--batch-size 32] [--threads N]
         [--runs grpo-group,grpo-loo,gumbel[,soft,grpo-loo-warm]]
 
-Until ``MAWConfig`` has the fields ``grpo_baseline`` and ``router_init``, the runs carry them in a
-subclass of ``MAWConfig`` (:func:`maw_config`; the objective reads them with ``getattr``) and the
-warm start is applied by wrapping the trainer's ``build_model`` (:func:`_patch_router_init`).
+The same runs from the command line: ``maw train --method maw --router grpo --grpo-baseline
+leave_one_out [--router-init RUN_OF_SOFT]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import tempfile
@@ -54,41 +52,6 @@ RUNS = {  # name: (router, grpo baseline, warm start from the "soft" run)
     "soft": ("soft", None, False),
     "grpo-loo-warm": ("grpo", "leave_one_out", True),  # needs "soft" earlier in --runs
 }
-NEW_FIELDS = {"grpo_baseline", "router_init"}
-
-
-@dataclasses.dataclass(frozen=True)
-class _StudyMAWConfig(MAWConfig):
-    """MAWConfig plus the fields this study needs, until the config has them."""
-
-    grpo_baseline: str = "group"
-    router_init: str | None = None
-
-
-def maw_config(**fields) -> MAWConfig:
-    """A MAWConfig with ``fields`` (``grpo_baseline`` / ``router_init`` included while the config
-    lacks them, through :class:`_StudyMAWConfig`)."""
-    known = {f.name for f in dataclasses.fields(MAWConfig)}
-    if set(fields) & (NEW_FIELDS - known):
-        return _StudyMAWConfig(**fields)
-    return MAWConfig(**fields)
-
-
-def _patch_router_init() -> None:
-    """Until ``maw.training.methods.build_model`` applies ``router_init``, the trainer's model
-    builder does it here (:func:`maw.training.router_objectives.warm_start_routers`)."""
-    import maw.training.trainer as trainer_module
-    from maw.training.methods import build_model
-    from maw.training.router_objectives import warm_start_routers
-
-    def build(plan):
-        encoder = build_model(plan)
-        init = getattr(plan.maw, "router_init", None) if plan.maw is not None else None
-        if init:
-            warm_start_routers(encoder, init)
-        return encoder
-
-    trainer_module.build_model = build
 
 
 def model_name(path: str) -> str:
@@ -152,8 +115,6 @@ def main() -> None:
     splits = make_splits(dataset, data_cfg)
     model_cfg = ModelConfig(model=args.model or default_model())
     runtime = RuntimeConfig(device=args.device, num_threads=args.threads, progress=False)
-    if "router_init" not in {f.name for f in dataclasses.fields(MAWConfig)}:
-        _patch_router_init()
     results, walls = {}, {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +125,7 @@ def main() -> None:
                 if "soft" not in walls:
                     ap.error(f"--runs: {name} warm-starts from the soft run: put soft before it")
                 extra["router_init"] = str(Path(tmp) / "soft")
-            maw_cfg = maw_config(
+            maw_cfg = MAWConfig(
                 **extra,
                 router=router,
                 depth_dim=args.depth_dim,

@@ -221,15 +221,22 @@ def evaluate(
             if method == "bm25" and model_arg:
                 raise ConfigError("--model: only used by --method zeroshot or a trained checkpoint")
             plan = resolve(method, cfg.data, cfg.model, None, None, cfg.eval, cfg.runtime)
-        run_evaluation(
-            plan,
-            encoder=encoder,
-            checkpoint=str(checkpoint) if checkpoint else None,
-            out=out,
-            use_cache=not no_cache and checkpoint is None,
-            save_run=save_run,
-            console=None if quiet else Console(),
-        )
+        from maw.training.distributed import init_distributed, shutdown
+
+        ctx = init_distributed(plan.runtime.device)  # torchrun: every rank encodes its shards
+        try:
+            run_evaluation(
+                plan,
+                encoder=encoder,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                out=out,
+                use_cache=not no_cache and checkpoint is None,
+                save_run=save_run,
+                console=None if quiet or not ctx.is_main else Console(),
+                device=str(ctx.device) if ctx.enabled else None,
+            )
+        finally:
+            shutdown(ctx)
 
 
 def _trained_checkpoint(model: str | None):

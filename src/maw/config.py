@@ -27,6 +27,7 @@ ROUTERS = ("soft", "gumbel", "grpo", "supervised")
 GRANULARITIES = ("pair", "query", "head")
 DEPTH_PROJECTIONS = ("split", "project")
 PARAMETRISATIONS = ("convex", "gated", "signed")
+GRPO_BASELINES = ("group", "leave_one_out")
 METHODS = ("bm25", "zeroshot", "lora", "finetune", "maw", "full")
 TRAINED_METHODS = ("lora", "finetune", "maw", "full")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -198,6 +199,14 @@ class MAWConfig(_Validated):
     # the router is a new, zero-initialised layer and needs a larger step than the pretrained
     # weights (at the encoder's 2e-5 a soft router barely leaves uniform)
     policy_lr: float = opt(1e-3, "MAW router learning rate.")
+    grpo_baseline: Literal["group", "leave_one_out"] = opt(
+        "group", "GRPO advantages: group (std-normalised per query, TRL) | leave_one_out (RLOO)."
+    )
+    router_init: str | None = opt(
+        None,
+        "Start the hard router's policy from the router of a `maw train` checkpoint (RUN or RUN/best; "
+        "e.g. a soft run); gated parametrisation only.",
+    )
     oracle_every: int = opt(1, "Supervised router: oracle labels every N optimiser steps.")
     depth_width: int | None = opt(None, "Project mode: width of each depth slice (default head_size / D).")
     tile_size: int = opt(64, "Query rows per tile of the tiled implementation.", runtime=True)
@@ -227,6 +236,13 @@ class MAWConfig(_Validated):
             if self.depth_projection != "project":
                 raise ConfigError("--depth-width: only used with --depth-projection project")
             self._need(self.depth_width >= 1, "depth_width", "must be >= 1")
+        self._choice("grpo_baseline", GRPO_BASELINES)
+        if self.router_init is not None and self.parametrisation != "gated":
+            raise ConfigError(
+                "--router-init: only with a hard router in the gated parametrisation (the gate starts at 0, "
+                f"so the model is still the pretrained one); got router {self.router!r}, "
+                f"parametrisation {self.parametrisation!r}"
+            )
         if self.router == "grpo":
             self._need(self.group_size >= 2, "group_size", "GRPO needs a group of at least 2 samples")
         if self.parametrisation == "gated" and self.router == "soft":
@@ -341,6 +357,11 @@ class EvalConfig(_Validated):
     embedding_dtype: Literal["float16", "float32"] = opt("float16", "Storage of document embeddings on disk.")
     eval_batch_size: int = opt(128, "Encoding batch size (retrieval, validation, caches).", runtime=True)
     latency_queries: int = opt(50, "Queries timed one at a time for the latency figure.", runtime=True)
+    shard_size: int = opt(
+        65_536,
+        "Documents per embedding-store shard: the unit of resume after a kill and of torchrun sharding.",
+        runtime=True,
+    )
     embedding_cache_dir: str | None = opt(
         None, "Document-embedding cache (default ~/.cache/maw/embeddings).", runtime=True
     )
@@ -354,6 +375,7 @@ class EvalConfig(_Validated):
         self._need(self.nlist is None or self.nlist >= 1, "nlist", "must be >= 1")
         self._need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         self._need(self.latency_queries >= 0, "latency_queries", "must be >= 0")
+        self._need(self.shard_size >= 1, "shard_size", "must be >= 1")
         self._need(bool(str(self.split).strip()), "split", "must not be empty")
 
 
@@ -488,14 +510,40 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+def _field_default(key: str) -> Any:
+    """The declared default of the option a flattened key (``maw.router``, ``preset``) names, or
+    ``<absent>`` when it names none (the default of a section's field, by its last two parts)."""
+    parts = key.split(".")
+    cls = SECTIONS.get(parts[-2]) if len(parts) > 1 else BenchmarkConfig
+    for f in dataclasses.fields(cls) if cls is not None else ():
+        if f.name == parts[-1]:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    return "<absent>"
+
+
+def _same(x: Any, y: Any) -> bool:
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
+    return norm(x) == norm(y)
+
+
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: saved X, now Y`` for every differing (flattened) key: the one config comparison."""
+    """``key: saved X, now Y`` for every differing (flattened) key: the one config comparison.
+
+    A key absent from ``saved`` whose current value is the option's default is no difference: a
+    config saved before the option existed behaved as its default does (new options keep the old
+    behaviour as their default), so adding an option never breaks resuming an older run.
+    """
     a, b = _flatten(saved), _flatten(current)
-    return [
-        f"{k}: saved {a.get(k, '<absent>')!r}, now {b.get(k, '<absent>')!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, "<absent>") != b.get(k, "<absent>")
-    ]
+    out = []
+    for k in sorted(set(a) | set(b)):
+        old, new = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if _same(old, new) or (k not in a and _same(new, _field_default(k))):
+            continue
+        out.append(f"{k}: saved {old!r}, now {new!r}")
+    return out
 
 
 def index_spec(cfg: EvalConfig):

@@ -76,3 +76,27 @@ def test_a_dead_process_lock_is_taken_over_and_a_live_one_is_respected(tmp_path)
         assert CellLock.acquire(tmp_path, "demo", "bm25", 1) is None  # another host's claim is respected
     finally:
         live.kill()
+
+
+def test_torchrun_ranks_split_the_cells(tmp_path, tiny_model):
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    config = tmp_path / "bench.toml"
+    config.write_text("[train]\nnum_epochs = 1\nbatch_size = 8\n[eval]\nlatency_queries = 2\n")
+    out = tmp_path / "runs"
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", *_cmd(out, tiny_model, config)[2:]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    ran = [line for line in log.splitlines() if ": ok in " in line]
+    tags = sorted(line.split("]", 1)[1].split(":")[0].strip() for line in ran)
+    assert tags == ["demo bm25 seed 1", "demo finetune seed 1", "demo maw seed 1", "demo zeroshot seed 1"], (
+        log
+    )
+    assert sorted(c["method"] for c in load_cells(out / "two")) == ["bm25", "finetune", "maw", "zeroshot"]
+    no_name = [a for a in cmd if a not in ("--run-name", "two")]
+    refused = subprocess.run(no_name, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--run-name" in refused.stdout + refused.stderr

@@ -167,14 +167,16 @@ def test_missing_and_failed_cells_listed_first(tmp_path):
 
 
 # --------------------------------------------------------------------------- efficiency
-def _latency_cells(run, dataset, latencies: dict[str, list[float] | None]):
+def _latency_cells(run, dataset, latencies: dict[str, list[float] | None], seeds=(1,)):
+    """One cell per method and seed; a method's latency samples are split evenly over its seeds."""
     rng = np.random.default_rng(3)
     base = rng.uniform(0.2, 0.7, 30)
     for m, samples in latencies.items():
-        cell = synthetic_cell(dataset, m, 1, base + rng.normal(0, 0.02, 30), history=HISTORY)
-        if samples is not None:
-            cell["timings"] = {"query_latency_samples_ms": samples}
-        write_cell(run, cell)
+        for k, seed in enumerate(seeds):
+            cell = synthetic_cell(dataset, m, seed, base + rng.normal(0, 0.02, 30), history=HISTORY)
+            if samples is not None:
+                cell["timings"] = {"query_latency_samples_ms": list(samples[k :: len(seeds)])}
+            write_cell(run, cell)
 
 
 def test_no_cross_kind_or_relative_efficiency(tmp_path):
@@ -201,33 +203,52 @@ def test_latency_samples_give_median_spread_and_conclusions(tmp_path):
     fast = list(rng.normal(5.0, 0.2, 40))
     slow = list(rng.normal(9.0, 0.2, 40))
     overlapping = list(rng.normal(5.1, 0.5, 40))
-    _latency_cells(
-        tmp_path, "d", {"bm25": [0.1] * 40, "zeroshot": slow, "finetune": overlapping, "maw": fast}
-    )
-    rep = dataset_report("d", load_cells(tmp_path), n_resamples=500)
+    latencies = {"bm25": [0.1] * 40, "zeroshot": slow, "lora": overlapping, "finetune": slow, "maw": fast}
+    _latency_cells(tmp_path / "two", "d", latencies, seeds=(1, 2))
+    rep = dataset_report("d", load_cells(tmp_path / "two"), n_resamples=500)
     t = rep["methods"]["maw"]["timings"]["query_latency_ms"]
-    assert t["n"] == 40 and t["source"] == "per-query timings"
+    assert t["n"] == 40 and t["source"] == "per-query timings" and len(t["runs"]) == 2
     assert t["median"] == pytest.approx(float(np.median(fast))) and t["q25"] < t["median"] < t["q75"]
     text = {(r["method"], r["baseline"]): r for r in rep["efficiency"] if r["figure"] == "query_latency_ms"}
-    assert text[("maw", "zeroshot")]["resolved"] and text[("maw", "zeroshot")]["text"].startswith(
+    assert text[("maw", "finetune")]["resolved"] and text[("maw", "finetune")]["text"].startswith(
         "maw faster"
     )
-    assert text[("finetune", "zeroshot")]["text"].startswith("finetune faster")
-    assert text[("maw", "finetune")]["text"] == "no difference resolved (spreads overlap)"
+    assert text[("maw", "lora")]["text"] == "no difference resolved (spreads overlap)"
+    # zero-shot does not depend on the seed: it ran once, so nothing is resolved against it
+    assert text[("maw", "zeroshot")]["text"] == (
+        "no difference resolved (one run of a side: the load between runs is unknown)"
+    )
     assert ("maw", "bm25") not in text
-    build_reports(tmp_path, n_resamples=500)
-    eff = _section((tmp_path / "REPORT.md").read_text(), "### Efficiency")
+    build_reports(tmp_path / "two", n_resamples=500)
+    eff = _section((tmp_path / "two" / "REPORT.md").read_text(), "### Efficiency")
     assert "maw faster: median" in eff and "(n=40)" in eff and "%" not in eff
+    # one run per method: however clear the per-query spread, the load between runs is unknown
+    _latency_cells(tmp_path / "one", "d", latencies)
+    rep = dataset_report("d", load_cells(tmp_path / "one"), n_resamples=500)
+    assert not any(r["resolved"] for r in rep["efficiency"])
+    text = {
+        (r["method"], r["baseline"]): r["text"]
+        for r in rep["efficiency"]
+        if r["figure"] == "query_latency_ms"
+    }
+    assert (
+        text[("maw", "zeroshot")]
+        == "no difference resolved (one run of a side: the load between runs is unknown)"
+    )
 
 
 def test_timing_conclusion_needs_enough_samples():
     few = {"median": 1.0, "q25": 0.9, "q75": 1.1, "n": MIN_TIMING_SAMPLES - 1, "source": "x"}
-    many = {"median": 5.0, "q25": 4.9, "q75": 5.1, "n": 50, "source": "x"}
+    many = {"median": 5.0, "q25": 4.9, "q75": 5.1, "n": 50, "source": "x", "runs": [4.9, 5.1]}
     assert timing_conclusion("query_latency_ms", "a", "b", few, many)["text"] == (
         "no difference resolved (too few samples)"
     )
-    higher = timing_conclusion("qps", "a", "b", many, {**many, "median": 2.0, "q25": 1.9, "q75": 2.1})
+    lower = {**many, "median": 2.0, "q25": 1.9, "q75": 2.1, "runs": [1.9, 2.1]}
+    higher = timing_conclusion("qps", "a", "b", many, lower)
     assert higher["resolved"] and higher["better"] and higher["text"].startswith("a higher")
+    # the pooled spreads are apart but one run of b sits among a's runs: no conclusion
+    disagree = timing_conclusion("qps", "a", "b", many, {**lower, "runs": [1.9, 5.0]})
+    assert disagree["text"] == "no difference resolved (the runs disagree)"
 
 
 def test_identical_runs_give_identical_conclusions(tmp_path):
@@ -353,3 +374,31 @@ def test_stale_plots_removed_when_their_cells_are_gone(tmp_path):
     assert "depth_maw" not in combined["datasets"]["d"]["plots"]
     assert not (tmp_path / "plots" / "d_depth_maw.png").exists()
     assert (tmp_path / "plots" / "d_metrics.png").exists()
+
+
+def test_the_report_says_how_validation_selected_the_epoch():
+    from maw.benchmark.report import validation_notes
+
+    cells = [
+        {
+            "dataset": "big",
+            "status": "ok",
+            "train_setup": {"validation": "pool of 900 documents: judged + BM25 top-100"},
+        },
+        {
+            "dataset": "small",
+            "status": "ok",
+            "train_setup": {"validation": "full corpus", "validation_documents": 2000},
+        },
+        {"dataset": "small", "status": "ok", "train_setup": {}},  # bm25 / zeroshot: no training
+    ]
+    (note,) = validation_notes(cells)
+    assert "pool re-ranks judged + BM25 documents" in note
+    assert (
+        "  - big: pool of 900 documents: judged + BM25 top-100" in note
+        and "  - small: full corpus (2,000 documents)" in note
+    )
+    assert validation_notes(cells[1:]) == [
+        "Model selection (early stopping, best epoch) used validation nDCG@10 retrieved from:\n  - small: full corpus (2,000 documents)"
+    ]
+    assert validation_notes([]) == []

@@ -240,3 +240,24 @@ def test_cell_plans(tmp_path, tiny_beir, tiny_model):
     assert plan.data.split_seed == cfg.data.split_seed  # the split seed is the same for every cell
     bm25 = runner_mod.cell_plan(cfg, str(tiny_beir), "bm25", 4)
     assert bm25.train is None and bm25.maw is None and bm25.layers is None
+
+
+def test_zeroshot_cell_keeps_the_prefix_cache_cap(tmp_path, tiny_beir, tiny_model):
+    cfg = make_cfg(
+        tmp_path, [tiny_beir], ["zeroshot", "finetune"], model=tiny_model, seeds=(1,),
+        num_epochs=1, prefix_cache_max_gb=1e-9,
+    )  # fmt: skip
+    assert (
+        runner_mod.shared_prefix_layer(cfg, "tinyset") == 1
+    )  # a cache would be shared, but it is over the cap
+    out = run_benchmark(cfg)
+    assert out.exit_code == 0
+    run = tmp_path / "runs" / "r"
+    zs = read_cell(cell_path(run, "tinyset", "zeroshot", 1))
+    assert "above the" in zs["timings"]["prefix_cache_skipped"] and zs["metrics"]["nDCG@10"] is not None
+    ft = read_cell(cell_path(run, "tinyset", "finetune", 1))
+    assert (
+        ft["train_setup"]["prefix_cache"] is False
+        and "above the" in ft["train_setup"]["prefix_cache_skipped"]
+    )
+    assert not list((run / "prefix_cache").rglob("meta.json"))  # no cache was built by either cell

@@ -156,3 +156,9 @@ def test_missing_parts_are_all_listed(tmp_path):
 def test_empty_split_loads_but_is_empty(beir_dir):
     (beir_dir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n")
     assert load_beir(beir_dir).qrels["dev"] == {}
+
+
+def test_empty_queries_file_names_the_file(beir_dir):
+    (beir_dir / "queries.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"queries\.jsonl: no queries \(the file is empty\)"):
+        load_beir(beir_dir)

@@ -57,3 +57,24 @@ def test_many_ids_with_hash_lookups(tmp_path, corpus_cache):
     assert len(ds.corpus) == 3000 and ds.qrels["dev"] == {"q1": {"2999": 1}}
     assert all(ds.corpus[str(i)].text == f"passage number {i}" for i in range(0, 3000, 7))
     assert ds.corpus.id_at(1234) == "1234" and ds.corpus.row_of("1234") == 1234
+
+
+def test_record_batch_boundaries(tmp_path, corpus_cache, monkeypatch):
+    import pyarrow as pa
+
+    from maw.data import corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "CHUNK", 7)  # 7 rows per record batch: 50 rows = 8 batches
+    folder = tmp_path / "mm"
+    folder.mkdir()
+    with open(folder / "collection.tsv", "w") as fh:
+        fh.writelines(f"{i}\tpassage {i}\n" for i in range(50))
+    (folder / "queries.dev.tsv").write_text("q1\twhat\n")
+    (folder / "qrels.dev.tsv").write_text("q1 0 49 1\n")
+    table = load_msmarco(folder).corpus
+    reader = pa.ipc.open_file(pa.memory_map(str(table.folder / corpus_mod.ARROW_FILE), "r"))
+    assert reader.num_record_batches == 8 and reader.schema.names == ["id", "title", "text"]
+    assert [table.id_at(r) for r in range(50)] == [str(i) for i in range(50)] == table.ids() == list(table)
+    assert table.full_texts(5, 16) == [f"passage {i}" for i in range(5, 16)]  # across three batches
+    assert table.ids(14, 14) == [] and table.ids(48) == ["48", "49"]
+    assert all(table[str(i)].text == f"passage {i}" for i in range(50))

@@ -43,6 +43,9 @@ def test_same_budget_for_every_arm(tmp_path, tiny_data, tiny_model):
     assert counts == {"lora": 2, "finetune": 4, "full": 4, "maw": 4, "maw-all": 2}
     again = load_grid(write(tmp_path, tiny_data, tiny_model))
     assert [c.name for c in again.cells] == [c.name for c in grid.cells]  # seeded: the same sample
+    # round-robin: the first configuration of every arm, then the second, ...
+    assert [c.arm for c in grid.cells[:7]] == ["lora", "finetune", "full", "maw", "maw-all"] + ["lora", "finetune"]
+    assert [c.arm for c in grid.cells[10:]] == ["finetune", "full", "maw", "finetune", "full", "maw"]
     other = load_grid(write(tmp_path, tiny_data, tiny_model, ARMS.replace("maw-all", "zzz")))
     # an arm's sample does not depend on the other arms
     assert [c.name for c in other.arm_cells("maw")] == [c.name for c in grid.arm_cells("maw")]
@@ -59,11 +62,20 @@ def test_bigger_budget_takes_whole_grids(tmp_path, tiny_data, tiny_model):
     assert {a.name: len(grid.arm_cells(a.name)) for a in grid.arms} == {a.name: a.size for a in grid.arms}
 
 
+def test_maw_plus_lora_is_an_arm(tmp_path, tiny_data, tiny_model):
+    arm = '[sweep.arms.maw-lora]\nmethod = "maw"\nfinetune_layers = "none"\nlora_layers = "all"\nlora_rank = [4, 8]\n'
+    grid = load_grid(write(tmp_path, tiny_data, tiny_model, arm))
+    plans = [c.plan() for c in grid.arm_cells("maw-lora")]
+    assert len(plans) == 2 and {p.train.lora_rank for p in plans} == {4, 8}
+    assert all(p.layers.lora == (1, 2) and p.layers.trainable == () and p.layers.maw for p in plans)
+
+
 @pytest.mark.parametrize(
     "arms, match",
     [
         ("[sweep.arms.lora]\ndepth_dim = [2, 4]\n", "MAW option"),
-        ("[sweep.arms.maw]\nlora_rank = [4, 8]\n", "MAW \\+ LoRA is not implemented"),
+        ("[sweep.arms.maw]\nlora_rank = [4, 8]\n", "MAW \\+ LoRA needs lora_layers"),
+        ("[sweep.arms.full]\nlora_rank = [4, 8]\n", "LoRA option; method 'full' has no adapters"),
         ("[sweep.arms.full]\nseed = [1, 2]\n", "seed is not tuned"),
         ("[sweep.arms.full]\nlearning_rat = [1e-5]\n", "unknown option 'learning_rat'"),
         ("[sweep.arms.bm25]\n", "bm25 and zeroshot have nothing to tune"),

@@ -36,10 +36,17 @@ def test_planned_pairs_use_validation_only():
         "full": {"method": "full", "val_score": 0.64, "options": {}},
         "maw": {"method": "maw", "val_score": 0.66, "options": {}},
         "maw-all": {"method": "maw", "val_score": 0.62, "options": {"finetune_layers": "all"}},
+        "maw-lora": {
+            "method": "maw",
+            "val_score": 0.61,
+            "options": {"finetune_layers": "none", "lora_layers": "all"},
+        },
     }
     best, pairs, strongest = planned_pairs(arms)
     assert best == "maw" and strongest == "finetune"
-    assert pairs == [("maw", "lora"), ("maw", "finetune"), ("maw", "full"), ("maw-all", "full")]
+    assert pairs == [
+        ("maw", "lora"), ("maw", "finetune"), ("maw", "full"), ("maw-all", "full"), ("maw-lora", "lora"),
+    ]  # fmt: skip
 
 
 def test_matched_sentence_states_the_detectable_effect():

@@ -39,6 +39,16 @@ def test_differences_lists_every_changed_key():
     assert differences(a, a) == []
 
 
+def test_an_option_added_since_a_config_was_saved_is_its_default():
+    old = {"method": "maw", "maw": {"depth_dim": 8, "router": "grpo"}}  # saved before grpo_baseline existed
+    assert differences(old, {**old, "maw": {**old["maw"], "grpo_baseline": "group"}}) == []
+    assert differences(old, {**old, "maw": {**old["maw"], "grpo_baseline": "leave_one_out"}}) == [
+        "maw.grpo_baseline: saved '<absent>', now 'leave_one_out'"
+    ]
+    # a field removed since (present in saved, absent now) is still a difference
+    assert differences({**old, "maw": {**old["maw"], "x": 1}}, old) == ["maw.x: saved 1, now '<absent>'"]
+
+
 def test_runtime_fields_are_not_structure():
     assert {"checkpoint_every", "resume", "prefix_cache_dir"} <= set(runtime_fields(TrainConfig))
     assert {"tile_size", "tile_elements", "implementation"} == set(runtime_fields(MAWConfig))

@@ -79,3 +79,15 @@ def test_two_processes_match_one_process(tiny_data_dir, tiny_model_nodrop, tmp_p
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0, msg=k)
+
+
+def test_depth_statistics_of_ranks_merge_like_one_pass():
+    from maw.training.validation import merge_depth_statistics
+
+    a = {"6": {"counts": [[3, 1], [0, 4]], "entropy": [0.5, 0.1], "units": 4}}
+    b = {"6": {"counts": [[1, 1], [2, 0]], "entropy": [0.2, 0.4], "units": 2}}
+    merged = merge_depth_statistics([a, b])
+    assert merged["6"]["counts"] == [[4, 2], [2, 4]] and merged["6"]["units"] == 6
+    assert merged["6"]["entropy"] == pytest.approx([(0.5 * 4 + 0.2 * 2) / 6, (0.1 * 4 + 0.4 * 2) / 6])
+    assert merge_depth_statistics([a]) == a and merge_depth_statistics([{}, {}]) == {}
+    assert a["6"]["counts"] == [[3, 1], [0, 4]]  # inputs untouched

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from maw.config import MAWConfig
 from maw.models.maw_encoder import maw_modules
 from maw.training.methods import build_model
 from maw.training.router_objectives import (
@@ -21,21 +20,9 @@ from maw.training.router_objectives import (
 from maw.training.trainer import train
 
 
-@dataclasses.dataclass(frozen=True)
-class _BaselineMAWConfig(MAWConfig):
-    """MAWConfig plus ``grpo_baseline``, until the config has the field."""
-
-    grpo_baseline: str = "group"
-
-
 def with_baseline(plan, baseline: str):
     """``plan`` whose MAW config has ``grpo_baseline = baseline``."""
-    if "grpo_baseline" in {f.name for f in dataclasses.fields(MAWConfig)}:
-        maw = dataclasses.replace(plan.maw, grpo_baseline=baseline)
-    else:
-        values = {f.name: getattr(plan.maw, f.name) for f in dataclasses.fields(MAWConfig)}
-        maw = _BaselineMAWConfig(**values, grpo_baseline=baseline)
-    return dataclasses.replace(plan, maw=maw)
+    return dataclasses.replace(plan, maw=dataclasses.replace(plan.maw, grpo_baseline=baseline))
 
 
 # ---------------------------------------------------------------------------------------------- advantages
@@ -197,3 +184,21 @@ def test_warm_start_copies_the_soft_policy_and_keeps_the_gate_closed(tiny, tmp_p
         warm_start_routers(other, str(tmp_path / "s"))
     with pytest.raises(ConfigError, match="--router-init"):
         warm_start_routers(encoder, str(tmp_path / "nowhere"))
+
+
+def test_router_init_in_the_plan_warm_starts_the_built_model(tiny, tmp_path):
+    from maw.config import ConfigError, MAWConfig
+
+    soft = train(tiny.plan("maw", router="soft", num_epochs=1), tiny.dataset, tiny.splits, tmp_path / "s")
+    src = maw_modules(soft.encoder)[0].router
+    warm = build_model(tiny.plan("maw", router="grpo", router_init=str(tmp_path / "s")))
+    torch.testing.assert_close(maw_modules(warm)[0].router.weight, src.weight)  # tau 1: copied as is
+    assert float(maw_modules(warm)[0].router.gate.detach().abs().sum()) == 0.0
+    cold = build_model(tiny.plan("maw", router="grpo"))
+    assert float(maw_modules(cold)[0].router.weight.detach().abs().sum()) == 0.0
+    with pytest.raises(ConfigError, match="--router-init: only with a hard router"):
+        MAWConfig(router="soft", router_init=str(tmp_path / "s"))
+    with pytest.raises(ConfigError, match="--router-init"):
+        MAWConfig(router="grpo", parametrisation="convex", router_init=str(tmp_path / "s"))
+    with pytest.raises(ConfigError, match="grpo.baseline"):
+        MAWConfig(router="grpo", grpo_baseline="mean")

@@ -23,8 +23,10 @@ Efficiency: a runtime figure is summarised by the median and interquartile range
 samples (per-query latencies when the cell records ``timings["query_latency_samples_ms"]``,
 otherwise one value per run). Two systems are compared only when they are the same kind (dense
 encoders with each other; BM25 with none), and a difference is stated only when both have at
-least ``MIN_TIMING_SAMPLES`` samples and their interquartile ranges do not overlap; otherwise
-the report says "no difference resolved". No relative (%) change of a runtime is reported.
+least ``MIN_TIMING_SAMPLES`` samples from at least ``MIN_TIMING_RUNS`` runs, their interquartile
+ranges do not overlap and every run of one side is on the same side of every run of the other
+(cells are timed minutes apart on a machine whose load is not controlled: one run's spread says
+nothing about the load during another's); otherwise the report says "no difference resolved". No relative (%) change of a runtime is reported.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ LOWER_IS_BETTER = frozenset({"train_s", "encode_s", "search_s", "query_latency_m
 TIMED_FIGURES = ("query_latency_ms", "qps", "encode_docs_per_s", "train_s")  # noisy: compared by spread
 LATENCY_SAMPLES = "query_latency_samples_ms"  # cell["timings"] key: one latency per timed query
 MIN_TIMING_SAMPLES = 5
+MIN_TIMING_RUNS = 2  # runs (cells) per side before a runtime difference is stated
 UNITS = {"query_latency_ms": "ms", "qps": "queries/s", "encode_docs_per_s": "docs/s", "train_s": "s"}
 
 
@@ -278,8 +281,9 @@ def verdict(
 
 
 # --------------------------------------------------------------------------- efficiency
-def timing_samples(cells: list[dict[str, Any]], figure: str) -> tuple[list[float], str]:
-    """Repeated measurements of one runtime figure over a method's distinct cells, and what they are.
+def timing_samples(cells: list[dict[str, Any]], figure: str) -> tuple[list[float], str, list[float]]:
+    """Repeated measurements of one runtime figure over a method's distinct cells, what they are, and
+    the median of each run (cell).
 
     Query latency: the per-query timings ``timings["query_latency_samples_ms"]`` of every cell when
     all cells have them; otherwise (and for every other figure) one value per run.
@@ -287,24 +291,37 @@ def timing_samples(cells: list[dict[str, Any]], figure: str) -> tuple[list[float
     if figure == "query_latency_ms":
         lists = [(c.get("timings") or {}).get(LATENCY_SAMPLES) for c in cells]
         if lists and all(isinstance(x, list) and x for x in lists):
-            return [float(v) for x in lists for v in x], "per-query timings"
+            runs = [float(np.median(np.asarray(x, dtype=np.float64))) for x in lists]
+            return [float(v) for x in lists for v in x], "per-query timings", runs
     if figure == "train_s" and not any(c["runtimes"].get("train_s") for c in cells):
-        return [], "not trained"
+        return [], "not trained", []
     vals = [c["runtimes"].get(figure) for c in cells]
-    return [float(v) for v in vals if v is not None and math.isfinite(float(v))], "one measurement per run"
+    vals = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+    return vals, "one measurement per run", list(vals)
 
 
-def spread(samples: Sequence[float], source: str) -> dict[str, Any]:
-    """Median and interquartile range of repeated timings (None fields when there are none)."""
+def spread(samples: Sequence[float], source: str, runs: Sequence[float] = ()) -> dict[str, Any]:
+    """Median and interquartile range of repeated timings (None fields when there are none), and
+    the per-run medians ``runs``."""
     if not samples:
-        return {"median": None, "q25": None, "q75": None, "n": 0, "source": source}
+        return {"median": None, "q25": None, "q75": None, "n": 0, "source": source, "runs": []}
     q25, med, q75 = np.percentile(np.asarray(samples, dtype=np.float64), [25, 50, 75])
-    return {"median": float(med), "q25": float(q25), "q75": float(q75), "n": len(samples), "source": source}
+    return {
+        "median": float(med),
+        "q25": float(q25),
+        "q75": float(q75),
+        "n": len(samples),
+        "source": source,
+        "runs": [float(r) for r in runs],
+    }
 
 
 def timing_conclusion(figure: str, method: str, baseline: str, x: dict, y: dict) -> dict[str, Any]:
-    """Compare two same-kind systems on one timed figure: a difference only when both have at least
-    MIN_TIMING_SAMPLES samples and their interquartile ranges do not overlap."""
+    """Compare two same-kind systems on one timed figure. A difference is stated only when both have
+    at least MIN_TIMING_SAMPLES samples from at least MIN_TIMING_RUNS runs, their interquartile ranges
+    do not overlap, and every run of one is on the same side of every run of the other: the cells
+    are timed at different moments, so one run's spread says nothing about the machine's load in
+    the other's."""
     row = {"figure": figure, "method": method, "baseline": baseline, "resolved": False}
     if x["n"] == 0 or y["n"] == 0:
         return {
@@ -318,8 +335,13 @@ def timing_conclusion(figure: str, method: str, baseline: str, x: dict, y: dict)
             else "too few samples"
         )
         return {**row, "text": f"no difference resolved ({why})"}
+    runs_x, runs_y = x.get("runs") or [], y.get("runs") or []
+    if min(len(runs_x), len(runs_y)) < MIN_TIMING_RUNS:
+        return {**row, "text": "no difference resolved (one run of a side: the load between runs is unknown)"}
     if x["q75"] >= y["q25"] and y["q75"] >= x["q25"]:
         return {**row, "text": "no difference resolved (spreads overlap)"}
+    if not (max(runs_x) < min(runs_y) or max(runs_y) < min(runs_x)):
+        return {**row, "text": "no difference resolved (the runs disagree)"}
     lower = x["median"] < y["median"]
     better = lower != higher_is_better(figure)
     word = {
@@ -487,6 +509,27 @@ def subsample_notes(reports: list[dict[str, Any]], config: dict[str, Any] | None
         f"SUBSAMPLED CORPUS ({how}): scores are not comparable with full-corpus numbers (with fewer "
         "distractors they are usually higher):\n" + "\n".join(f"  - {line}" for line in lines)
     ]
+
+
+def validation_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """How the trained cells selected their epoch: validation on the full corpus or on a pool
+    (``train_setup["validation"]``, see :mod:`maw.training.validation`), per dataset."""
+    kinds: dict[str, set[str]] = {}
+    for c in cells:
+        setup = c.get("train_setup") or {}
+        v, n = setup.get("validation"), setup.get("validation_documents")
+        if v and v == "full corpus" and n:
+            v = f"full corpus ({n:,} documents)"
+        if v and c.get("status") == "ok":
+            kinds.setdefault(c["dataset"], set()).add(v)
+    if not kinds:
+        return []
+    lines = [f"{ds}: {'; '.join(sorted(v))}" for ds, v in sorted(kinds.items())]
+    pooled = any("pool" in v for vs in kinds.values() for v in vs)
+    head = "Model selection (early stopping, best epoch) used validation nDCG@10 retrieved from"
+    if pooled:
+        head += " (a pool re-ranks judged + BM25 documents: its scores are higher than full-corpus ones)"
+    return [head + ":\n" + "\n".join(f"  - {line}" for line in lines)]
 
 
 def _n_configured(config: dict[str, Any] | None) -> int | None:
@@ -815,7 +858,9 @@ def md_efficiency_conclusions(rep: dict[str, Any]) -> list[str]:
         text = {(r["method"], r["baseline"], r["figure"]): r["text"] for r in rows}
         md += [
             f"Same-kind comparisons (a difference is stated only when both sides have at least {MIN_TIMING_SAMPLES} "
-            "samples and the interquartile ranges do not overlap):\n",
+            f"samples from at least {MIN_TIMING_RUNS} runs, the interquartile ranges do not overlap and every run "
+            "of one side is on the same side of every run of the other: cells are timed at different moments "
+            "and the machine's load between them is not controlled):\n",
             _md_table(
                 ["method", "baseline", *TIMED_FIGURES],
                 [[m, b, *[text[(m, b, f)] for f in TIMED_FIGURES]] for m, b in pairs],
@@ -954,7 +999,11 @@ def build_reports(run_dir: str | Path, n_resamples: int = DEFAULT_RESAMPLES) -> 
     reports = [dataset_report(ds, by_ds[ds], order, n_resamples=n_resamples) for ds in ds_order]
     missing = missing_cells(config, cells)
     seeds = run_seeds(config, cells)
-    notes = subsample_notes(reports, config) + run_notes(missing, seeds, _n_configured(config))
+    notes = (
+        subsample_notes(reports, config)
+        + run_notes(missing, seeds, _n_configured(config))
+        + validation_notes(cells)
+    )
 
     plots_made: dict[str, dict[str, str]] = {}
     plot_errors: list[str] = []

@@ -26,12 +26,21 @@ Rerunning a run folder with a configuration that changes results (other epochs, 
 refused with the list of differences: use a new ``--run-name``. Runtime-only options (declared in
 ``maw.config``: which datasets / methods / seeds to run, devices, cache folders, ...) may differ.
 Every cell runs the :class:`maw.plan.Plan` of :func:`cell_plan` and stores it in its ``config``.
+
+Many processes: several ``maw benchmark`` processes on one run folder (one per GPU or node, or
+``torchrun --nproc-per-node N -m maw.cli benchmark --run-name NAME``) split the cells between them
+through a lock file per cell (:class:`maw.benchmark.cells.CellLock`): each cell runs once, in one
+process, on that process's device (``cuda:LOCAL_RANK`` under torchrun). Cells are independent, so
+this keeps every GPU busy without communication; to spread ONE training over many GPUs, run
+``maw train`` under torchrun (DistributedDataParallel) and evaluate it with ``maw evaluate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -67,8 +76,11 @@ from maw.config import (
 )
 from maw.plan import Plan, resolve
 from maw.retrieval.dense import DenseRetriever
-from maw.training.prefix_cache import PrefixCache
+from maw.training.distributed import DistributedContext, launched_with_torchrun
+from maw.training.prefix_cache import PrefixCache, check_free_space, over_cap_reason
 from maw.utils.io import atomic_write_json, environment_info, read_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -158,7 +170,13 @@ class _Dataset:
 
 
 def _device(plan: Plan) -> str:
-    return plan.runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``, else this process's GPU (``cuda:LOCAL_RANK`` under torchrun), else CPU."""
+    if plan.runtime.device:
+        return plan.runtime.device
+    if not torch.cuda.is_available():
+        return "cpu"
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{local}" if local is not None else "cuda"
 
 
 def cell_plan(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> Plan:
@@ -192,6 +210,7 @@ def _dense_cell(
         show_progress=plan.runtime.progress,
         index=index_spec(plan.eval),
         embedding_dtype=plan.eval.embedding_dtype,
+        shard_size=plan.eval.shard_size,
     )
     if prefix is not None:
         retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], **kwargs)
@@ -280,23 +299,28 @@ def _zeroshot_cell(
     cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
     cell["runtimes"]["train_s"] = 0.0
     k = shared_prefix_layer(cfg, ds.name)
+    texts = ds.dataset.doc_texts()
+    if k is not None:  # the trainer's cap (prefix_cache_max_gb) holds for the cache built here too
+        max_bytes = int(cfg.train.prefix_cache_max_gb * 1e9)
+        docs_plan = PrefixCache.plan(
+            encoder, texts, model.doc_max_length, k, _prefix_cache_dir(cfg, run_dir, ds.key),
+            cfg.train.prefix_cache_dtype, "docs", max_bytes,
+        )  # fmt: skip
+        skipped = over_cap_reason([docs_plan], max_bytes)
+        if skipped is not None:
+            log.warning("zeroshot: %s", skipped)
+            k = None
     if k is None:
         cache = plan.eval.embedding_cache_dir or str(default_cache_dir("embeddings"))
         _dense_cell(cell, encoder, ds, plan, cache)
+        if shared_prefix_layer(cfg, ds.name) is not None:
+            cell["timings"]["prefix_cache_skipped"] = skipped
         return
     encoder.to(_device(plan)).eval()
     t0 = time.perf_counter()
-    cache = PrefixCache.open_or_build(
-        encoder,
-        ds.dataset.doc_texts(),
-        model.doc_max_length,
-        k,
-        _prefix_cache_dir(cfg, run_dir, ds.key),
-        cfg.train.prefix_cache_dtype,
-        plan.eval.eval_batch_size,
-        "docs",
-        plan.runtime.progress,
-    )
+    if not docs_plan.exists:
+        check_free_space(docs_plan.folder.parent, docs_plan.write_bytes)
+    cache = PrefixCache.build(docs_plan, encoder, texts, plan.eval.eval_batch_size, plan.runtime.progress)
     build_s = time.perf_counter() - t0
     _dense_cell(cell, encoder, ds, plan, None, prefix=(str(cache.folder), k))
     cell["runtimes"]["encode_s"] += build_s  # frozen layers (0 when the cache existed) + top layers
@@ -376,7 +400,10 @@ def _trained_cell(
 
     cell_dir = run_dir / "checkpoints" / ds.key / f"{plan.method}-seed{plan.train.seed}"
     train_cfg = dataclasses.replace(plan.train, prefix_cache_dir=_prefix_cache_dir(cfg, run_dir, ds.key))
-    result = train(dataclasses.replace(plan, train=train_cfg), ds.dataset, ds.splits, cell_dir)
+    # one process per cell: a benchmark under torchrun splits the cells between its ranks (cell
+    # locks), so a cell never joins the process group (that is `maw train` under torchrun)
+    ctx = DistributedContext(device=torch.device(_device(plan)))
+    result = train(dataclasses.replace(plan, train=train_cfg), ds.dataset, ds.splits, cell_dir, ctx=ctx)
     cell["history"] = list(result.history)
     cell["router_stats"] = dict(result.router_stats or {})
     cell["params"] = dict(result.params)
@@ -400,6 +427,10 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
     log = log or (lambda msg: None)
     keys = check_dataset_keys(cfg.datasets)
     if cfg.run_name is None:
+        if launched_with_torchrun():
+            raise ConfigError(
+                "--run-name: under torchrun every rank must work in the same run folder; pass --run-name"
+            )
         cfg = dataclasses.replace(cfg, run_name=default_run_name())
     for name in cfg.datasets:  # resolve every cell's plan before any work: bad options fail here
         for method in cfg.methods:

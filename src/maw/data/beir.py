@@ -247,6 +247,8 @@ def load_beir(
     queries = read_queries(queries_path, h)
     hashes["queries.jsonl"] = h.hexdigest()
     report["queries.jsonl"] = {"queries": len(queries)}
+    if not queries:
+        raise DataError(f"{queries_path}: no queries (the file is empty)")
 
     qrels: dict[str, Qrels] = {}
     for path in qrels_files:

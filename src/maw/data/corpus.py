@@ -1,20 +1,19 @@
-"""A corpus as a memory-mapped, read-only table: ``CorpusTable`` is a ``Mapping[str, Document]``.
+"""A corpus as a memory-mapped, read-only Arrow table: ``CorpusTable`` is a ``Mapping[str, Document]``.
 
-A corpus of N documents is three string columns (``id``, ``title``, ``text``) laid out the way
-Apache Arrow lays out a string column: one file of UTF-8 bytes and one ``(N + 1,)`` int64 offsets
-array, row ``i`` being ``bytes[offsets[i]:offsets[i + 1]]``. Id look-up goes through a hash index:
-``(N,)`` uint64 hashes of the ids (8-byte BLAKE2b) sorted, with the row of each, so
-``corpus[doc_id]`` is one binary search (collisions resolved by comparing the ids themselves).
-Nothing is held in Python objects per document, so opening a table costs no memory per document:
-the arrays are memory-mapped and the text bytes are read on demand (sequential reads, e.g.
-:meth:`CorpusTable.full_texts`, drop the pages they touched so that scanning 8.8M passages does
-not leave the whole file resident).
+A corpus of N documents is an Apache Arrow IPC file (``corpus.arrow``, written with ``pyarrow``)
+of three string columns (``id``, ``title``, ``text``) in record batches of ``CHUNK`` rows, plus a
+hash index for id look-up: ``(N,)`` uint64 hashes of the ids (8-byte BLAKE2b) sorted, with the
+row of each (``hash.sorted.npy``, ``hash.rows.npy``), so ``corpus[doc_id]`` is one binary search
+(collisions resolved by comparing the ids themselves). Nothing is held in Python objects per
+document: random access reads the memory-mapped file (``pyarrow.memory_map``, zero-copy), and
+sequential reads (:meth:`CorpusTable.full_texts`, :meth:`CorpusTable.ids`) read one record batch
+at a time through a plain file handle, so scanning 8.8M passages holds one batch, not the file.
 
-Tables are built once per source file by :func:`load_corpus_table`: the file is streamed (bytes
-go straight to disk; only the offsets, hashes and line numbers, 40 bytes a document, are held
-until the end), into a staging folder renamed into place, under
-``<cache>/<key>`` with ``key`` = hash of the source file's sha256 and the parser. The default cache
-is ``~/.cache/maw/corpora``. A duplicate id is a :class:`DataError` naming the file and both lines.
+Tables are built once per source file by :func:`load_corpus_table`: the file is streamed into
+record batches written straight to disk (only the hashes and line numbers, 16 bytes a document,
+are held until the end), into a staging folder renamed into place, under ``<cache>/<key>`` with
+``key`` = hash of the source file's sha256 and the parser. The default cache is
+``~/.cache/maw/corpora``. A duplicate id is a :class:`DataError` naming the file and both lines.
 
 Callers use the ``Mapping`` interface (``corpus[doc_id].full_text()``, ``len``, iteration over
 ids in file order, ``in``) or the row interface used by dense retrieval: ``id_at(row)``,
@@ -24,7 +23,6 @@ ids in file order, ``in``) or the row interface used by dense retrieval: ``id_at
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import shutil
 from array import array
@@ -33,13 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from maw.data.types import DataError, Document, join_title
 from maw.utils.io import atomic_write_json, default_cache_dir, fingerprint, read_json, staging_dir
 
-FORMAT = "maw.corpus/1"
+FORMAT = "maw.corpus/2"  # /1 was a hand-written column layout; /2 is an Arrow IPC file
 COLUMNS = ("id", "title", "text")
-CHUNK = 1 << 16  # rows per sequential read
+SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS])
+CHUNK = 1 << 16  # rows per record batch (the unit of sequential reads)
+ARROW_FILE = "corpus.arrow"
 
 
 def id_hash(doc_id: str) -> int:
@@ -47,31 +48,33 @@ def id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-class _Column:
-    """One string column: ``<name>.bytes`` (UTF-8) + ``<name>.offsets.npy`` ((N + 1,) int64)."""
+class _Batches:
+    """The record batches of one Arrow IPC file: memory-mapped for random access, read one at a
+    time from a plain file for sequential scans. Batches hold ``CHUNK`` rows (the last fewer)."""
 
-    def __init__(self, folder: Path, name: str):
-        self.offsets = np.load(folder / f"{name}.offsets.npy", mmap_mode="r", allow_pickle=False)
-        self._fh = open(folder / f"{name}.bytes", "rb")
-        size = os.fstat(self._fh.fileno()).st_size
-        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    def __init__(self, path: Path):
+        self.path = path
+        mapped = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        self._mapped = [mapped.get_batch(i) for i in range(mapped.num_record_batches)]  # zero-copy views
+        self.rows = sum(b.num_rows for b in self._mapped)
+        self._col = {name: SCHEMA.get_field_index(name) for name in COLUMNS}
 
-    def get(self, row: int) -> str:
-        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
-        return self._mm[a:b].decode("utf-8") if b > a else ""
+    def get(self, name: str, row: int) -> str:
+        batch = self._mapped[row // CHUNK]
+        return batch.column(self._col[name])[row % CHUNK].as_py()
 
-    def range(self, start: int, stop: int) -> list[str]:
-        """Rows ``[start, stop)``; the pages read are dropped from this process afterwards."""
-        off = np.asarray(self.offsets[start : stop + 1], dtype=np.int64)
-        lo, hi = int(off[0]), int(off[-1])
-        if hi == lo:
-            return [""] * (stop - start)
-        blob = self._mm[lo:hi]
-        rel = (off - lo).tolist()
-        out = [blob[a:b].decode("utf-8") for a, b in zip(rel[:-1], rel[1:], strict=True)]
-        page = lo - lo % mmap.PAGESIZE
-        self._mm.madvise(mmap.MADV_DONTNEED, page, hi - page)  # clean file pages: re-read on demand
-        return out
+    def range(self, names: tuple[str, ...], start: int, stop: int) -> Iterator[list[list[str]]]:
+        """Rows ``[start, stop)`` of the columns ``names``, one record batch at a time (read into
+        memory from a file handle, not the mapping: the batch is freed after use)."""
+        if stop <= start:
+            return
+        with pa.OSFile(str(self.path), "r") as fh:
+            reader = pa.ipc.open_file(fh)
+            for b in range(start // CHUNK, (stop - 1) // CHUNK + 1):
+                batch = reader.get_batch(b)
+                lo, hi = max(start - b * CHUNK, 0), min(stop - b * CHUNK, batch.num_rows)
+                part = batch.slice(lo, hi - lo)
+                yield [part.column(self._col[name]).to_pylist() for name in names]
 
 
 class CorpusTable(Mapping):
@@ -83,7 +86,11 @@ class CorpusTable(Mapping):
         if self.meta.get("format") != FORMAT:
             raise DataError(f"{self.folder}: not a {FORMAT} corpus table")
         self.rows = int(self.meta["rows"])
-        self._cols = {name: _Column(self.folder, name) for name in COLUMNS}
+        self._batches = _Batches(self.folder / ARROW_FILE)
+        if self._batches.rows != self.rows:
+            raise DataError(
+                f"{self.folder}: {ARROW_FILE} has {self._batches.rows} rows, meta.json {self.rows}"
+            )
         self._hashes = np.load(self.folder / "hash.sorted.npy", mmap_mode="r", allow_pickle=False)
         self._hash_rows = np.load(self.folder / "hash.rows.npy", mmap_mode="r", allow_pickle=False)
 
@@ -104,30 +111,29 @@ class CorpusTable(Mapping):
         i = int(np.searchsorted(self._hashes, h))
         while i < self.rows and self._hashes[i] == h:
             row = int(self._hash_rows[i])
-            if self._cols["id"].get(row) == doc_id:
+            if self._batches.get("id", row) == doc_id:
                 return row
             i += 1
         return None
 
     def id_at(self, row: int) -> str:
-        return self._cols["id"].get(row)
+        return self._batches.get("id", row)
 
     def document(self, row: int) -> Document:
-        return Document(title=self._cols["title"].get(row), text=self._cols["text"].get(row))
+        return Document(title=self._batches.get("title", row), text=self._batches.get("text", row))
 
     def ids(self, start: int = 0, stop: int | None = None) -> list[str]:
         stop = self.rows if stop is None else stop
-        return [d for a in range(start, stop, CHUNK) for d in self._cols["id"].range(a, min(a + CHUNK, stop))]
+        return [d for (ids,) in self._batches.range(("id",), start, stop) for d in ids]
 
     def full_texts(self, start: int = 0, stop: int | None = None) -> list[str]:
         """``Document.full_text()`` of rows ``[start, stop)``, read sequentially."""
         stop = self.rows if stop is None else stop
-        out: list[str] = []
-        for a in range(start, stop, CHUNK):
-            b = min(a + CHUNK, stop)
-            titles, texts = self._cols["title"].range(a, b), self._cols["text"].range(a, b)
-            out.extend(join_title(t, x) for t, x in zip(titles, texts, strict=True))
-        return out
+        return [
+            join_title(t, x)
+            for titles, texts in self._batches.range(("title", "text"), start, stop)
+            for t, x in zip(titles, texts, strict=True)
+        ]
 
     # ------------------------------------------------------------------ Mapping
     def __getitem__(self, doc_id: str) -> Document:
@@ -143,8 +149,8 @@ class CorpusTable(Mapping):
         return self.rows
 
     def __iter__(self) -> Iterator[str]:
-        for a in range(0, self.rows, CHUNK):
-            yield from self._cols["id"].range(a, min(a + CHUNK, self.rows))
+        for (ids,) in self._batches.range(("id",), 0, self.rows):
+            yield from ids
 
     def __repr__(self) -> str:
         return f"CorpusTable({str(self.folder)!r}, rows={self.rows})"
@@ -161,23 +167,27 @@ def build_table(
 
     Raises DataError on the first duplicate id (by line), naming both lines and ``kind``.
     """
-    offsets = {name: array("q", [0]) for name in COLUMNS}
     hashes, lines = array("Q"), array("q")
-    files = {name: open(folder / f"{name}.bytes", "wb") for name in COLUMNS}
-    try:
+    batch: dict[str, list[str]] = {name: [] for name in COLUMNS}
+    with pa.OSFile(str(folder / ARROW_FILE), "w") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+
+        def flush() -> None:
+            writer.write_batch(
+                pa.record_batch([pa.array(batch[n], pa.string()) for n in COLUMNS], schema=SCHEMA)
+            )
+            for values in batch.values():
+                values.clear()
+
         for lineno, doc_id, title, text in records:
             for name, value in zip(COLUMNS, (doc_id, title, text), strict=True):
-                data = value.encode("utf-8")
-                files[name].write(data)
-                offsets[name].append(offsets[name][-1] + len(data))
+                batch[name].append(value)
             hashes.append(id_hash(doc_id))
             lines.append(lineno)
-    finally:
-        for fh in files.values():
-            fh.close()
+            if len(batch["id"]) == CHUNK:
+                flush()
+        if batch["id"] or not hashes:
+            flush()  # the last (short) batch; an empty corpus still gets one empty batch
     n = len(hashes)
-    for name in COLUMNS:
-        np.save(folder / f"{name}.offsets.npy", np.frombuffer(offsets[name], dtype=np.int64))
     h = np.frombuffer(hashes, dtype=np.uint64)
     order = np.argsort(h, kind="stable")
     h_sorted = h[order]
@@ -194,15 +204,15 @@ def _check_duplicates(
     same = np.flatnonzero(h_sorted[1:] == h_sorted[:-1])  # candidate pairs (i, i + 1) of equal hash
     if not len(same):
         return
-    ids = _Column(folder, "id")
+    batches = _Batches(folder / ARROW_FILE)
     dups = []
     for i in same.tolist():
         for j in range(i + 1, len(h_sorted)):  # a run of equal hashes: compare each pair of its ids
             if h_sorted[j] != h_sorted[i]:
                 break
             a, b = sorted((int(order[i]), int(order[j])))
-            if ids.get(a) == ids.get(b):
-                dups.append((int(lines[b]), int(lines[a]), ids.get(a)))
+            if batches.get("id", a) == batches.get("id", b):
+                dups.append((int(lines[b]), int(lines[a]), batches.get("id", a)))
     if dups:
         second, first, doc_id = min(dups)
         raise DataError(f"{source}:{second}: duplicate {kind} id {doc_id!r} (first at line {first})")

@@ -12,6 +12,10 @@ retrieves over the **full corpus** (top ``EvalConfig.top_k``), computes the metr
 * ``efficiency``: index / encode throughput, query latency, QPS, index bytes;
 * ``runtimes``: wall seconds of each stage.
 
+Under ``torchrun`` every rank runs this function: each encodes its shards of the corpus into the
+shared embedding store (``maw.retrieval.dense``), rank 0 searches, computes the metrics and writes
+the result (and run) file once; the other ranks return ``None``. BM25 runs on rank 0 only.
+
 Evaluating a split: ``--split X`` makes ``X`` the test split of ``make_splits``; the train and
 validation splits play no part in ``maw evaluate``.
 """
@@ -57,9 +61,11 @@ def run_evaluation(
     use_cache: bool = True,
     save_run: str | None = None,
     console: Any | None = None,
-) -> dict[str, Any]:
+    device: str | None = None,
+) -> dict[str, Any] | None:
     """Evaluate ``plan`` (bm25, zeroshot, or a trained ``encoder`` loaded from ``checkpoint``), write
-    the result JSON (and the TREC run file ``save_run``), return the record as a dict."""
+    the result JSON (and the TREC run file ``save_run``), return the record as a dict (``None`` on
+    ranks other than 0 of a ``torchrun`` launch: they only encode their shards)."""
     from maw.data import load_dataset, make_splits
     from maw.data.subsample import subsample_for_splits
     from maw.data.types import DataError
@@ -81,8 +87,13 @@ def run_evaluation(
         )
     queries = {q: dataset.queries[q] for q in qrels}
 
+    from maw.retrieval.dense import rank_and_world
+
+    rank, world = rank_and_world()
     t0 = time.perf_counter()
     if plan.method == "bm25":
+        if rank != 0:
+            return None  # BM25 is one process's job; rank 0 writes the result
         from maw.retrieval.bm25 import BM25Retriever
 
         retriever = BM25Retriever(dataset.corpus)
@@ -110,13 +121,16 @@ def run_evaluation(
             doc_max_length=model.doc_max_length,
             batch_size=plan.eval.eval_batch_size,
             cache_dir=cache_dir,
-            device=plan.runtime.device,
+            device=device or plan.runtime.device,
             latency_queries=plan.eval.latency_queries,
             show_progress=plan.runtime.progress,
             index=index_spec(plan.eval),
             embedding_dtype=plan.eval.embedding_dtype,
+            shard_size=plan.eval.shard_size,
         )
         run = retriever.retrieve(queries, dataset.corpus, k=plan.eval.top_k)
+        if rank != 0:
+            return None  # this rank encoded its shards; rank 0 searched and writes the result
         efficiency = dict(retriever.timings)
         retriever_info = {
             "name": f"dense-{plan.eval.index}",
@@ -126,6 +140,8 @@ def run_evaluation(
             "cache_dir": str(cache_dir) if cache_dir else None,
         }
     runtimes["retrieve_seconds"] = time.perf_counter() - t0
+    if world > 1:
+        efficiency["processes"] = world
 
     t0 = time.perf_counter()
     result: MetricResult = evaluate_run(qrels, run)

@@ -162,7 +162,7 @@ class CorpusRows:
         return fingerprint(part for d in self.ids for part in (d, self.corpus[d].full_text()))
 
 
-def _dist() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """(rank, world_size) of the default torch.distributed group, (0, 1) without one."""
     import torch.distributed as dist
 
@@ -246,7 +246,7 @@ class DenseRetriever:
         name = f"{key}-{self.embedding_dtype}"
         if self.cache_dir is not None:
             return self.cache_dir / name
-        rank, world = _dist()
+        rank, world = rank_and_world()
         if self._scratch is not None:
             self._scratch.cleanup()
         path = [None]
@@ -266,7 +266,7 @@ class DenseRetriever:
         return once every shard is written.
         """
         rows = CorpusRows(corpus)
-        rank, world = _dist()
+        rank, world = rank_and_world()
         model_fp = model_fingerprint(self.encoder, self.fingerprint_extra)
         key = embedding_key(
             model_fp, rows.fingerprint(), self.doc_max_length, self.encoder.normalize, self.amp
@@ -345,7 +345,7 @@ class DenseRetriever:
             d_ids, d_emb = self.encode_corpus(corpus)  # a subclass's embeddings (in memory)
         else:
             d_ids, d_emb = self.embed_corpus(corpus)
-        rank, _ = _dist()
+        rank, _ = rank_and_world()
         if rank != 0:
             return {}
         try:

@@ -28,6 +28,9 @@ has at most ``budget`` points, else a sample of ``budget`` points drawn with
 ``random.Random(f"{sample_seed}:{arm}")`` (independent of the other arms). No arm is tuned more than
 another; an arm with a smaller grid gets fewer configurations and the leaderboard says so.
 
+Order: the cells run round-robin over the arms (the first configuration of every arm, then the
+second, ...), so a sweep stopped part-way has tuned every arm about equally.
+
 The cell of a configuration is named ``<arm>-<id>``, ``id`` a hash of its plan without runtime
 fields (:func:`cell_id`), so a rerun with the same settings finds its finished cells, and a
 changed setting makes new cells.
@@ -161,12 +164,12 @@ class Grid:
 
 def select_points(arm: Arm, budget: int, sample_seed: int) -> list[dict[str, Any]]:
     """The arm's whole grid when it has <= budget points, else a seeded sample of ``budget`` of them
-    (kept in grid order)."""
+    in the sample's (random) order, so the first cells of a partial sweep are spread over the grid."""
     points = arm.points()
     if len(points) <= budget:
         return points
     rng = random.Random(f"{sample_seed}:{arm.name}")
-    return [points[i] for i in sorted(rng.sample(range(len(points)), budget))]
+    return [points[i] for i in rng.sample(range(len(points)), budget)]
 
 
 def non_default(cfg: Any) -> dict[str, Any]:
@@ -236,15 +239,14 @@ def _parse_arm(name: str, table: Any, where: str, sections: dict[str, str]) -> A
             raise ConfigError(
                 f"{where}: [sweep.arms.{name}] {key!r} is a MAW option; method {method!r} has no MAW"
             )
-        if key in LORA_FIELDS and method != "lora":
-            hint = (
-                " MAW + LoRA is not implemented in maw (the maw method trains the MAW layers' own "
-                "weights, or --finetune-layers)."
-                if method == "maw"
-                else ""
-            )
+        if key in LORA_FIELDS and method not in ("lora", "maw"):
             raise ConfigError(
-                f"{where}: [sweep.arms.{name}] {key!r} is a LoRA option; method {method!r} has no adapters.{hint}"
+                f"{where}: [sweep.arms.{name}] {key!r} is a LoRA option; method {method!r} has no adapters"
+            )
+        if key in LORA_FIELDS and method == "maw" and "lora_layers" not in table:
+            raise ConfigError(
+                f"{where}: [sweep.arms.{name}] {key!r}: MAW + LoRA needs lora_layers in the arm (and "
+                'finetune_layers = "none" to train the MAW routers and the adapters only)'
             )
         if key == "finetune_layers" and method not in ("finetune", "maw"):
             raise ConfigError(
@@ -305,15 +307,18 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
             f"--datasets: a sweep tunes on one dataset, got {list(base.datasets)}; run one sweep per dataset "
             "(each with its own --out results/<dataset>/sweep)"
         )
-    cells: list[Cell] = []
+    per_arm: list[list[Cell]] = []
     for arm in arms:
+        per_arm.append([])
         for point in select_points(arm, budget, sample_seed):
             cfg = _resolve(
                 deep_merge(base_dict, _nested(point, sections)), f"{where} [sweep.arms.{arm.name}]"
             )
             cell = Cell(arm.name, arm.method, tuple(point.items()), tuple(arm.axes), cfg, "")
             cell = dataclasses.replace(cell, id=cell_id(cell.plan()))
-            cells.append(cell)
+            per_arm[-1].append(cell)
+    # round-robin over the arms: an interrupted sweep has tuned every arm about equally
+    cells = [c for row in itertools.zip_longest(*per_arm) for c in row if c is not None]
     ids = [c.name for c in cells]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:

@@ -8,8 +8,8 @@ validation) and for bm25 / zeroshot, test nDCG@10 and R@100 as mean ± std over 
 *planned* comparisons only, fixed before the test split is read:
 
 * the best MAW arm (by validation) vs each trained baseline arm (lora, finetune, full);
-* when the grid has a MAW arm that trains every layer (``finetune_layers = "all"``) and it is not
-  the best MAW arm: that arm vs ``full``, the baseline of the same capacity.
+* every other MAW arm vs the baseline of its own capacity: an arm that trains every layer
+  (``finetune_layers = "all"``) vs ``full``; MAW + LoRA (``lora_layers`` set) vs ``lora``.
 
 Tests: per-query scores averaged over seeds, then a paired two-sided randomisation test across
 queries (and a paired t-test as a cross-check), Holm over the planned nDCG@10 comparisons (the
@@ -186,9 +186,14 @@ def planned_pairs(arms: dict[str, dict[str, Any]]) -> tuple[str | None, list[tup
     strongest = max(bases, key=lambda n: bases[n]["val_score"]) if bases else None
     pairs = [(best_maw, b) for b in bases] if best_maw else []
     fulls = [n for n, a in bases.items() if a["method"] == "full"]
-    for n, a in maw.items():
-        if n != best_maw and str(a["options"].get("finetune_layers", "")).lower() == "all":
+    loras = [n for n, a in bases.items() if a["method"] == "lora"]
+    for n, a in maw.items():  # every other MAW arm against the baseline of its own capacity
+        if n == best_maw:
+            continue
+        if str(a["options"].get("finetune_layers", "")).lower() == "all":
             pairs += [(n, f) for f in fulls]
+        elif a["options"].get("lora_layers"):  # MAW + LoRA
+            pairs += [(n, b) for b in loras]
     return best_maw, pairs, strongest
 
 

@@ -16,8 +16,9 @@ the last micro-batch of a step). The all-gather backward sums every rank's contr
 shard's owner, so the averaged gradient equals the single-process gradient of the mean loss over
 the global batch.
 
-Validation (full-corpus retrieval) runs on rank 0 and its score is broadcast, so every rank takes
-the same early-stopping decision. Only rank 0 writes files (checkpoints, caches, history);
+Validation is sharded: every rank encodes a contiguous share of the validation documents, rank 0
+gathers them, encodes the queries, searches, and broadcasts the score, so every rank takes the
+same early-stopping decision. Only rank 0 writes files (checkpoints, caches, history);
 the others wait at barriers.
 """
 
@@ -117,6 +118,15 @@ def gather_objects(obj, ctx: DistributedContext) -> list:
         return [obj]
     out: list = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_to_main(obj, ctx: DistributedContext) -> list | None:
+    """Every rank's picklable ``obj`` (in-process only) on rank 0, in rank order; None elsewhere."""
+    if not ctx.enabled:
+        return [obj]
+    out: list | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
     return out
 
 

@@ -107,6 +107,10 @@ def build_model(plan: Plan) -> Encoder:
         from maw.models.maw_encoder import refresh_reference
 
         refresh_reference(encoder)  # after freezing: the reference copy stays frozen
+    if layers.maw and plan.maw.router_init:
+        from maw.training.router_objectives import warm_start_routers
+
+        warm_start_routers(encoder, plan.maw.router_init)  # policy only: the gate stays at 0
     return encoder
 
 

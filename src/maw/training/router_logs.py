@@ -105,10 +105,8 @@ def router_log(
 
         out["gumbel_tau"] = float(maw_runtime(encoder).gumbel_tau)
     if kind == "grpo":
-        from maw.training.router_objectives import grpo_baseline
-
         out.update(
-            grpo_baseline=grpo_baseline(maw_modules(encoder)[0].cfg),
+            grpo_baseline=maw_modules(encoder)[0].cfg.grpo_baseline,
             mean_reward=_mean(s, "reward_sum", "reward_count"),
             advantage_spread=_mean(s, "reward_std_sum", "reward_std_count"),
             advantage_abs=_mean(s, "advantage_abs_sum", "advantage_count"),

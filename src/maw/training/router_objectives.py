@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from maw.config import ConfigError, MAWConfig
+from maw.config import GRPO_BASELINES, ConfigError, MAWConfig
 from maw.training.losses import info_nce_per_query
 
 Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -151,9 +151,6 @@ def _records(encoder: nn.Module) -> list:
     return recs
 
 
-GRPO_BASELINES = ("group", "leave_one_out")
-
-
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """TRL's GRPO: rewards (G, B) -> (r - mean_g r) / (std_g r + 1e-6), std unbiased (G >= 2)."""
     return (rewards - rewards.mean(0, keepdim=True)) / (rewards.std(0, keepdim=True) + 1e-6)
@@ -175,11 +172,6 @@ def advantages(rewards: torch.Tensor, baseline: str) -> torch.Tensor:
     raise ValueError(f"grpo_baseline: unknown value {baseline!r}; choose one of {', '.join(GRPO_BASELINES)}")
 
 
-def grpo_baseline(cfg: MAWConfig) -> str:
-    """``cfg.grpo_baseline`` (default ``group`` while the config has no such field)."""
-    return getattr(cfg, "grpo_baseline", "group")
-
-
 def grpo_objective(
     encoder: nn.Module, head: Head, b: LocalBatch, gather: Gather, temperature: float, cfg: MAWConfig
 ) -> ObjectiveOutput:
@@ -197,7 +189,7 @@ def grpo_objective(
             losses.append(info_nce_per_query(q_emb, gather(d_local), b.positive_index, temperature, b.mask))
     L = torch.stack(losses)  # (G, B_local)
     rewards = -L.detach()
-    adv = advantages(rewards, grpo_baseline(cfg))  # (G, B_local)
+    adv = advantages(rewards, cfg.grpo_baseline)  # (G, B_local)
     eps = cfg.clip_eps
     n_modules = len(q_recs[0])
     owner = b.doc_owner.to(adv.device)

@@ -572,11 +572,12 @@ class Trainer:
             device=self.device,
             autocast=self._autocast,
             depth=self.router_kind is not None,
+            ctx=self.ctx,
         )
 
     def _validate_all_ranks(self) -> tuple[dict[str, float], dict, float]:
         t0 = time.perf_counter()
-        result = self.validate() if self.ctx.is_main else None
+        result = self.validate()  # every rank encodes its share of the documents; rank 0 scores
         result = dist_utils.broadcast_object(result, self.ctx)
         return result[0], result[1], time.perf_counter() - t0
 

@@ -105,6 +105,33 @@ def encode_ids(
     return out
 
 
+def merge_depth_statistics(parts: list[dict]) -> dict:
+    """The depth statistics of several ranks as one: counts and units summed, the per-unit mean
+    entropy weighted by units (``{layer: {"counts", "entropy", "units"}}``, see ``depth_statistics``)."""
+    out: dict = {}
+    for part in parts:
+        for layer, s in part.items():
+            if layer not in out:
+                out[layer] = {
+                    "counts": [list(h) for h in s["counts"]],
+                    "entropy": list(s["entropy"]),
+                    "units": s["units"],
+                }
+                continue
+            o = out[layer]
+            n_o, n_s = o["units"], s["units"]
+            o["counts"] = [
+                [a + b for a, b in zip(ha, hb, strict=True)]
+                for ha, hb in zip(o["counts"], s["counts"], strict=True)
+            ]
+            o["entropy"] = [
+                (eo * n_o + es * n_s) / (n_o + n_s) if n_o + n_s else 0.0
+                for eo, es in zip(o["entropy"], s["entropy"], strict=True)
+            ]
+            o["units"] = n_o + n_s
+    return out
+
+
 def validate(
     encoder,
     provider,
@@ -117,15 +144,20 @@ def validate(
     device,
     autocast: Callable[[], AbstractContextManager],
     depth: bool,
-) -> tuple[dict[str, float], dict]:
+    ctx=None,
+) -> tuple[dict[str, float], dict] | None:
     """``(VAL_METRICS of exact retrieval of doc_ids for the queries of qrels, inference depth histogram or {})``.
 
-    ``doc_ids``: the full corpus or the pool of :func:`validation_documents`.
+    ``doc_ids``: the full corpus or the pool of :func:`validation_documents`. Under torch.distributed
+    (``ctx`` with several ranks) every rank encodes a contiguous share of ``doc_ids``; rank 0 gathers
+    the embeddings (and depth statistics), encodes the queries, searches and returns the result; the
+    other ranks return None.
     """
     import ir_measures
 
     from maw.evaluation.metrics import evaluate_run
     from maw.retrieval.dense import search_embeddings
+    from maw.training import distributed as dist_utils
     from maw.training.router_logs import depth_statistics_of
 
     was_training = encoder.training
@@ -134,12 +166,26 @@ def validate(
         from maw.models.maw_encoder import reset_depth_statistics
 
         reset_depth_statistics(encoder)
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(len(doc_ids)), world)])
+    mine = doc_ids[bounds[rank] : bounds[rank + 1]]
+    d_emb = encode_ids(encoder, provider, "doc", mine, start, batch_size, device, autocast)
+    if world > 1:
+        parts = dist_utils.gather_to_main((d_emb, depth_statistics_of(encoder) if depth else {}), ctx)
+        if rank != 0:
+            encoder.train(was_training)
+            return None
+        d_emb = np.concatenate([p[0] for p in parts])
+        if depth:
+            reset_depth_statistics(encoder)
+            others = merge_depth_statistics([p[1] for p in parts])
     q_ids = sorted(qrels)
     q_emb = encode_ids(encoder, provider, "query", q_ids, start, batch_size, device, autocast)
-    d_emb = encode_ids(encoder, provider, "doc", doc_ids, start, batch_size, device, autocast)
     run = search_embeddings(q_emb, q_ids, d_emb, doc_ids, k=top_k)
     res = evaluate_run(qrels, run, metrics=[ir_measures.parse_measure(m) for m in VAL_METRICS])
     metrics = {m: res.aggregate[m] for m in VAL_METRICS}
     stats = depth_statistics_of(encoder) if depth else {}
+    if depth and world > 1:
+        stats = merge_depth_statistics([others, stats])  # every rank's documents + the queries
     encoder.train(was_training)
     return metrics, stats
