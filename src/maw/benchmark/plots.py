@@ -274,6 +274,8 @@ def plot_tradeoff(
         title += "\n(latency: one measurement per method, no spread known)"
     else:
         title += "\n(horizontal bars: interquartile range of the per-query latencies)"
+    # each method is timed in its own cell, minutes apart, under whatever load the machine had
+    title += "\nmethods timed at different moments: a latency gap is a difference only where the report resolves it"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
