@@ -44,7 +44,10 @@ def test_same_budget_for_every_arm(tmp_path, tiny_data, tiny_model):
     again = load_grid(write(tmp_path, tiny_data, tiny_model))
     assert [c.name for c in again.cells] == [c.name for c in grid.cells]  # seeded: the same sample
     # round-robin: the first configuration of every arm, then the second, ...
-    assert [c.arm for c in grid.cells[:7]] == ["lora", "finetune", "full", "maw", "maw-all"] + ["lora", "finetune"]
+    assert [c.arm for c in grid.cells[:7]] == ["lora", "finetune", "full", "maw", "maw-all"] + [
+        "lora",
+        "finetune",
+    ]
     assert [c.arm for c in grid.cells[10:]] == ["finetune", "full", "maw", "finetune", "full", "maw"]
     other = load_grid(write(tmp_path, tiny_data, tiny_model, ARMS.replace("maw-all", "zzz")))
     # an arm's sample does not depend on the other arms
