@@ -46,14 +46,18 @@ def test_duplicate_and_bad_lines_leave_no_table(make_beir, tmp_path, corpus_cach
     assert not corpus_cache.exists() or not list(corpus_cache.iterdir())
 
 
-def test_many_ids_with_hash_lookups(tmp_path, corpus_cache):
-    folder = tmp_path / "mm"
+def _msmarco(folder, n: int, text: str, qrels: str):
+    """An MS MARCO passage folder of ``n`` passages ``f"{text} {i}"`` and one dev query."""
     folder.mkdir()
     with open(folder / "collection.tsv", "w") as fh:
-        fh.writelines(f"{i}\tpassage number {i}\n" for i in range(3000))
+        fh.writelines(f"{i}\t{text} {i}\n" for i in range(n))
     (folder / "queries.dev.tsv").write_text("q1\twhat\n")
-    (folder / "qrels.dev.tsv").write_text("q1 0 2999 1\nq1 0 3000 1\n")
-    ds = load_msmarco(folder)
+    (folder / "qrels.dev.tsv").write_text(qrels)
+    return load_msmarco(folder)
+
+
+def test_many_ids_with_hash_lookups(tmp_path, corpus_cache):
+    ds = _msmarco(tmp_path / "mm", 3000, "passage number", "q1 0 2999 1\nq1 0 3000 1\n")
     assert len(ds.corpus) == 3000 and ds.qrels["dev"] == {"q1": {"2999": 1}}
     assert all(ds.corpus[str(i)].text == f"passage number {i}" for i in range(0, 3000, 7))
     assert ds.corpus.id_at(1234) == "1234" and ds.corpus.row_of("1234") == 1234
@@ -65,13 +69,7 @@ def test_record_batch_boundaries(tmp_path, corpus_cache, monkeypatch):
     from maw.data import corpus as corpus_mod
 
     monkeypatch.setattr(corpus_mod, "CHUNK", 7)  # 7 rows per record batch: 50 rows = 8 batches
-    folder = tmp_path / "mm"
-    folder.mkdir()
-    with open(folder / "collection.tsv", "w") as fh:
-        fh.writelines(f"{i}\tpassage {i}\n" for i in range(50))
-    (folder / "queries.dev.tsv").write_text("q1\twhat\n")
-    (folder / "qrels.dev.tsv").write_text("q1 0 49 1\n")
-    table = load_msmarco(folder).corpus
+    table = _msmarco(tmp_path / "mm", 50, "passage", "q1 0 49 1\n").corpus
     reader = pa.ipc.open_file(pa.memory_map(str(table.folder / corpus_mod.ARROW_FILE), "r"))
     assert reader.num_record_batches == 8 and reader.schema.names == ["id", "title", "text"]
     assert [table.id_at(r) for r in range(50)] == [str(i) for i in range(50)] == table.ids() == list(table)

@@ -299,7 +299,7 @@ def _zeroshot_cell(
     cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
     cell["runtimes"]["train_s"] = 0.0
     k = shared_prefix_layer(cfg, ds.name)
-    texts = ds.dataset.doc_texts()
+    texts, skipped = ds.dataset.doc_texts(), None
     if k is not None:  # the trainer's cap (prefix_cache_max_gb) holds for the cache built here too
         max_bytes = int(cfg.train.prefix_cache_max_gb * 1e9)
         docs_plan = PrefixCache.plan(
@@ -313,7 +313,7 @@ def _zeroshot_cell(
     if k is None:
         cache = plan.eval.embedding_cache_dir or str(default_cache_dir("embeddings"))
         _dense_cell(cell, encoder, ds, plan, cache)
-        if shared_prefix_layer(cfg, ds.name) is not None:
+        if skipped is not None:
             cell["timings"]["prefix_cache_skipped"] = skipped
         return
     encoder.to(_device(plan)).eval()
