@@ -205,13 +205,17 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
     ds = load_beir(tiny_beir)
     enc = Encoder.from_pretrained(str(tiny_model)).eval()
     cache = PrefixCache.open_or_build(enc, ds.doc_texts(), 32, 1, tmp_path / "pc", "float32", 8, "docs")
-    kw = dict(query_max_length=16, doc_max_length=32, batch_size=8, device="cpu", latency_queries=2)
+    # stores kept in float32 (float16 by default), shards of 4 documents: both go through the store
+    kw = dict(
+        query_max_length=16, doc_max_length=32, batch_size=3, device="cpu", latency_queries=2,
+        embedding_dtype="float32", shard_size=4,
+    )  # fmt: skip
     retriever = runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw)
     ids, cached = retriever.encode_corpus(ds.corpus)
     assert retriever.timings["docs_per_second_sample"] == min(5, len(ds.corpus))
     assert retriever.timings["docs_per_second"] > 0
-    # against a full encode kept in float32 (DenseRetriever stores float16 by default)
-    full_retriever = DenseRetriever(enc, cache_dir=None, embedding_dtype="float32", **kw)
+    assert retriever.timings["doc_shards"] == -(-len(ds.corpus) // 4) > 1
+    full_retriever = DenseRetriever(enc, cache_dir=None, **kw)
     ids_full, full = full_retriever.encode_corpus(ds.corpus)
     assert ids == ids_full and np.allclose(cached, full, atol=1e-5)
     # a cache made for other texts (or other weights) is refused, never silently used

@@ -27,12 +27,21 @@ refused with the list of differences: use a new ``--run-name``. Runtime-only opt
 ``maw.config``: which datasets / methods / seeds to run, devices, cache folders, ...) may differ.
 Every cell runs the :class:`maw.plan.Plan` of :func:`cell_plan` and stores it in its ``config``.
 
-Many processes: several ``maw benchmark`` processes on one run folder (one per GPU or node, or
-``torchrun --nproc-per-node N -m maw.cli benchmark --run-name NAME``) split the cells between them
-through a lock file per cell (:class:`maw.benchmark.cells.CellLock`): each cell runs once, in one
-process, on that process's device (``cuda:LOCAL_RANK`` under torchrun). Cells are independent, so
-this keeps every GPU busy without communication; to spread ONE training over many GPUs, run
-``maw train`` under torchrun (DistributedDataParallel) and evaluate it with ``maw evaluate``.
+Many processes, two ways:
+
+* ``torchrun --nproc-per-node N -m maw.cli benchmark --run-name NAME`` (one node or many): every
+  cell runs on all N ranks, one cell after the other. Rank 0 claims the cell (its lock file) and
+  tells the others; trained cells train with DistributedDataParallel (validation sharded), every
+  dense cell encodes the corpus shard by shard across the ranks (``i % N == rank``), rank 0
+  searches, scores and writes the cell file, the reports and the logs. BM25 runs on rank 0. A
+  cell that fails on any rank stops the run (a collective would otherwise wait for the missing
+  rank until the timeout): its error is in the cell file or in torchrun's error summary, and the
+  same command resumes, finished cells kept.
+* Several independent ``maw benchmark`` processes on one run folder (one per GPU with
+  ``CUDA_VISIBLE_DEVICES``, one per node, or a second launch by mistake; also several torchrun
+  launches) split the cells between them through the lock file per cell
+  (:class:`maw.benchmark.cells.CellLock`): each cell runs once, and no checkpoint is written twice.
+  Many small cells keep many GPUs busy this way without any communication.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ from maw.benchmark.cells import (
     write_cell,
 )
 from maw.benchmark.report import PRIMARY_METRICS, build_reports
-from maw.benchmark.tracking import make_tracker
+from maw.benchmark.tracking import Tracker, make_tracker
 from maw.config import (
     TRAINED_METHODS,
     BenchmarkConfig,
@@ -75,8 +84,9 @@ from maw.config import (
     to_dict,
 )
 from maw.plan import Plan, resolve
-from maw.retrieval.dense import DenseRetriever
-from maw.training.distributed import DistributedContext, launched_with_torchrun
+from maw.retrieval.dense import CorpusRows, DenseRetriever, rank_and_world
+from maw.training.distributed import DistributedContext, broadcast_object, init_distributed, shutdown
+from maw.training.negatives import rank0_first
 from maw.training.prefix_cache import PrefixCache, check_free_space, over_cap_reason
 from maw.utils.io import atomic_write_json, environment_info, read_json
 
@@ -217,6 +227,8 @@ def _dense_cell(
     else:
         retriever = DenseRetriever(encoder, cache_dir=cache_dir, **kwargs)
     run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=plan.eval.top_k)
+    if rank_and_world()[0] != 0:
+        return  # under torchrun every rank encoded its shards; rank 0 searched and holds the run
     t = retriever.timings
     result = evaluate_run(ds.splits.test, run)
     cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
@@ -281,12 +293,17 @@ def shared_prefix_layer(cfg: BenchmarkConfig, dataset: str) -> int | None:
 
 
 def _zeroshot_cell(
-    cell: dict[str, Any], ds: _Dataset, plan: Plan, cfg: BenchmarkConfig, run_dir: Path
+    cell: dict[str, Any],
+    ds: _Dataset,
+    plan: Plan,
+    cfg: BenchmarkConfig,
+    run_dir: Path,
+    ctx: DistributedContext,
 ) -> None:
     """The pretrained encoder as is. When trained methods follow, the corpus passes through the
-    frozen layers once, into their shared prefix cache, and the top layers run on top of it
-    (embeddings equal to a full encode up to float rounding with the float32 cache); otherwise a
-    plain full encode with the on-disk embedding cache."""
+    frozen layers once, into their shared prefix cache (rank 0 builds it), and the top layers run
+    on top of it (embeddings equal to a full encode up to float rounding with the float32 cache);
+    otherwise a plain full encode with the on-disk embedding cache."""
     from maw.models.encoder import Encoder
     from maw.training.methods import count_parameters
     from maw.utils.io import default_cache_dir
@@ -298,31 +315,37 @@ def _zeroshot_cell(
         raise ConfigError(f"--model: cannot load {model.model!r}: {exc}") from None
     cell["params"] = {"total": count_parameters(encoder)["total"], "trainable": 0}
     cell["runtimes"]["train_s"] = 0.0
+    encoder.to(_device(plan)).eval()
     k = shared_prefix_layer(cfg, ds.name)
-    texts, skipped = ds.dataset.doc_texts(), None
-    if k is not None:  # the trainer's cap (prefix_cache_max_gb) holds for the cache built here too
-        max_bytes = int(cfg.train.prefix_cache_max_gb * 1e9)
+
+    def build() -> tuple[str | None, str | None, float]:
+        """(cache folder, reason it was skipped, build seconds); rank 0 writes the cache."""
+        texts, max_bytes = ds.dataset.doc_texts(), int(cfg.train.prefix_cache_max_gb * 1e9)
         docs_plan = PrefixCache.plan(
             encoder, texts, model.doc_max_length, k, _prefix_cache_dir(cfg, run_dir, ds.key),
             cfg.train.prefix_cache_dtype, "docs", max_bytes,
         )  # fmt: skip
+        # the trainer's cap (prefix_cache_max_gb) holds for the cache built here too
         skipped = over_cap_reason([docs_plan], max_bytes)
         if skipped is not None:
             log.warning("zeroshot: %s", skipped)
-            k = None
-    if k is None:
+            return None, skipped, 0.0
+        t0 = time.perf_counter()
+        if not docs_plan.exists:
+            check_free_space(docs_plan.folder.parent, docs_plan.write_bytes)
+        cache = PrefixCache.build(docs_plan, encoder, texts, plan.eval.eval_batch_size, plan.runtime.progress)
+        return str(cache.folder), None, time.perf_counter() - t0
+
+    folder, skipped, build_s = rank0_first(ctx, build) if k is not None else (None, None, 0.0)
+    if folder is None:
         cache = plan.eval.embedding_cache_dir or str(default_cache_dir("embeddings"))
         _dense_cell(cell, encoder, ds, plan, cache)
         if skipped is not None:
             cell["timings"]["prefix_cache_skipped"] = skipped
         return
-    encoder.to(_device(plan)).eval()
-    t0 = time.perf_counter()
-    if not docs_plan.exists:
-        check_free_space(docs_plan.folder.parent, docs_plan.write_bytes)
-    cache = PrefixCache.build(docs_plan, encoder, texts, plan.eval.eval_batch_size, plan.runtime.progress)
-    build_s = time.perf_counter() - t0
-    _dense_cell(cell, encoder, ds, plan, None, prefix=(str(cache.folder), k))
+    _dense_cell(cell, encoder, ds, plan, None, prefix=(folder, k))
+    if not ctx.is_main:
+        return
     cell["runtimes"]["encode_s"] += build_s  # frozen layers (0 when the cache existed) + top layers
     cell["timings"]["prefix_build_seconds"] = build_s
 
@@ -335,6 +358,8 @@ class PrefixCachedRetriever(DenseRetriever):
     encoder run on the corpus here. The cache is used only when its key (prefix weights, texts,
     max length, k, dtype) matches the trained encoder and the corpus, so the embeddings equal a
     full encode up to float rounding (float32 cache) or float16 storage of the prefix states.
+    As in ``DenseRetriever``, the embeddings go shard by shard into an embedding store
+    (``embedding_dtype``; a temporary folder), each rank encoding its shards under torch.distributed.
     Queries are encoded by the full model. ``docs_per_second`` is the full model's throughput
     (what indexing new documents costs), timed on ``throughput_sample`` documents spread evenly
     over the corpus (typical lengths) after an untimed warm-up batch.
@@ -353,56 +378,65 @@ class PrefixCachedRetriever(DenseRetriever):
         self.first_trainable = first_trainable
         self.throughput_sample = throughput_sample
 
-    @torch.inference_mode()
-    def encode_corpus(self, corpus) -> tuple[list[str], np.ndarray]:
-        """Document embeddings (N, d): layers [k, N) over the cached states entering layer k."""
+    def embed_corpus(self, corpus):
+        """The store of document embeddings (sharded across ranks as in ``DenseRetriever``), then
+        (rank 0) the full model's throughput on a sample."""
+        rows = CorpusRows(corpus)
+        texts = rows.texts(0, len(rows))
         cache, k = self.prefix_cache, self.first_trainable
-        ids = list(corpus)
-        texts = [corpus[d].full_text() for d in ids]
         if PrefixCache.key(
             self.encoder, texts, self.doc_max_length, k, cache.meta["dtype"]
         ) != cache.meta.get("key"):
             raise RuntimeError(
                 f"prefix cache {cache.folder} does not match the trained encoder and the corpus"
             )
+        self.fingerprint_extra = f"prefix cache {cache.meta['key']} + layers {k + 1}..N"
         self.encoder.eval()
-        t0 = time.perf_counter()
-        out = np.empty((len(ids), self.encoder.hidden_size), dtype=np.float32)
-        order = np.argsort(-cache.lengths, kind="stable")
-        for start in range(0, len(ids), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            hidden, mask = cache.batch(rows.tolist(), self.device)
-            out[rows] = self.encoder.suffix(hidden, mask, k).float().cpu().numpy()
-        seconds = time.perf_counter() - t0
-        n = max(1, min(self.throughput_sample, len(texts)))
-        sample = texts[:: max(1, len(texts) // n)][:n]
-        self.encoder.encode(sample[:8], self.doc_max_length, self.batch_size)  # warm-up, not timed
-        t1 = time.perf_counter()
-        self.encoder.encode(sample, self.doc_max_length, self.batch_size)
-        full = time.perf_counter() - t1
+        ids, store = super().embed_corpus(corpus)
         self.timings.update(
-            doc_cache_hit=False,
-            doc_encode_seconds=seconds,
             doc_encode_mode=f"prefix cache + layers {k + 1}..N",
             prefix_cache=str(cache.folder),
             prefix_cache_dtype=cache.meta["dtype"],
-            docs_per_second=len(sample) / full if full > 0 else None,
-            docs_per_second_sample=len(sample),
-            doc_encode_device=self.device,
         )
-        return ids, out
+        if rank_and_world()[0] == 0:
+            n = max(1, min(self.throughput_sample, len(texts)))
+            sample = texts[:: max(1, len(texts) // n)][:n]
+            self.encoder.encode(sample[:8], self.doc_max_length, self.batch_size)  # warm-up, not timed
+            t1 = time.perf_counter()
+            self.encoder.encode(sample, self.doc_max_length, self.batch_size)
+            full = time.perf_counter() - t1
+            self.timings.update(
+                docs_per_second=len(sample) / full if full > 0 else None, docs_per_second_sample=len(sample)
+            )
+        return ids, store
+
+    @torch.inference_mode()
+    def encode_shard(self, rows, start: int, stop: int, description: str) -> np.ndarray:
+        """Embeddings of corpus rows [start, stop): layers [k, N) over their cached states (cache
+        row i is corpus row i), longest first so that batches hold similar lengths."""
+        cache, k = self.prefix_cache, self.first_trainable
+        out = np.empty((stop - start, self.encoder.hidden_size), dtype=np.float32)
+        order = start + np.argsort(-cache.lengths[start:stop], kind="stable")
+        for b in range(0, len(order), self.batch_size):
+            batch = order[b : b + self.batch_size]
+            hidden, mask = cache.batch(batch.tolist(), self.device)
+            out[batch - start] = self.encoder.suffix(hidden, mask, k).float().cpu().numpy()
+        return out
 
 
 def _trained_cell(
-    cell: dict[str, Any], ds: _Dataset, plan: Plan, cfg: BenchmarkConfig, run_dir: Path
+    cell: dict[str, Any],
+    ds: _Dataset,
+    plan: Plan,
+    cfg: BenchmarkConfig,
+    run_dir: Path,
+    ctx: DistributedContext,
 ) -> None:
     from maw.training.trainer import train
 
     cell_dir = run_dir / "checkpoints" / ds.key / f"{plan.method}-seed{plan.train.seed}"
     train_cfg = dataclasses.replace(plan.train, prefix_cache_dir=_prefix_cache_dir(cfg, run_dir, ds.key))
-    # one process per cell: a benchmark under torchrun splits the cells between its ranks (cell
-    # locks), so a cell never joins the process group (that is `maw train` under torchrun)
-    ctx = DistributedContext(device=torch.device(_device(plan)))
+    # under torchrun every rank trains this cell (DistributedDataParallel) and encodes its shards
     result = train(dataclasses.replace(plan, train=train_cfg), ds.dataset, ds.splits, cell_dir, ctx=ctx)
     cell["history"] = list(result.history)
     cell["router_stats"] = dict(result.router_stats or {})
@@ -422,12 +456,54 @@ def _trained_cell(
     )  # new weights: no embedding cache
 
 
-def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None) -> BenchmarkOutcome:
-    """Run every missing cell of ``cfg``, then rebuild the reports. See the module docstring."""
-    log = log or (lambda msg: None)
+def run_benchmark(
+    cfg: BenchmarkConfig, log: Callable[[str], None] | None = None, ctx: DistributedContext | None = None
+) -> BenchmarkOutcome:
+    """Run every missing cell of ``cfg``, then rebuild the reports. See the module docstring.
+
+    ``ctx``: the process group (default: join torchrun's if launched by it, else one process).
+    """
+    own_ctx = ctx is None
+    ctx = ctx or init_distributed(cfg.runtime.device)
+    try:
+        return _run_benchmark(cfg, log or (lambda msg: None), ctx)
+    finally:
+        if own_ctx:
+            shutdown(ctx)
+
+
+def _claim(
+    run_dir: Path, key: str, method: str, seed: int, cfg: BenchmarkConfig, failed_once: dict
+) -> tuple[str, CellLock | None]:
+    """Rank 0: what to do with a cell. ``("run", lock)``, ``("copy-failure", lock)`` (the same
+    seed-independent computation failed for another seed in this invocation), or a skip: ``done``,
+    ``reused`` (seed-independent, copied), ``elsewhere`` (another process holds its lock)."""
+    if is_done(run_dir, key, method, seed):
+        return "done", None
+    if method in SEED_INDEPENDENT and _reuse(run_dir, key, method, seed, cfg.seeds):
+        return "reused", None
+    lock = CellLock.acquire(run_dir, key, method, seed)
+    if lock is None:
+        return "elsewhere", None
+    if is_done(run_dir, key, method, seed):  # finished by another process meanwhile
+        lock.release()
+        return "done", None
+    return ("copy-failure" if (key, method) in failed_once else "run"), lock
+
+
+SKIPS = {
+    "done": "done before, skipped",
+    "reused": "seed-independent, reused",
+    "elsewhere": "being run by another process (lock file), skipped",
+}
+
+
+def _run_benchmark(
+    cfg: BenchmarkConfig, log: Callable[[str], None], ctx: DistributedContext
+) -> BenchmarkOutcome:
     keys = check_dataset_keys(cfg.datasets)
     if cfg.run_name is None:
-        if launched_with_torchrun():
+        if ctx.enabled:
             raise ConfigError(
                 "--run-name: under torchrun every rank must work in the same run folder; pass --run-name"
             )
@@ -436,25 +512,34 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
         for method in cfg.methods:
             cell_plan(cfg, name, method, cfg.seeds[0])
     run_dir = run_folder(cfg)
-    current = to_dict(cfg)
-    saved_path = run_dir / "config.json"
-    if saved_path.exists():
-        conflicts = differences(structural(_saved_config(saved_path)), structural(cfg))
-        if conflicts:
-            raise ConfigError(
-                f"--run-name {cfg.run_name}: {run_dir} was made with a different configuration "
-                f"({'; '.join(conflicts)}); use a new --run-name, or the same options to resume it"
-            )
-    tracker = make_tracker(cfg.tracker, run_dir)  # fails before any work when the package is missing
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved_path, current)
-    atomic_write_json(run_dir / "environment.json", environment_info())
+    main = ctx.is_main  # rank 0 claims cells, writes every file and logs; all ranks run each cell
+    if not main:
+        log = lambda msg: None  # noqa: E731
+    tracker = Tracker()
+
+    def prepare() -> None:
+        nonlocal tracker
+        saved_path = run_dir / "config.json"
+        if saved_path.exists():
+            conflicts = differences(structural(_saved_config(saved_path)), structural(cfg))
+            if conflicts:
+                raise ConfigError(
+                    f"--run-name {cfg.run_name}: {run_dir} was made with a different configuration "
+                    f"({'; '.join(conflicts)}); use a new --run-name, or the same options to resume it"
+                )
+        tracker = make_tracker(cfg.tracker, run_dir)  # fails before any work when the package is missing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(saved_path, to_dict(cfg))
+        atomic_write_json(run_dir / "environment.json", environment_info())
+
+    rank0_first(ctx, prepare)
     outcome = BenchmarkOutcome(run_dir=run_dir)
     t_start = time.perf_counter()
     total = len(cfg.datasets) * len(cfg.methods) * len(cfg.seeds)
     done = 0
     failed_once: dict[tuple[str, str], dict[str, Any]] = {}  # seed-independent failures of this invocation
-    log(f"run folder {run_dir} ({total} cells)")
+    procs = f", each cell on {ctx.world_size} processes" if ctx.enabled else ""
+    log(f"run folder {run_dir} ({total} cells{procs})")
     try:
         for name, key in zip(cfg.datasets, keys, strict=True):
             ds = _Dataset(name, key, cfg)
@@ -462,27 +547,28 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
                 for seed in cfg.seeds:
                     done += 1
                     tag = f"[{done}/{total}] {key} {method} seed {seed}"
-                    if is_done(run_dir, key, method, seed):
-                        outcome.skipped.append((key, method, seed))
-                        log(f"{tag}: done before, skipped")
-                        continue
-                    if method in SEED_INDEPENDENT and _reuse(run_dir, key, method, seed, cfg.seeds):
-                        outcome.skipped.append((key, method, seed))
-                        log(f"{tag}: seed-independent, reused")
-                        continue
-                    lock = CellLock.acquire(run_dir, key, method, seed)
-                    if lock is None:
-                        outcome.running_elsewhere.append((key, method, seed))
-                        log(f"{tag}: being run by another process (lock file), skipped")
+                    action, lock = (
+                        _claim(run_dir, key, method, seed, cfg, failed_once) if main else (None, None)
+                    )
+                    action = broadcast_object(action, ctx)
+                    if action in SKIPS:
+                        (outcome.running_elsewhere if action == "elsewhere" else outcome.skipped).append(
+                            (key, method, seed)
+                        )
+                        log(f"{tag}: {SKIPS[action]}")
                         continue
                     try:
-                        if is_done(run_dir, key, method, seed):  # finished by another process meanwhile
-                            outcome.skipped.append((key, method, seed))
-                            log(f"{tag}: done by another process, skipped")
-                            continue
-                        cell = _run_or_reuse_failure(ds, method, seed, cfg, run_dir, failed_once)
+                        if action == "copy-failure":  # rank 0 only: nothing is computed
+                            first = failed_once[(key, method)]
+                            cell = {**first, "seed": seed, "reused_from_seed": first["seed"]}
+                            write_cell(run_dir, cell)
+                        else:
+                            cell = _run_cell(ds, method, seed, cfg, run_dir, ctx)
                     finally:
-                        lock.release()
+                        if lock is not None:
+                            lock.release()
+                    if not main:
+                        continue
                     if cell["status"] == "ok":
                         try:
                             tracker.log_cell(cell)
@@ -505,8 +591,11 @@ def run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None] | None = None
         log("interrupted: finished cells are kept; rebuilding the reports from them")
     finally:
         tracker.close()
-        build_reports(run_dir)
+        if main:
+            build_reports(run_dir)
         outcome.seconds = time.perf_counter() - t_start
+    if not main:
+        return outcome
     # cells of this configuration that are failed on disk (e.g. from an earlier invocation) also count
     for key in keys:
         for method in cfg.methods:
@@ -536,21 +625,23 @@ def _reuse(run_dir: Path, key: str, method: str, seed: int, seeds: list[int]) ->
     return False
 
 
-def _run_or_reuse_failure(
-    ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_dir: Path, failed_once: dict
+class CellFailedOnARank(RuntimeError):
+    """A cell failed under torchrun: the other ranks cannot go on without this one (a collective
+    would wait for it), so the run stops; rank 0 has written the cell file when it was the one."""
+
+
+def _run_cell(
+    ds: _Dataset,
+    method: str,
+    seed: int,
+    cfg: BenchmarkConfig,
+    run_dir: Path,
+    ctx: DistributedContext | None = None,
 ) -> dict[str, Any]:
-    """Run the cell, or copy the failure of the same seed-independent computation (not repeated per seed)."""
-    if (ds.key, method) in failed_once:
-        first = failed_once[(ds.key, method)]
-        cell = {**first, "seed": seed, "reused_from_seed": first["seed"]}
-        write_cell(run_dir, cell)
-        return cell
-    return _run_cell(ds, method, seed, cfg, run_dir)
-
-
-def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_dir: Path) -> dict[str, Any]:
-    """Run one cell; never raises except KeyboardInterrupt. The cell file is written either way."""
+    """Run one cell; rank 0 writes its file, whatever happened. A failure is recorded in the cell
+    and the run goes on, except under torchrun, where it stops the run (:class:`CellFailedOnARank`)."""
     plan = cell_plan(cfg, ds.name, method, seed)
+    ctx = ctx or DistributedContext(device=torch.device(_device(plan)))
     cell = new_cell(ds.key, method, seed, {**plan.to_dict(), "seed": seed})
     t0 = time.perf_counter()
     try:
@@ -564,11 +655,12 @@ def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_di
             raise RuntimeError(f"dataset {ds.name!r} could not be loaded: {ds.error}")
         cell["dataset_info"] = ds.info
         if method == "bm25":
-            _bm25_cell(cell, ds, plan)
+            if ctx.is_main:  # one process: BM25 has no use for the other ranks
+                _bm25_cell(cell, ds, plan)
         elif method == "zeroshot":
-            _zeroshot_cell(cell, ds, plan, cfg, run_dir)
+            _zeroshot_cell(cell, ds, plan, cfg, run_dir, ctx)
         elif method in TRAINED_METHODS:
-            _trained_cell(cell, ds, plan, cfg, run_dir)
+            _trained_cell(cell, ds, plan, cfg, run_dir, ctx)
         else:  # pragma: no cover - validate() rejects unknown methods
             raise ConfigError(f"--methods: unknown method {method!r}")
         cell["status"], cell["error"] = "ok", None
@@ -582,7 +674,13 @@ def _run_cell(ds: _Dataset, method: str, seed: int, cfg: BenchmarkConfig, run_di
     cell["cell_seconds"] = time.perf_counter() - t0
     if method in SEED_INDEPENDENT:
         cell["reused_from_seed"] = None
-    write_cell(run_dir, cell)
+    if ctx.is_main:
+        write_cell(run_dir, cell)
+    if ctx.enabled and cell["status"] != "ok":
+        raise CellFailedOnARank(
+            f"rank {ctx.rank}: {ds.key} {method} seed {seed} failed: {cell['error']}; the run stops "
+            "(rerun the same command: finished cells are kept)"
+        )
     return cell
 
 

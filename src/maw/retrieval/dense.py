@@ -295,17 +295,10 @@ class DenseRetriever:
         todo = store.missing(rank, world)
         for n_done, i in enumerate(todo):
             start, stop = store.bounds(i)
-            texts = rows.texts(start, stop)
             t0 = time.perf_counter()
-            emb = self._encode(
-                texts,
-                self.doc_max_length,
-                self.batch_size,
-                show_progress=self.show_progress,
-                description=f"encode corpus {n_done + 1}/{len(todo)}",
-            )
+            emb = self.encode_shard(rows, start, stop, f"encode corpus {n_done + 1}/{len(todo)}")
             store.write(i, emb, {"seconds": time.perf_counter() - t0, "device": self.device, "rank": rank})
-            del texts, emb
+            del emb
         if world > 1:
             import torch.distributed as dist
 
@@ -327,6 +320,16 @@ class DenseRetriever:
         )
         return rows.ids, store
 
+    def encode_shard(self, rows: CorpusRows, start: int, stop: int, description: str) -> np.ndarray:
+        """Embeddings (stop - start, d) of corpus rows [start, stop): the whole encoder on their texts."""
+        return self._encode(
+            rows.texts(start, stop),
+            self.doc_max_length,
+            self.batch_size,
+            show_progress=self.show_progress,
+            description=description,
+        )
+
     def encode_corpus(self, corpus: Mapping[str, Document]) -> tuple[list[str], np.ndarray]:
         """Document ids and embeddings (N, d) float32 in memory (small corpora; ``retrieve`` does
         not use this, it searches the store)."""
@@ -341,10 +344,7 @@ class DenseRetriever:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.timings = {"device": self.device}
-        if type(self).encode_corpus is not DenseRetriever.encode_corpus:
-            d_ids, d_emb = self.encode_corpus(corpus)  # a subclass's embeddings (in memory)
-        else:
-            d_ids, d_emb = self.embed_corpus(corpus)
+        d_ids, d_emb = self.embed_corpus(corpus)
         rank, _ = rank_and_world()
         if rank != 0:
             return {}
