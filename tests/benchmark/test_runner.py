@@ -265,3 +265,22 @@ def test_zeroshot_cell_keeps_the_prefix_cache_cap(tmp_path, tiny_beir, tiny_mode
         and "above the" in ft["train_setup"]["prefix_cache_skipped"]
     )
     assert not list((run / "prefix_cache").rglob("meta.json"))  # no cache was built by either cell
+
+
+def test_embedding_stores_live_in_the_run_folder(tmp_path, tiny_beir, tiny_model):
+    import dataclasses
+
+    cfg = make_cfg(tmp_path, [tiny_beir], ["zeroshot", "finetune"], model=tiny_model, seeds=(1,), num_epochs=1)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, embedding_cache_dir=None))
+    assert run_benchmark(cfg).exit_code == 0
+    run = tmp_path / "runs" / "r"
+    stores = sorted(p.parent for p in (run / "embeddings" / "tinyset").rglob("meta.json"))
+    zs = read_cell(cell_path(run, "tinyset", "zeroshot", 1))
+    ft = read_cell(cell_path(run, "tinyset", "finetune", 1))
+    # the zero-shot store (pretrained weights over the prefix cache) is kept; the trained cell's is gone
+    assert [str(p) for p in stores] == [zs["timings"]["embedding_store"]]
+    assert ft["timings"]["embedding_store"] is None and ft["timings"]["doc_shards"] >= 1
+    cell_path(run, "tinyset", "zeroshot", 1).unlink()  # run the zero-shot cell again: its store is reused
+    assert run_benchmark(cfg).exit_code == 0
+    again = read_cell(cell_path(run, "tinyset", "zeroshot", 1))
+    assert again["timings"]["doc_cache_hit"] and again["metrics"] == zs["metrics"]

@@ -7,6 +7,8 @@ A run lives in one folder ``<out>/<run_name>/`` (``run_name`` defaults to a time
     cells/<dataset>/<method>-seed<seed>.json   one result per cell, written atomically when it ends
     checkpoints/<dataset>/<method>-seed<seed>/ the trainer's run_dir (best/, latest/, history.json)
     prefix_cache/<dataset>/      frozen-prefix hidden states shared by the trained methods
+    embeddings/<dataset>/        document-embedding stores (sharded; a killed encoding resumes): the
+                                 zero-shot one is kept, a trained cell's is removed after its search
     results/, results.json, results.csv, summary.txt, plots/, REPORT.md   (rebuilt from the cells)
 
 Cells:
@@ -46,10 +48,12 @@ Many processes, two ways:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -196,17 +200,24 @@ def cell_plan(cfg: BenchmarkConfig, dataset: str, method: str, seed: int) -> Pla
     return resolve(method, data, cfg.model, cfg.maw, train, cfg.eval, cfg.runtime)
 
 
+def store_dir(plan: Plan, run_dir: Path, key: str) -> Path:
+    """Where a cell's document-embedding store goes: ``--embedding-cache-dir``, else the run folder's
+    ``embeddings/<dataset>/``, which every process of the run (all nodes) shares by construction."""
+    return Path(plan.eval.embedding_cache_dir or run_dir / "embeddings" / key)
+
+
 def _dense_cell(
     cell: dict[str, Any],
     encoder,
     ds: _Dataset,
     plan: Plan,
-    cache_dir: str | None,
+    cache_dir: Path,
     prefix: tuple[str, int] | None = None,
 ) -> None:
     """Test retrieval with a dense encoder over the full corpus: metrics + runtimes into ``cell``.
 
-    ``prefix``: (doc prefix-cache folder, first trainable layer) of a trained encoder, see
+    The document embeddings go to a store under ``cache_dir`` (a kill during encoding keeps the
+    finished shards). ``prefix``: (doc prefix-cache folder, first trainable layer) of a trained encoder, see
     :class:`PrefixCachedRetriever`; otherwise the corpus is encoded by the whole model.
     """
     from maw.evaluation.metrics import evaluate_run
@@ -221,11 +232,12 @@ def _dense_cell(
         index=index_spec(plan.eval),
         embedding_dtype=plan.eval.embedding_dtype,
         shard_size=plan.eval.shard_size,
+        cache_dir=cache_dir,
     )
     if prefix is not None:
         retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], **kwargs)
     else:
-        retriever = DenseRetriever(encoder, cache_dir=cache_dir, **kwargs)
+        retriever = DenseRetriever(encoder, **kwargs)
     run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=plan.eval.top_k)
     if rank_and_world()[0] != 0:
         return  # under torchrun every rank encoded its shards; rank 0 searched and holds the run
@@ -306,7 +318,6 @@ def _zeroshot_cell(
     otherwise a plain full encode with the on-disk embedding cache."""
     from maw.models.encoder import Encoder
     from maw.training.methods import count_parameters
-    from maw.utils.io import default_cache_dir
 
     model = plan.model
     try:
@@ -338,12 +349,12 @@ def _zeroshot_cell(
 
     folder, skipped, build_s = rank0_first(ctx, build) if k is not None else (None, None, 0.0)
     if folder is None:
-        cache = plan.eval.embedding_cache_dir or str(default_cache_dir("embeddings"))
-        _dense_cell(cell, encoder, ds, plan, cache)
+        _dense_cell(cell, encoder, ds, plan, store_dir(plan, run_dir, ds.key))
         if skipped is not None:
             cell["timings"]["prefix_cache_skipped"] = skipped
         return
-    _dense_cell(cell, encoder, ds, plan, None, prefix=(folder, k))
+    # keyed by the pretrained weights and the prefix cache: reused by a rerun of the run
+    _dense_cell(cell, encoder, ds, plan, store_dir(plan, run_dir, ds.key), prefix=(folder, k))
     if not ctx.is_main:
         return
     cell["runtimes"]["encode_s"] += build_s  # frozen layers (0 when the cache existed) + top layers
@@ -359,7 +370,7 @@ class PrefixCachedRetriever(DenseRetriever):
     max length, k, dtype) matches the trained encoder and the corpus, so the embeddings equal a
     full encode up to float rounding (float32 cache) or float16 storage of the prefix states.
     As in ``DenseRetriever``, the embeddings go shard by shard into an embedding store
-    (``embedding_dtype``; a temporary folder), each rank encoding its shards under torch.distributed.
+    (``embedding_dtype``, under ``cache_dir``), each rank encoding its shards under torch.distributed.
     Queries are encoded by the full model. ``docs_per_second`` is the full model's throughput
     (what indexing new documents costs), timed on ``throughput_sample`` documents spread evenly
     over the corpus (typical lengths) after an untimed warm-up batch.
@@ -373,7 +384,7 @@ class PrefixCachedRetriever(DenseRetriever):
         throughput_sample: int = THROUGHPUT_SAMPLE,
         **kwargs,
     ):
-        super().__init__(encoder, cache_dir=None, **kwargs)
+        super().__init__(encoder, **kwargs)
         self.prefix_cache = PrefixCache(doc_cache_dir)
         self.first_trainable = first_trainable
         self.throughput_sample = throughput_sample
@@ -451,9 +462,15 @@ def _trained_cell(
         if setup.get("prefix_cache") and setup.get("doc_cache")
         else None
     )
-    _dense_cell(
-        cell, result.encoder, ds, plan, cache_dir=None, prefix=prefix
-    )  # new weights: no embedding cache
+    # new weights: a store of this cell's own (never shared with the zero-shot one, even when the
+    # best epoch is 0), removed after the search
+    store = store_dir(plan, run_dir, ds.key) / f"{plan.method}-seed{plan.train.seed}"
+    _dense_cell(cell, result.encoder, ds, plan, store, prefix=prefix)
+    if ctx.is_main:  # only the folder this cell wrote (keyed by its weights), then the empty parent
+        shutil.rmtree(cell["timings"]["embedding_store"], ignore_errors=True)
+        with contextlib.suppress(OSError):
+            store.rmdir()
+        cell["timings"]["embedding_store"] = None
 
 
 def run_benchmark(
