@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One check of the CUDA path, for a machine with an NVIDIA GPU (run it whenever one is available and
-# paste its output into the README's "GPU check" section). From the repository root, in the project's
-# virtual environment:
+# paste its output into README.md, section "GPU", subsection "GPU check"; the same section says how
+# to get FAISS on the GPU). From the repository root, in the project's virtual environment with the
+# dev extra (pip install -e ".[dev]"):
 #
 #     bash speed/gpu_check.sh 2>&1 | tee gpu_check.log
 #
+# 0. the environment: torch and its CUDA devices, the FAISS build and faiss.get_num_gpus() (0 with the
+#    faiss-cpu dependency: search then runs on the CPU; see README "GPU" for faiss-gpu-cu12 / conda);
 # 1. the test suite with CUDA visible (tests/test_cuda.py runs the CUDA-only checks; the rest picks
 #    CUDA where the code defaults to it);
 # 2. Encoder.encode vs SentenceTransformer.encode in float16, same batch, docs/s;
@@ -14,13 +17,24 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DATA=${MAW_CHECK_DATA:-../shared/datasets/scifact}
-echo "== environment"
+echo "== 0. environment"
 $PY - <<'PY'
-import torch, faiss
+from importlib import metadata
+
+import faiss
+import torch
+
 print("torch", torch.__version__, "cuda", torch.version.cuda, "devices", torch.cuda.device_count())
 for i in range(torch.cuda.device_count()):
     print(" ", i, torch.cuda.get_device_name(i))
-print("faiss", faiss.__version__, "gpus", getattr(faiss, "get_num_gpus", lambda: 0)())
+builds = sorted(d.metadata["Name"] for d in metadata.distributions() if d.metadata["Name"].lower().startswith("faiss"))
+gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+print("faiss", faiss.__version__, "distribution(s)", ", ".join(builds) or "?", "faiss.get_num_gpus()", gpus)
+if gpus == 0:
+    print("WARNING: FAISS sees no GPU (faiss-cpu, or a CUDA build without a visible GPU): every index searches on "
+          "the CPU. README.md, section GPU: replace faiss-cpu by faiss-gpu-cu12 (pip) or faiss-gpu (conda-forge).")
+if len(builds) > 1:
+    print("WARNING: several FAISS distributions share the module 'faiss':", ", ".join(builds), "- keep one")
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from maw.config import MAWConfig, default_model
 from maw.models.encoder import Encoder
 from maw.models.maw_encoder import inject_maw, router_parameters, set_track_statistics
+from maw.plan import resolve_maw
 
 
 def make_batch(enc: Encoder, batch: int, length: int, seed: int = 0):
@@ -46,10 +47,10 @@ def make_batch(enc: Encoder, batch: int, length: int, seed: int = 0):
 def build(layer: int, maw_cfg: MAWConfig | None) -> tuple[Encoder, torch.optim.Optimizer]:
     enc = Encoder.from_pretrained(default_model())
     if maw_cfg is not None:
-        inject_maw(enc, maw_cfg)
+        inject_maw(enc, maw_cfg, resolve_maw(maw_cfg, enc.num_layers, enc.head_size, enc.model_name))
         torch.manual_seed(0)
         with torch.no_grad():  # a trained-looking (non-uniform) router
-            for p in router_parameters(enc):
+            for _, p in router_parameters(enc):
                 p.normal_(0, 0.05)
     for p in enc.parameters():
         p.requires_grad_(False)

@@ -11,8 +11,7 @@ import torch
 
 from maw.config import MAWConfig
 from maw.models.encoder import Encoder
-from maw.models.maw_encoder import inject_maw
-from tiny_bert import write_tiny_model
+from tiny_bert import inject_maw, write_tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

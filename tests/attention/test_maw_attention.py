@@ -14,7 +14,6 @@ from maw.config import MAWConfig
 from maw.models.maw_encoder import (
     depth_statistics,
     force_depth,
-    inject_maw,
     maw_modules,
     maw_runtime,
     refresh_reference,
@@ -22,6 +21,7 @@ from maw.models.maw_encoder import (
     routing_records,
     set_gumbel_tau,
 )
+from tiny_bert import inject_maw
 
 ROUTERS = ["soft", "gumbel", "grpo", "supervised"]
 GRANS = ["pair", "query", "head"]

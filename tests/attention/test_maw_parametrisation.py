@@ -13,12 +13,12 @@ from maw_testkit import padded_batch, randomize_routers, tiny_encoder
 from maw.config import ConfigError, MAWConfig
 from maw.models.encoder import Encoder
 from maw.models.maw_encoder import (
-    inject_maw,
     maw_modules,
     reference_state,
     refresh_reference,
     router_parameters,
 )
+from tiny_bert import inject_maw
 
 GRANS = ["pair", "query", "head"]
 # every router with each parametrisation it accepts (hard routers: one depth, so never signed)
@@ -105,7 +105,7 @@ def test_the_gate_learns_from_the_embedding_loss_at_init(router, granularity, im
     enc.train()
     m = maw_modules(enc)[0]
     gate = m.router.gate
-    assert torch.equal(gate, torch.zeros(4)) and any(p is gate for p in router_parameters(enc))
+    assert torch.equal(gate, torch.zeros(4)) and any(p is gate for _, p in router_parameters(enc))
     torch.manual_seed(0)
     emb = enc(ids, mask)
     (emb * torch.randn_like(emb)).sum().backward()

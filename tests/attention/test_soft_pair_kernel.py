@@ -9,7 +9,8 @@ from maw_testkit import padded_batch, randomize_routers, tiny_encoder
 
 from maw.attention import soft_pair_kernel
 from maw.config import MAWConfig
-from maw.models.maw_encoder import depth_statistics, inject_maw, maw_modules, maw_runtime
+from maw.models.maw_encoder import depth_statistics, maw_modules, maw_runtime
+from tiny_bert import inject_maw
 
 needs_kernel = pytest.mark.skipif(
     not soft_pair_kernel.load(), reason="the C++ soft-pair kernel could not be built here (see the warning)"

@@ -55,8 +55,5 @@ def test_report_only_rebuilds_reports(tmp_path):
     (run / "config.json").write_text(json.dumps({"datasets": ["d"], "methods": ["bm25", "finetune", "maw"]}))
     res = CliRunner().invoke(app, ["benchmark", "--resume", str(run), "--report-only"])
     assert res.exit_code == 0, res.output
-    assert (
-        "d: MAW beat the capacity-matched baseline (finetune) significantly"
-        in (run / "REPORT.md").read_text()
-    )
+    assert "d: MAW beat the capacity-matched baseline (finetune): nDCG@10" in (run / "REPORT.md").read_text()
     assert (run / "results.csv").is_file() and (run / "summary.txt").is_file()

@@ -108,7 +108,7 @@ def test_interrupt_and_resume_demo(tmp_path, tiny_model):
     if interrupted_mid_training:
         assert ft["train_setup"]["resumed_from"] is not None  # training continued from latest/
     assert [h["epoch"] for h in ft["history"]][0] == 0 and ft["params"]["trainable"] > 0
-    assert ft["checkpoint"] and Path(ft["checkpoint"]).is_dir()
+    assert ft["checkpoint"] and (run / ft["checkpoint"]).is_dir()  # relative to the run folder
     assert by_method["maw"]["router_stats"]
 
     for name in (

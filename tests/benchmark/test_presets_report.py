@@ -9,7 +9,7 @@ from bench_testkit import synthetic_cell, write_tiny_beir
 from maw.benchmark.cells import read_cell, write_cell
 from maw.benchmark.presets import resolve_config
 from maw.benchmark.report import build_reports
-from maw.benchmark.runner import _Dataset, run_benchmark
+from maw.benchmark.runner import CellDataset, run_benchmark
 from maw.config import to_dict
 from maw.data.subsample import judged_ids
 
@@ -69,7 +69,7 @@ def test_report_says_nothing_without_a_subsample(tmp_path):
 def test_dataset_load_subsamples_after_the_splits_keeping_judged_documents(tmp_path):
     folder = write_tiny_beir(tmp_path / "tiny80", num_docs=80)
     cfg = resolve_config({"data": {"corpus_size": 50, "train_samples": 10, "val_samples": 3}})
-    ds = _Dataset(str(folder), "tiny80", cfg)
+    ds = CellDataset(str(folder), "tiny80", cfg)
     ds.load()
     keep = judged_ids(ds.splits)
     assert len(keep) == 33 and len(ds.dataset.corpus) == 50 and keep <= set(ds.dataset.corpus)
@@ -77,7 +77,7 @@ def test_dataset_load_subsamples_after_the_splits_keeping_judged_documents(tmp_p
     assert (sub["documents"], sub["of"], sub["seed"], sub["judged"]) == (50, 80, 13, 33)
     assert ds.info["counts"]["docs"] == 50
     assert ds.info["fingerprint"] != sub["original_fingerprint"]
-    again = _Dataset(str(folder), "tiny80", cfg)
+    again = CellDataset(str(folder), "tiny80", cfg)
     again.load()
     assert list(again.dataset.corpus) == list(ds.dataset.corpus)  # same seed, same sample
 
@@ -97,9 +97,9 @@ def test_bm25_run_on_a_subsampled_corpus_records_it(tmp_path):
     )
     out = run_benchmark(cfg)
     assert out.exit_code == 0, out.failed
-    cell = read_cell(out.run_dir / "cells" / "tiny80" / "bm25-seed1.json")
+    cell = read_cell(out.folder / "cells" / "tiny80" / "bm25-seed1.json")
     assert cell["dataset_info"]["corpus_subsample"]["documents"] == 40
     assert len(cell["per_query"]["nDCG@10"]) == cell["dataset_info"]["counts"]["test_queries"] == 20
-    report = (out.run_dir / "REPORT.md").read_text()
+    report = (out.folder / "REPORT.md").read_text()
     assert "SUBSAMPLED CORPUS (data.corpus_size)" in report.split("## Verdicts")[0]
-    assert json.loads((out.run_dir / "config.json").read_text()) == to_dict(cfg)
+    assert json.loads((out.folder / "config.json").read_text()) == to_dict(cfg)

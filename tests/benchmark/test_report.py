@@ -67,9 +67,16 @@ def test_verdict_sentences(built):
     assert v["better"]["outcome"] == "better"
     assert v["worse"]["outcome"] == "worse"
     assert v["same"]["outcome"] == "n.s."
-    assert "better: MAW beat the capacity-matched baseline (finetune) significantly: nDCG@10" in report
-    assert "worse: MAW was significantly worse than the capacity-matched baseline (finetune)" in report
-    assert "same: MAW did not beat the capacity-matched baseline (finetune) significantly" in report
+    assert "better: MAW beat the capacity-matched baseline (finetune): nDCG@10" in report
+    assert "worse: MAW lost to the capacity-matched baseline (finetune): nDCG@10" in report
+    same = v["same"]["comparison"]
+    assert (
+        "same: no significant difference between MAW and the capacity-matched baseline (finetune) "
+        f"(the test could detect ≥ {same['mde_holm']:.4f} nDCG@10 with 80% power)"
+    ) in report
+    assert "no equivalence is claimed" in v["same"]["sentence"]  # no margin in config.json
+    assert "equivalent" not in v["better"]["sentence"] + v["worse"]["sentence"]
+    assert "untrained:" not in report and combined["datasets"]["better"]["untrained"] == []  # no best_epoch
     c = v["better"]["comparison"]
     # the numbers in the sentence are the comparison's
     assert f"{c['mean_method']:.4f} vs {c['mean_baseline']:.4f}" in v["better"]["sentence"]
@@ -189,3 +196,38 @@ def test_cells_roundtrip_skip_and_validation(tmp_path):
     with pytest.raises(CellError, match="missing key"):
         read_cell(bad)
     assert dataset_key("../shared/datasets/scifact/") == "scifact" and dataset_key("demo") == "demo"
+
+
+def test_equivalence_only_from_a_fixed_margin_and_untrained_is_flagged(tmp_path):
+    """Equivalence ("equivalent within ±m") needs the run's margin (TOST); a method whose selected epoch is 0 in
+    every seed is called untrained in the verdict."""
+    write_synthetic_run(tmp_path, "d", {"finetune": 0.0, "maw": 0.001}, noise=0.01, n=200)
+    for c in load_cells(tmp_path):
+        c["best_epoch"] = 0 if c["method"] == "maw" else 2
+        write_cell(tmp_path, c)
+    plain = dataset_report("d", load_cells(tmp_path), n_resamples=2000)
+    assert plain["verdict"]["outcome"] == "n.s." and plain["untrained"] == ["maw"]
+    sentence = plain["verdict"]["sentence"]
+    assert "no significant difference" in sentence and "equivalent" not in sentence.replace(
+        "no equivalence is claimed", ""
+    )
+    assert "MAW is untrained: the selected epoch was 0 in every seed" in sentence
+    fixed = dataset_report("d", load_cells(tmp_path), n_resamples=2000, margin=0.01)
+    assert fixed["verdict"]["outcome"] == "equivalent"
+    assert (
+        "was equivalent to the capacity-matched baseline (finetune) within ±0.01 nDCG@10"
+        in (fixed["verdict"]["sentence"])
+    )
+    c = fixed["verdict"]["comparison"]
+    assert c["p_tost_holm"] <= 0.05 and c["p_tost_ttest"] <= 0.05
+    # a margin too small for the data: not shown equivalent, and said so
+    tight = dataset_report("d", load_cells(tmp_path), n_resamples=2000, margin=0.0005)
+    assert tight["verdict"]["outcome"] == "n.s."
+    assert "Equivalence within ±0.0005 was not shown" in tight["verdict"]["sentence"]
+    # build_reports takes the margin from the run's config.json
+    (tmp_path / "config.json").write_text(
+        json.dumps({"datasets": ["d"], "methods": ["finetune", "maw"], "equivalence_margin": 0.01})
+    )
+    combined = build_reports(tmp_path, n_resamples=2000)
+    assert combined["datasets"]["d"]["verdict"]["outcome"] == "equivalent"
+    assert "equivalent within ±0.01" in (tmp_path / "REPORT.md").read_text()

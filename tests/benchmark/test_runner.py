@@ -96,7 +96,7 @@ def test_cells_reuse_skip_and_config_guard(tmp_path, tiny_beir, tiny_model):
     assert out.exit_code == 0 and not out.failed
     assert out.ran == [("tinyset", "bm25", 1), ("tinyset", "zeroshot", 1)]
     assert out.skipped == [("tinyset", "bm25", 2), ("tinyset", "zeroshot", 2)]  # seed-independent: reused
-    run = out.run_dir
+    run = out.folder
     c1, c2 = (
         read_cell(cell_path(run, "tinyset", "zeroshot", 1)),
         read_cell(cell_path(run, "tinyset", "zeroshot", 2)),
@@ -152,11 +152,11 @@ def test_failures_are_recorded_and_the_run_goes_on(tmp_path, tiny_beir, monkeypa
     assert [f[:3] for f in out.failed] == [("no-such-dataset", "bm25", 1), ("no-such-dataset", "bm25", 2)]
     assert "DataError" in out.failed[0][3] and "no-such-dataset" in out.failed[0][3]
     assert calls == ["tinyset"]  # the failed dataset was tried once; the good one ran once
-    cells = {(c["dataset"], c["seed"]): c for c in load_cells(out.run_dir)}
+    cells = {(c["dataset"], c["seed"]): c for c in load_cells(out.folder)}
     bad = cells[("no-such-dataset", 1)]
     assert bad["status"] == "failed" and "Traceback" in bad["traceback"]
     assert cells[("tinyset", 1)]["status"] == "ok" and cells[("tinyset", 1)]["metrics"]["nDCG@10"] is None
-    assert "FAILED bm25 seed 1: DataError" in (out.run_dir / "summary.txt").read_text()
+    assert "FAILED bm25 seed 1: DataError" in (out.folder / "summary.txt").read_text()
     # failed cells are retried on the next invocation; finished ones are not
     monkeypatch.setattr(runner_mod, "_bm25_cell", real)
     again = run_benchmark(make_cfg(tmp_path, [missing, tiny_beir], ["bm25"], seeds=(1, 2)))
@@ -170,10 +170,10 @@ def test_interrupt_keeps_finished_cells_and_rebuilds_reports(tmp_path, tiny_beir
     monkeypatch.setattr(runner_mod, "_zeroshot_cell", interrupted)
     out = run_benchmark(make_cfg(tmp_path, [tiny_beir], ["bm25", "zeroshot"], seeds=(1,)))
     assert out.interrupted and out.exit_code == 130 and out.ran == [("tinyset", "bm25", 1)]
-    assert [p.name for p in (out.run_dir / "cells" / "tinyset").iterdir()] == ["bm25-seed1.json"]
-    assert "bm25" in (out.run_dir / "summary.txt").read_text()
-    assert not [p for p in out.run_dir.rglob("*") if p.name.endswith(".tmp")]
-    assert os.path.exists(out.run_dir / "REPORT.md")
+    assert [p.name for p in (out.folder / "cells" / "tinyset").iterdir()] == ["bm25-seed1.json"]
+    assert "bm25" in (out.folder / "summary.txt").read_text()
+    assert not [p for p in out.folder.rglob("*") if p.name.endswith(".tmp")]
+    assert os.path.exists(out.folder / "REPORT.md")
 
 
 def test_tensorboard_tracker_writes_events(tmp_path):
@@ -200,7 +200,7 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
     from maw.data import load_beir
     from maw.models.encoder import Encoder
     from maw.retrieval.dense import DenseRetriever
-    from maw.training.prefix_cache import PrefixCache
+    from maw.training.prefix_cache import PrefixCache, PrefixCachedRetriever
 
     ds = load_beir(tiny_beir)
     enc = Encoder.from_pretrained(str(tiny_model)).eval()
@@ -210,7 +210,7 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
         query_max_length=16, doc_max_length=32, batch_size=3, device="cpu", latency_queries=2,
         embedding_dtype="float32", shard_size=4,
     )  # fmt: skip
-    retriever = runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw)
+    retriever = PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw)
     ids, cached = retriever.encode_corpus(ds.corpus)
     assert retriever.timings["docs_per_second_sample"] == min(5, len(ds.corpus))
     assert retriever.timings["docs_per_second"] > 0
@@ -221,7 +221,7 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
     # a cache made for other texts (or other weights) is refused, never silently used
     other = {d: doc for d, doc in list(ds.corpus.items())[:-1]}
     with pytest.raises(RuntimeError, match="does not match"):
-        runner_mod.PrefixCachedRetriever(enc, cache.folder, 1, **kw).encode_corpus(other)
+        PrefixCachedRetriever(enc, cache.folder, 1, 5, **kw).encode_corpus(other)
 
 
 def test_shared_prefix_layer(tmp_path):
@@ -270,7 +270,9 @@ def test_zeroshot_cell_keeps_the_prefix_cache_cap(tmp_path, tiny_beir, tiny_mode
 def test_embedding_stores_live_in_the_run_folder(tmp_path, tiny_beir, tiny_model):
     import dataclasses
 
-    cfg = make_cfg(tmp_path, [tiny_beir], ["zeroshot", "finetune"], model=tiny_model, seeds=(1,), num_epochs=1)
+    cfg = make_cfg(
+        tmp_path, [tiny_beir], ["zeroshot", "finetune"], model=tiny_model, seeds=(1,), num_epochs=1
+    )
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, embedding_cache_dir=None))
     assert run_benchmark(cfg).exit_code == 0
     run = tmp_path / "runs" / "r"
@@ -278,7 +280,8 @@ def test_embedding_stores_live_in_the_run_folder(tmp_path, tiny_beir, tiny_model
     zs = read_cell(cell_path(run, "tinyset", "zeroshot", 1))
     ft = read_cell(cell_path(run, "tinyset", "finetune", 1))
     # the zero-shot store (pretrained weights over the prefix cache) is kept; the trained cell's is gone
-    assert [str(p) for p in stores] == [zs["timings"]["embedding_store"]]
+    # paths in a run folder's cells are relative to it (results name no path of the machine)
+    assert [str(p.relative_to(run)) for p in stores] == [zs["timings"]["embedding_store"]]
     assert ft["timings"]["embedding_store"] is None and ft["timings"]["doc_shards"] >= 1
     cell_path(run, "tinyset", "zeroshot", 1).unlink()  # run the zero-shot cell again: its store is reused
     assert run_benchmark(cfg).exit_code == 0

@@ -156,3 +156,37 @@ def test_sign_flip_interval_and_unbounded_small_samples():
     c = comps[0]
     assert c.verdict == "n.s." and c.holm_ci_low == -np.inf and c.holm_ci_high == np.inf
     assert c.to_dict()["holm_ci_low"] is None and c.to_dict()["holm_ci_high"] is None
+
+
+def test_tost_randomisation_agrees_with_the_t_test_version_and_holm():
+    """Equivalence within ±m: two one-sided sign-flip tests on the same patterns as the two-sided one."""
+    from maw.benchmark.significance import SignFlipNull, paired_tost_ttest
+
+    rng = np.random.default_rng(3)
+    b = rng.uniform(0.2, 0.8, 150)
+    noise = rng.normal(0.0, 0.02, 150)
+    close = b + noise - noise.mean() + 0.001  # mean difference 0.001: well inside ±0.02
+    null = SignFlipNull.build(close - b, n_resamples=4000, seed=0)
+    p_rand, p_t = null.tost(0.02), paired_tost_ttest(close, b, 0.02)
+    assert p_rand < 0.01 and p_t < 0.01 and p_rand == pytest.approx(p_t, abs=0.01)
+    # each one-sided p against scipy's one-sided t-test
+    d = close - b
+    assert null.pvalue_one_sided(-0.02, "greater") == pytest.approx(
+        stats.ttest_1samp(d, -0.02, alternative="greater").pvalue, abs=0.01
+    )
+    # a margin inside the observed difference: never equivalent
+    assert null.tost(abs(d.mean()) / 2) > 0.3 and null.pvalue(0.0) > 0.3
+    # exact enumeration for small n: p is a share of the 2**n patterns
+    small = SignFlipNull.build(np.array([0.01, -0.02, 0.015, 0.0, 0.005]), n_resamples=10_000)
+    assert small.exact and small.tost(0.5) == pytest.approx(1 / 32)
+    comps = [
+        compare("a", "b", "AP", dict(enumerate(close)), dict(enumerate(b)), n_resamples=2000, margin=0.02),
+        compare("c", "b", "AP", dict(enumerate(b + 0.1)), dict(enumerate(b)), n_resamples=2000, margin=0.02),
+    ]
+    apply_holm(comps)
+    assert comps[0].verdict == "equivalent" and comps[0].verdict_text == "equivalent within ±0.02"
+    assert comps[1].degenerate  # the same shift on every query
+    no_margin = compare("a", "b", "AP", dict(enumerate(close)), dict(enumerate(b)), n_resamples=2000)
+    apply_holm([no_margin])
+    assert no_margin.verdict == "n.s." and no_margin.p_tost is None
+    assert no_margin.verdict_text == f"no significant difference (could detect ≥ {no_margin.mde_holm:.4f})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import ir_measures
 import pytest
 import pytrec_eval
 
@@ -17,6 +18,9 @@ from maw.evaluation.metrics import (
     metric_names,
     ndcg_at_10,
 )
+from maw.evaluation.runfile import write_trec_run
+
+NEW_MEASURES = ["P@1000", "AP@10", "AP@1000", "nDCG@15", "R@15", "P@15", "nDCG"]
 
 # q1: binary view a, b, e relevant (R = 3), c judged non-relevant, d unjudged; e never retrieved.
 # q2: graded x=3, y=1; the weaker doc is ranked first.
@@ -44,6 +48,11 @@ def test_hand_computed_binary_and_graded_values():
     # binary measures, relevant <=> grade >= 1
     assert q1["AP"] == pytest.approx((1 / 1 + 2 / 4) / 3)
     assert q1["AP@100"] == pytest.approx((1 / 1 + 2 / 4) / 3)
+    assert q1["AP@10"] == q1["AP@1000"] == pytest.approx((1 / 1 + 2 / 4) / 3)  # map_cut: / all R = 3
+    assert q1["P@15"] == pytest.approx(2 / 15) and q1["P@1000"] == pytest.approx(2 / 1000)
+    assert q1["R@15"] == pytest.approx(2 / 3)
+    assert q1["nDCG"] == pytest.approx(q1["nDCG@1000"]) == pytest.approx(q1["nDCG@15"])  # 4 retrieved
+    assert q2["nDCG"] == pytest.approx(q2["nDCG@10"])
     assert q2["AP"] == pytest.approx(1.0)  # binary: both docs relevant, both retrieved on top
     assert q1["RR"] == 1.0 and q1["RR@10"] == 1.0
     assert q1["P@1"] == 1.0 and q1["P@3"] == pytest.approx(1 / 3) and q1["P@5"] == pytest.approx(2 / 5)
@@ -81,7 +90,9 @@ def test_rr_cutoff_and_first_relevant_rank_deep():
 
 def test_suite_size_names_and_not_applicable():
     names = metric_names()
-    assert len(names) == len(set(names)) >= 36
+    assert len(names) == len(set(names)) >= 43
+    assert set(NEW_MEASURES) <= set(names)
+    assert not {"Brier", "ECE"} & set(names)  # calibration: not defined for a ranked list (module doc)
     res = evaluate_run(QRELS, RUN)
     numeric = {k: v for k, v in res.aggregate.items() if v is not None}
     assert len(numeric) >= 36
@@ -107,12 +118,13 @@ def _random_case(seed: int, n_queries: int = 25, n_docs: int = 60):
 
 
 PYTREC = {
-    "ndcg_cut": (1, 3, 5, 10, 20, 100, 1000),
-    "recall": (1, 3, 5, 10, 20, 100, 1000),
-    "P": (1, 3, 5, 10, 20, 100),
+    "ndcg_cut": (1, 3, 5, 10, 15, 20, 100, 1000),
+    "recall": (1, 3, 5, 10, 15, 20, 100, 1000),
+    "P": (1, 3, 5, 10, 15, 20, 100, 1000),
     "success": (1, 3, 5, 10, 20, 100),
+    "map_cut": (10, 100, 1000),
 }
-NAMES = {"ndcg_cut": "nDCG", "recall": "R", "P": "P", "success": "Success"}
+NAMES = {"ndcg_cut": "nDCG", "recall": "R", "P": "P", "success": "Success", "map_cut": "AP"}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -120,7 +132,7 @@ def test_equal_to_pytrec_eval_directly(seed):
     qrels, run = _random_case(seed)
     measures = {f"{m}.{','.join(map(str, ks))}" for m, ks in PYTREC.items()} | {
         "map",
-        "map_cut.100",
+        "ndcg",
         "recip_rank",
         "Rprec",
         "bpref",
@@ -130,7 +142,7 @@ def test_equal_to_pytrec_eval_directly(seed):
     pairs = [(f"{m}_{k}", f"{NAMES[m]}@{k}") for m, ks in PYTREC.items() for k in ks]
     pairs += [
         ("map", "AP"),
-        ("map_cut_100", "AP@100"),
+        ("ndcg", "nDCG"),
         ("recip_rank", "RR"),
         ("Rprec", "Rprec"),
         ("bpref", "Bpref"),
@@ -221,3 +233,30 @@ def test_first_relevant_rank_median_and_ties_follow_trec_eval():
     res = evaluate_run(qrels, run)
     assert res.aggregate["FirstRelRank_mean"] == 2.0 and res.aggregate["FirstRelRank_median"] == 2.0
     assert res.aggregate["NoRelRetrieved"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_new_measures_equal_ir_measures_on_the_run_file(tmp_path, seed):
+    """P@1000, AP@10, AP@1000, nDCG@15, R@15, P@15 and uncut nDCG: maw's figures equal
+    ``ir_measures`` called directly on the TREC run file maw writes (per query and aggregate)."""
+    qrels, run = _random_case(seed, n_queries=30, n_docs=1200)
+    for q in list(run)[:3]:  # long rankings, so the @1000 cuts and the uncut nDCG differ
+        run[q] = {f"d{d}": random.Random(f"{seed}/{q}").random() for d in range(1200)}
+    path = write_trec_run(run, tmp_path / "run.trec", k=None)
+    measures = [ir_measures.parse_measure(name) for name in NEW_MEASURES]
+    from_file = ir_measures.read_trec_run(str(path))
+    direct = ir_measures.calc_aggregate(measures, qrels, from_file)
+    res = evaluate_run(qrels, run)
+    for measure in measures:
+        assert res.aggregate[str(measure)] == pytest.approx(direct[measure], abs=1e-12), measure
+    per_query = {
+        (m.query_id, str(m.measure)): m.value
+        for m in ir_measures.iter_calc(measures, qrels, ir_measures.read_trec_run(str(path)))
+    }
+    for (q, name), value in per_query.items():
+        assert res.per_query[name][q] == pytest.approx(value, abs=1e-12), (name, q)
+    assert len(per_query) == len(qrels) * len(NEW_MEASURES)
+    assert (
+        res.aggregate["nDCG"] != res.aggregate["nDCG@15"]
+        and res.aggregate["AP@10"] < res.aggregate["AP@1000"]
+    )

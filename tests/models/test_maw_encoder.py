@@ -16,7 +16,6 @@ from maw.config import ConfigError, MAWConfig, ModelConfig, RuntimeConfig, Train
 from maw.models.encoder import Encoder
 from maw.models.maw_encoder import (
     depth_statistics,
-    inject_maw,
     load_reference_state,
     maw_modules,
     maw_runtime,
@@ -32,10 +31,10 @@ from maw.training.checkpoint import (
     TrainingState,
     check_config,
     checkpoint_config,
-    load_trained_encoder,
     save_checkpoint,
 )
-from tiny_bert import write_tiny_model
+from maw.training.methods import load_trained_encoder
+from tiny_bert import inject_maw, write_tiny_model
 
 SENTENCES = [
     "Dense retrieval maps queries and documents to vectors.",
@@ -151,7 +150,7 @@ def test_shared_inputs_reuse_projections_and_match_recomputing(tiny_model_dir, g
     refresh_reference(enc)
     torch.manual_seed(0)
     with torch.no_grad():
-        for p in router_parameters(enc):
+        for _, p in router_parameters(enc):
             p.normal_(0, 0.3)
     enc.train()
     first = maw_modules(enc)[0]
@@ -220,7 +219,7 @@ def _save(plan, folder: Path, perturb: bool = True) -> Encoder:
     if perturb:
         torch.manual_seed(3)
         with torch.no_grad():  # "trained" weights: routers and the MAW layers differ from the base
-            for p in router_parameters(enc):
+            for _, p in router_parameters(enc):
                 p.normal_()
             enc.layers[2].attention.self.value.weight.add_(0.01)
     enc.eval()
@@ -322,7 +321,7 @@ def test_minilm_hf_native_forward_matches_encoder_path(minilm):
     inject_maw(enc, MAWConfig(maw_layers="6", depth_dim=8, granularity="query", router="supervised"))
     torch.manual_seed(0)
     with torch.no_grad():
-        for p in router_parameters(enc):
+        for _, p in router_parameters(enc):
             p.normal_(0, 0.5)
     tok = enc.tokenize(SENTENCES, 32)
     with torch.no_grad():
@@ -357,7 +356,7 @@ def test_minilm_batched_equals_one_by_one(minilm):
     inject_maw(enc, MAWConfig(maw_layers="6", depth_dim=8, granularity="pair", router="soft", tile_size=8))
     torch.manual_seed(1)
     with torch.no_grad():
-        for p in router_parameters(enc):
+        for _, p in router_parameters(enc):
             p.normal_(0, 0.5)
     batched = _encode(enc)
     for i, s in enumerate(SENTENCES):

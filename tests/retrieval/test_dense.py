@@ -215,11 +215,16 @@ def test_encode_sorts_by_token_count_and_keeps_input_order(tokenizer):
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-def test_autocast_is_cuda_only(tokenizer):
+def test_cpu_autocast_is_bfloat16_only(tokenizer):
     enc = tiny_encoder(tokenizer)
     texts = [CORPUS[d].full_text() for d in CORPUS]
-    assert np.array_equal(enc.encode(texts, 32, 4, amp=torch.float16), enc.encode(texts, 32, 4))  # CPU: fp32
-    r = DenseRetriever(enc, 16, 32, 4, device="cpu", amp="bfloat16")
-    assert r.amp == "float32"
+    plain = enc.encode(texts, 32, 4)
+    assert np.array_equal(enc.encode(texts, 32, 4, amp=torch.float16), plain)  # CPU float16: not used
+    bf16 = enc.encode(texts, 32, 4, amp=torch.bfloat16)  # CPU bfloat16 autocast (--precision bf16)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, plain)
+    assert np.abs(bf16 - plain).max() < 0.05 and np.allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-3)
+    assert DenseRetriever(enc, 16, 32, 4, device="cpu", amp="bfloat16").amp == "bfloat16"
+    assert DenseRetriever(enc, 16, 32, 4, device="cpu", amp="float16").amp == "float32"
+    assert DenseRetriever(enc, 16, 32, 4, device="cpu").amp == "float32"
     with pytest.raises(ValueError, match="amp"):
         DenseRetriever(enc, 16, 32, 4, device="cpu", amp="int8")

@@ -49,7 +49,7 @@ def test_planned_pairs_use_validation_only():
     ]  # fmt: skip
 
 
-def test_matched_sentence_states_the_detectable_effect():
+def test_no_difference_sentence_states_the_detectable_effect():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.8, size=80)
     cells = {
@@ -67,8 +67,21 @@ def test_matched_sentence_states_the_detectable_effect():
     assert math.isclose(ft["mde_holm"], mde(d.std(ddof=1), 80, 0.025))
     assert ft["holm_ci_low"] < 0 < ft["holm_ci_high"]  # the interval agrees with "no significant difference"
     s = headline("maw", "finetune", rows)
-    assert s.startswith("MAW (maw) matched the strongest capacity-matched baseline (finetune")
-    assert "no significant difference" in s and f">= {ft['mde_holm']:.4f} nDCG@10" in s
+    assert s.startswith("MAW (maw) showed no significant difference from the strongest capacity-matched")
+    assert " matched" not in s and "equivalent" not in s.replace("no equivalence is claimed", "")
+    assert f"could have detected a difference of ≥ {ft['mde_holm']:.4f} nDCG@10" in s
+    assert "untrained" not in s
+    assert "untrained: the selected epoch was 0 in every seed" in headline(
+        "maw", "finetune", rows, untrained=["maw"]
+    )
     lost = headline("lora", "maw", _family(cells, [("lora", "maw")], "nDCG@10", 0.05))
     assert lost.startswith("MAW (lora) lost to")
     assert headline(None, "finetune", rows).startswith("No verdict")
+    # with a margin fixed in the grid, the equivalence test decides "equivalent within ±m"
+    eq = _family(cells, [("maw", "finetune"), ("maw", "lora")], "nDCG@10", 0.05, margin=0.05)
+    assert next(r for r in eq if r["baseline"] == "finetune")["verdict"] == "equivalent"
+    assert headline("maw", "finetune", eq).startswith(
+        "MAW (maw) was equivalent to the strongest capacity-matched baseline (finetune"
+    )
+    tight = _family(cells, [("maw", "finetune")], "nDCG@10", 0.05, margin=1e-4)
+    assert "Equivalence within ±0.0001 nDCG@10 was not shown" in headline("maw", "finetune", tight)

@@ -89,7 +89,7 @@ def test_a_locked_cell_is_left_to_its_owner(tmp_path, grid, monkeypatch):
     monkeypatch.setattr(
         sweep_runner,
         "_sweep_cell",
-        lambda ds, g, cell, ck: ran.append(cell.name) or {"status": "failed", "error": "x"},
+        lambda ds, g, cell, *rest: ran.append(cell.name) or {"status": "failed", "error": "x"},
     )
     outcome = run_sweep(grid, out, ckpt)
     assert outcome.running_elsewhere == [first.name] and first.name not in ran and len(ran) == 3

@@ -161,41 +161,11 @@ def test_router_logs_have_entropy_kl_and_gates_every_epoch(tiny, tmp_path, route
     assert res.history[-1]["router"]["gate_abs_mean"]["2"] > 0  # the gate opened from 0
 
 
-# ---------------------------------------------------------------------------------------------- warm start
-def test_warm_start_copies_the_soft_policy_and_keeps_the_gate_closed(tiny, tmp_path):
-    from maw.config import ConfigError
-    from maw.training.router_objectives import warm_start_routers
-
-    soft = train(
-        tiny.plan("maw", router="soft", num_epochs=1, tau=2.0), tiny.dataset, tiny.splits, tmp_path / "s"
-    )
-    src = maw_modules(soft.encoder)[0].router  # the best epoch's weights = RUN/best
-    encoder = build_model(tiny.plan("maw", router="grpo"))
-    block = maw_modules(encoder)[0]
-    assert warm_start_routers(encoder, str(tmp_path / "s")) == [block.layer_number]
-    torch.testing.assert_close(block.router.weight, src.weight / 2.0)
-    torch.testing.assert_close(block.router.bias, src.bias / 2.0)
-    assert float(block.router.gate.detach().abs().sum()) == 0.0 and block.router.gate.requires_grad
-    torch.testing.assert_close(block.reference.weight, block.router.weight)  # reference = the warm policy
-    if soft.best_epoch > 0:
-        assert float(block.router.weight.detach().abs().sum()) > 0
-    other = build_model(tiny.plan("maw", router="grpo", depth_dim=2))
-    with pytest.raises(ConfigError, match="--router-init.*--depth-dim"):
-        warm_start_routers(other, str(tmp_path / "s"))
-    with pytest.raises(ConfigError, match="--router-init"):
-        warm_start_routers(encoder, str(tmp_path / "nowhere"))
-
-
-def test_router_init_in_the_plan_warm_starts_the_built_model(tiny, tmp_path):
+# ---------------------------------------------------------------------------------------------- config
+def test_router_init_and_baseline_options_are_checked_with_the_config(tmp_path):
+    """(The warm start itself: tests/training/test_router_init.py.)"""
     from maw.config import ConfigError, MAWConfig
 
-    soft = train(tiny.plan("maw", router="soft", num_epochs=1), tiny.dataset, tiny.splits, tmp_path / "s")
-    src = maw_modules(soft.encoder)[0].router
-    warm = build_model(tiny.plan("maw", router="grpo", router_init=str(tmp_path / "s")))
-    torch.testing.assert_close(maw_modules(warm)[0].router.weight, src.weight)  # tau 1: copied as is
-    assert float(maw_modules(warm)[0].router.gate.detach().abs().sum()) == 0.0
-    cold = build_model(tiny.plan("maw", router="grpo"))
-    assert float(maw_modules(cold)[0].router.weight.detach().abs().sum()) == 0.0
     with pytest.raises(ConfigError, match="--router-init: only with a hard router"):
         MAWConfig(router="soft", router_init=str(tmp_path / "s"))
     with pytest.raises(ConfigError, match="--router-init"):

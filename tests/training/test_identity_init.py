@@ -34,7 +34,7 @@ def test_a_convex_hard_router_is_not_the_pretrained_model_at_init(tiny, tmp_path
     """The reason for the gate: a one-hot depth scaled by D changes every attention score."""
     from maw.config import MAWConfig
     from maw.models.encoder import Encoder
-    from maw.models.maw_encoder import inject_maw
+    from tiny_bert import inject_maw
 
     texts = [tiny.dataset.queries[q] for q in sorted(tiny.dataset.queries)[:6]]
     base = Encoder.from_pretrained(str(tiny.model_dir)).eval()

@@ -96,7 +96,7 @@ def test_unknown_method_and_bad_maw_config(tiny):
     with pytest.raises(ConfigError, match="--method"):
         resolve("colbert")
     with pytest.raises(ConfigError, match="--method"):
-        resolve_layers("bm25", 2, None, tiny.plan("finetune").train)
+        resolve_layers("bm25", 2, (), tiny.plan("finetune").train)
     with pytest.raises(ConfigError, match="--depth-dim"):  # does not divide d_h = 8
         tiny.plan("maw", depth_dim=3)
     with pytest.raises(ConfigError, match="--maw-layers"):

@@ -141,7 +141,7 @@ def test_evaluate_a_trained_run(tiny_data_dir, tiny_model_dir, tmp_path, method)
     from maw.data import load_beir, make_splits
     from maw.evaluation.metrics import evaluate_run
     from maw.retrieval.dense import DenseRetriever
-    from maw.training.checkpoint import load_trained_encoder
+    from maw.training.methods import load_trained_encoder
 
     run = tmp_path / method
     res = runner.invoke(app, _args(tiny_data_dir, tiny_model_dir, run, method=method))

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from maw.config import ConfigError
 from maw.training import router_objectives
-from maw.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_trained_encoder
-from maw.training.methods import build_model
+from maw.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from maw.training.methods import build_model, load_trained_encoder
 from maw.training.trainer import TrainingError, train
 
 

@@ -99,6 +99,8 @@ the recompute.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -117,7 +119,14 @@ from maw.attention.routers import (
     freeze_copy,
     route,
 )
-from maw.config import ConfigError, MAWConfig
+from maw.config import MAWConfig
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _log_once(message: str) -> None:
+    log.info(message)
 
 
 # ============================================================================================ the definition
@@ -131,6 +140,7 @@ def maw_attention_reference(
     policy: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Routed],
     gate: torch.Tensor | None = None,
     dropout_p: float = 0.0,
+    score_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MAW attention as the spec defines it (section 2), materialising the whole 5D score.
 
@@ -138,6 +148,8 @@ def maw_attention_reference(
     bool, True = real token. ``router``: state -> logits, depth last (a :class:`DepthRouter`).
     ``policy(z, state, unit_valid) -> Routed``: the router's policy over the last axis (weights, or
     a choice). ``gate`` (H,): the mixing gate ``a`` of the gated parametrisation, else None.
+    ``score_bias`` (1 or B, H, Lq, Lk): an additive score bias of the family (MPNet's relative
+    position bias), added to ``A`` before the mask as the plain model adds it; not routed.
     Returns out (B, H, L, d_h).
     """
     B, H, D, L, _ = q.shape
@@ -154,6 +166,8 @@ def maw_attention_reference(
     elif granularity == "head":
         w = w[:, :, None, None]  # (B, H, 1, 1, D)
     A = D * (w * S).sum(-1)  # (B, H, Lq, Lk) combined score
+    if score_bias is not None:
+        A = A + score_bias  # e.g. MPNet's relative position bias, as the plain layer adds it
     P = torch.softmax(A + _bias_from_valid(valid, A.dtype), dim=-1)  # softmax over KEYS
     if dropout_p > 0:
         P = F.dropout(P, dropout_p, True)
@@ -376,12 +390,7 @@ class MAWSelfAttention(nn.Module):
     ):
         super().__init__()
         D = cfg.depth_dim
-        if head_size % D != 0:
-            raise ConfigError(
-                f"--depth-dim: D={D} must divide the head size d_h={head_size} (choose a divisor of {head_size})"
-            )
-        if cfg.depth_projection == "split" and cfg.depth_width not in (None, head_size // D):
-            raise ConfigError("--depth-width: only used with --depth-projection project")
+        assert head_size % D == 0, f"D={D} must divide d_h={head_size} (maw.plan.resolve_maw checks it)"
         self.cfg = cfg
         self.layer_number = layer_number
         self.num_heads, self.head_size, self.depth = num_heads, head_size, D
@@ -431,8 +440,15 @@ class MAWSelfAttention(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *args,
+        position_bias: torch.Tensor | None = None,
+        **kwargs,
     ):
+        """``position_bias`` (1 or B, H, L, L): an additive score bias (MPNet's relative position
+        bias, passed by :mod:`maw.models.families`), added to ``A`` like the mask; not routed."""
         if kwargs.get("encoder_hidden_states") is not None:
             raise ValueError("MAW attention is self-attention only (no cross-attention)")
         B, L, _ = hidden_states.shape
@@ -442,11 +458,11 @@ class MAWSelfAttention(nn.Module):
         if self.training and self.runtime.forced_depth is None and self.kind in ("gumbel", "grpo"):
             noise = RowNoise.draw(hidden_states.device)
         if self.cfg.implementation == "naive":
-            out, stats, rec = self._naive(q, k, v, valid, noise)
+            out, stats, rec = self._naive(q, k, v, valid, noise, position_bias)
         elif self.cfg.granularity == "pair":
-            out, stats, rec = self._tiled_pair(q, k, v, valid, noise)
+            out, stats, rec = self._tiled_pair(q, k, v, valid, noise, position_bias)
         else:
-            out, stats, rec = self._folded(q, k, v, valid, noise, inputs)
+            out, stats, rec = self._folded(q, k, v, valid, noise, inputs, position_bias)
         self.report._add(stats, self._finish_record(rec) if rec is not None else None)
         return out.transpose(1, 2).reshape(B, L, -1), None
 
@@ -547,7 +563,7 @@ class MAWSelfAttention(nn.Module):
         return None if a is None else a.view(1, self.num_heads, *([1] * (dims - 2)))
 
     # ------------------------------------------------------------------ naive: the definition
-    def _naive(self, q, k, v, valid, noise):
+    def _naive(self, q, k, v, valid, noise, position_bias=None):
         """:func:`maw_attention_reference` with this block's router, policy and gate."""
         found = []
 
@@ -559,15 +575,26 @@ class MAWSelfAttention(nn.Module):
 
         gate = self.router.gate_value()
         out = maw_attention_reference(
-            q, k, v, valid, self.cfg.granularity, self.router, policy, gate, self.attention_dropout
+            q,
+            k,
+            v,
+            valid,
+            self.cfg.granularity,
+            self.router,
+            policy,
+            gate,
+            self.attention_dropout,
+            position_bias,
         )
         return out, *found[0]
 
     # ------------------------------------------------------------------ fast path 1: tiled pair
-    def _uses_kernel(self, q: torch.Tensor) -> bool:
-        """Whether the soft pair combine runs in the fused C++ kernel (:mod:`soft_pair_kernel`)."""
+    def _uses_kernel(self, q: torch.Tensor, position_bias: torch.Tensor | None = None) -> bool:
+        """Whether the soft pair combine runs in the fused C++ kernel (:mod:`soft_pair_kernel`); it
+        takes a per-key padding bias only, so not with a position bias."""
         return (
-            self.runtime.fused_kernel
+            position_bias is None
+            and self.runtime.fused_kernel
             and self.kind == "soft"
             and self.cfg.parametrisation == "convex"
             and self.runtime.forced_depth is None
@@ -590,12 +617,20 @@ class MAWSelfAttention(nn.Module):
             return max(1, min(batch, budget // (per * T))), T
         return 1, max(1, budget // per)
 
-    def _tiled_pair(self, q, k, v, valid, noise):
+    def _tiled_pair(self, q, k, v, valid, noise, position_bias=None):
+        if q.dtype == torch.bfloat16 and self._uses_kernel(q.detach()[..., :0].float(), position_bias):
+            # CPU bfloat16 autocast: the fused kernel is float32-only and beats the bfloat16 5D path
+            _log_once("MAW pair granularity under bfloat16 autocast: the fused CPU kernel runs in float32")
+            with torch.autocast("cpu", enabled=False):
+                out, stats, rec = self._tiled_pair(
+                    q.float(), k.float(), v.float(), valid, noise, position_bias
+                )
+            return out.to(q.dtype), stats, rec
         B, H, D, L, _ = q.shape
         key_bias = _bias_from_valid(valid, q.dtype)
         kT = k.transpose(-1, -2).contiguous()  # (B, H, D, g, Lk)
         v = v.contiguous()
-        kernel = self._uses_kernel(q)  # 4D tiles that save only their inputs: nothing to checkpoint
+        kernel = self._uses_kernel(q, position_bias)  # 4D tiles, save only their inputs: no checkpoint
         if kernel and self.attention_dropout == 0:
             Bc, T = B, L  # nothing of the kernel's grows with the tile: one call, no (B,H,L,L) mask
         else:
@@ -604,6 +639,8 @@ class MAWSelfAttention(nn.Module):
             p.requires_grad for p in self.router.parameters()
         )
         use_ckpt = self.runtime.checkpoint_tiles and torch.is_grad_enabled() and needs_grad and not kernel
+        # the position bias as a (B, H, Lq, Lk) view (no copy) split like the batch, or no bias
+        pos = position_bias.expand(B, -1, -1, -1).split(Bc, 0) if position_bias is not None else None
         # split (not index) so backward assembles each input's gradient once, not one full-size
         # zero-filled gradient per tile
         chunks = zip(
@@ -612,14 +649,16 @@ class MAWSelfAttention(nn.Module):
             v.split(Bc, 0),
             key_bias.split(Bc, 0),
             valid.split(Bc, 0),
+            pos or [None] * len(range(0, B, Bc)),
             strict=True,
         )
         outs, stats, recs = [], None, []
-        for c, (qb, kTb, vb, biasb, validb) in enumerate(chunks):
+        for c, (qb, kTb, vb, biasb, validb, posb) in enumerate(chunks):
             row_outs, rec = [], None
             for t, q_t in enumerate(qb.split(T, 3)):
                 i0 = t * T
-                args = (q_t, kTb, vb, biasb, validb[:, i0 : i0 + T], validb, noise, i0, (c * Bc, B))
+                pos_t = None if posb is None else posb[:, :, i0 : i0 + T]  # (b, H, T, Lk)
+                args = (q_t, kTb, vb, biasb, validb[:, i0 : i0 + T], validb, noise, i0, (c * Bc, B), pos_t)
                 if use_ckpt:
                     o, s, r = checkpoint(self._pair_block, *args, [0], use_reentrant=False)
                 else:
@@ -635,13 +674,24 @@ class MAWSelfAttention(nn.Module):
         return out, stats, rec
 
     def _pair_block(
-        self, q_t, kT, v, key_bias, row_valid, key_valid, noise, i0: int, batch=(0, None), calls=None
+        self,
+        q_t,
+        kT,
+        v,
+        key_bias,
+        row_valid,
+        key_valid,
+        noise,
+        i0: int,
+        batch=(0, None),
+        position_bias=None,
+        calls=None,
     ):
         """One block of query rows [i0, i0+T) of texts [b0, b0+B) at pair granularity.
 
         q_t (B,H,D,T,g), kT (B,H,D,g,Lk), v (B,H,Lk,d_h), key_bias (B,1,1,Lk), row_valid (B,T),
         key_valid (B,Lk); ``batch = (b0, full batch size)`` locates the texts (noise is drawn for the
-        full batch).
+        full batch); ``position_bias`` (B,H,T,Lk): the tile's rows of the position bias, or None.
         Returns out (B,H,T,d_h), stats sums (or None), record sums (or None).
         ``calls``: a one-element counter when run inside checkpoint: statistics are computed in
         the first run only, not in the recompute during backward (whose outputs are discarded).
@@ -652,7 +702,7 @@ class MAWSelfAttention(nn.Module):
         track = self.runtime.track_statistics and (not in_ckpt or calls[0] == 0)
         if in_ckpt:
             calls[0] += 1
-        if self._uses_kernel(q_t):  # fast path 2: the whole tile, attention tail included, in C++
+        if self._uses_kernel(q_t, position_bias):  # fast path 2: the whole tile, attention tail too, in C++
             p = self.attention_dropout
             out, counts, ent_sum = soft_pair_kernel.SoftPairAttention.apply(
                 q_t,
@@ -698,6 +748,8 @@ class MAWSelfAttention(nn.Module):
             a = self._gate(4)
             if a is not None:  # gated: A = (1 - a) S_total + a A_convex
                 A = (1 - a) * S.sum(2) + a * A
+        if position_bias is not None:
+            A = A + position_bias  # as the plain layer adds it, before the mask
         P = torch.softmax(A + key_bias, dim=-1)  # (B, H, T, Lk) softmax over KEYS
         if self.attention_dropout > 0:
             P = F.dropout(P, self.attention_dropout, True)
@@ -705,7 +757,7 @@ class MAWSelfAttention(nn.Module):
         return out, stats, rec
 
     # ------------------------------------------------------------------ fast path 3: folded query / head
-    def _folded(self, q, k, v, valid, noise, shared: _SharedInput):
+    def _folded(self, q, k, v, valid, noise, shared: _SharedInput, position_bias=None):
         """Query/head granularity: route, fold D*w into the queries, run ordinary attention.
         The (detached) state is kept in ``shared`` for forwards that share this input."""
         B, H, D, L, g = q.shape
@@ -728,7 +780,9 @@ class MAWSelfAttention(nn.Module):
         coef = coef.unsqueeze(-1) if query else coef[..., None, None]
         qw = (q * coef).permute(0, 1, 3, 2, 4).reshape(B, H, L, D * g)
         kf = k.permute(0, 1, 3, 2, 4).reshape(B, H, L, D * g)
-        bias = _bias_from_valid(valid, q.dtype)
+        bias = _bias_from_valid(valid, q.dtype)  # (B, 1, 1, L)
+        if position_bias is not None:  # (B, H, L, L): position bias + mask, as the plain layer adds them
+            bias = position_bias.to(q.dtype) + bias
         p = self.attention_dropout
         out = F.scaled_dot_product_attention(qw, kf, v, attn_mask=bias, dropout_p=p, scale=1.0)
         return out, stats, rec

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROUTER_KINDS = ("soft", "gumbel", "grpo", "supervised")
+from maw.config import ROUTERS
+
 HARD_ROUTERS = ("gumbel", "grpo", "supervised")
 POLICY_ROUTERS = ("grpo", "supervised")  # routers whose state is detached and that keep RoutingRecords
 
@@ -231,6 +232,6 @@ def route(
         choice = first_argmax(y.detach(), dim)
         hard = F.one_hot(choice, depth).to(y.dtype).movedim(-1, dim)
         return Routed(hard - y.detach() + y, choice, True)
-    if kind in ROUTER_KINDS:
+    if kind in ROUTERS:
         return Routed(None, first_argmax(logits.detach(), dim), True)
     raise ValueError(f"unknown router {kind!r}")

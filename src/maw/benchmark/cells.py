@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from maw.utils.io import atomic_write_json, read_json
+from maw.utils.portable import cell_labels, portable
 
 SEED_INDEPENDENT = ("bm25", "zeroshot")
 THROUGHPUT_SAMPLE = 256  # documents timed for encode_docs_per_s when the corpus came from a prefix cache
@@ -65,8 +66,13 @@ class CellError(ValueError):
 
 
 def dataset_key(name_or_path: str) -> str:
-    """Folder-safe name of a dataset argument: "demo" -> "demo", "../x/scifact/" -> "scifact"."""
-    base = Path(str(name_or_path).rstrip("/\\")).name or str(name_or_path)
+    """Folder-safe name of a dataset argument: "demo" -> "demo", "../x/scifact/" -> "scifact",
+    "irds:beir/scifact/test" -> "beir_scifact_test" (the whole ir_datasets id, not its last part)."""
+    text = str(name_or_path)
+    if text.startswith("irds:"):
+        base = text[len("irds:") :].strip("/").replace("/", "_")
+    else:
+        base = Path(text.rstrip("/\\")).name or text
     key = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")
     if not key:
         raise ValueError(f"--datasets: cannot derive a folder name from {name_or_path!r}")
@@ -118,12 +124,14 @@ def validate_cell(cell: Any, source: str = "<cell>") -> dict[str, Any]:
 
 
 def write_cell(run_dir: str | Path, cell: dict[str, Any]) -> Path:
-    """Validate and atomically write a cell; returns its path."""
+    """Validate and atomically write a cell, machine paths replaced (datasets by their key, paths in
+    the run folder relative to it; :mod:`maw.utils.portable`); returns its path."""
     cell = dict(cell)
     cell.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     path = cell_path(run_dir, cell.get("dataset", "?"), cell.get("method", "?"), cell.get("seed", 0))
     validate_cell(cell, str(path))
-    atomic_write_json(path, cell)
+    # results name datasets and models, not this machine's paths (maw.utils.portable)
+    atomic_write_json(path, portable(cell, cell_labels(cell, run_dir=run_dir)))
     return path
 
 

@@ -48,7 +48,7 @@ preset and ``--quick`` may be combined: the preset's values win over ``--quick``
 Below everything sits one benchmark default that differs from the library's: the trainer's
 frozen-prefix cache is stored in float32 (``train.prefix_cache_dtype``), because the benchmark
 also computes the *test* corpus embeddings of the trained methods from that cache (see
-``maw.benchmark.runner.PrefixCachedRetriever``): with float32 they equal a full encode up to float
+``maw.training.prefix_cache.PrefixCachedRetriever``): with float32 they equal a full encode up to float
 rounding. It costs twice the disk (about 1.9 GB for SciFact at 256 tokens).
 
 Every value the user gives (in the TOML file or as a flag) wins over the presets.

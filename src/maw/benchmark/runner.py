@@ -5,6 +5,10 @@ A run lives in one folder ``<out>/<run_name>/`` (``run_name`` defaults to a time
     config.json                  the resolved BenchmarkConfig (CLI > --config TOML > --quick > defaults)
     environment.json             library versions, device, threads (maw.utils.io.environment_info)
     cells/<dataset>/<method>-seed<seed>.json   one result per cell, written atomically when it ends
+    runs/<dataset>/<method>-seed<seed>.trec    the TREC run file of every bm25 and dense cell (top
+                                 ``top_k`` per test query, as ``maw evaluate --save-run``), written
+                                 atomically before its cell; the cell names it in ``run_file``
+                                 (relative to the run folder)
     checkpoints/<dataset>/<method>-seed<seed>/ the trainer's run_dir (best/, latest/, history.json)
     prefix_cache/<dataset>/      frozen-prefix hidden states shared by the trained methods
     embeddings/<dataset>/        document-embedding stores (sharded; a killed encoding resumes): the
@@ -18,6 +22,9 @@ Cells:
 * ``lora``, ``finetune``, ``maw``, ``full`` train with ``maw.training.trainer.train`` (training seed
   = the cell's seed; the data splits use ``data.split_seed`` and are the same for every seed), then
   the best checkpoint retrieves the test queries from the full corpus.
+
+The cells run through :func:`maw.benchmark.schedule.run_jobs` (claim -> run -> log, shared with
+``maw sweep``); what one cell computes is :func:`run_cell`.
 
 Robustness: a cell whose file says ``ok`` is skipped on a rerun of the same command (same ``--out``
 and ``--run-name``), failed cells run again, and an interrupted training resumes from its
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -57,17 +65,14 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from maw.benchmark.cells import (
     SEED_INDEPENDENT,
     THROUGHPUT_SAMPLE,
-    CellLock,
     cell_path,
     dataset_key,
     is_done,
@@ -75,7 +80,8 @@ from maw.benchmark.cells import (
     read_cell,
     write_cell,
 )
-from maw.benchmark.report import PRIMARY_METRICS, build_reports
+from maw.benchmark.report import build_reports
+from maw.benchmark.schedule import Job, Outcome, run_jobs
 from maw.benchmark.tracking import Tracker, make_tracker
 from maw.config import (
     TRAINED_METHODS,
@@ -83,33 +89,20 @@ from maw.config import (
     ConfigError,
     differences,
     from_dict,
-    index_spec,
     structural,
     to_dict,
 )
+from maw.evaluation.metrics import PRIMARY_METRICS
 from maw.plan import Plan, resolve
-from maw.retrieval.dense import CorpusRows, DenseRetriever, rank_and_world
-from maw.training.distributed import DistributedContext, broadcast_object, init_distributed, shutdown
+from maw.retrieval.dense import DenseRetriever, rank_and_world
+from maw.retrieval.index import IndexSpec
+from maw.training.distributed import DistributedContext, init_distributed, shutdown
 from maw.training.negatives import rank0_first
-from maw.training.prefix_cache import PrefixCache, check_free_space, over_cap_reason
-from maw.utils.io import atomic_write_json, environment_info, read_json
+from maw.training.prefix_cache import PrefixCache, PrefixCachedRetriever, check_free_space, over_cap_reason
+from maw.utils.io import atomic_path, atomic_write_json, environment_info, read_json
+from maw.utils.precision import autocast_dtype, dtype_name, retriever_amp
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BenchmarkOutcome:
-    run_dir: Path
-    ran: list[tuple[str, str, int]] = field(default_factory=list)
-    skipped: list[tuple[str, str, int]] = field(default_factory=list)
-    failed: list[tuple[str, str, int, str]] = field(default_factory=list)
-    running_elsewhere: list[tuple[str, str, int]] = field(default_factory=list)  # locked by another process
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.failed else 0)
 
 
 def default_run_name() -> str:
@@ -137,7 +130,7 @@ def check_dataset_keys(datasets: list[str]) -> list[str]:
     return keys
 
 
-class _Dataset:
+class CellDataset:
     """A loaded dataset, its splits and the test queries (loaded on first use)."""
 
     def __init__(self, name: str, key: str, cfg: BenchmarkConfig):
@@ -206,19 +199,45 @@ def store_dir(plan: Plan, run_dir: Path, key: str) -> Path:
     return Path(plan.eval.embedding_cache_dir or run_dir / "embeddings" / key)
 
 
+def trainer_dir(run_dir: str | Path, dataset: str, method: str, seed: int) -> Path:
+    """``run_dir/checkpoints/<dataset>/<method>-seed<seed>``: a trained cell's trainer run folder
+    (best/, latest/, history.json); a sweep's final resumes the sweep's training there."""
+    return Path(run_dir) / "checkpoints" / dataset / f"{method}-seed{seed}"
+
+
+def run_file_path(run_dir: str | Path, dataset: str, method: str, seed: int) -> Path:
+    """``run_dir/runs/<dataset>/<method>-seed<seed>.trec``: a cell's TREC run file (beside ``cells/``)."""
+    return Path(run_dir) / "runs" / dataset / f"{method}-seed{seed}.trec"
+
+
+def _save_run(cell: dict[str, Any], run, plan: Plan, run_dir: Path | None) -> None:
+    """Write the cell's test run as a TREC run file (atomically; the top ``top_k`` per query, tag
+    ``maw-<method>``, as ``maw evaluate --save-run``) and name it in ``cell["run_file"]``, relative to
+    the run folder."""
+    if run_dir is None:
+        return
+    from maw.evaluation.runfile import write_trec_run
+
+    path = run_file_path(run_dir, cell["dataset"], cell["method"], cell["seed"])
+    write_trec_run(run, path, tag=f"maw-{cell['method']}", k=plan.eval.top_k)
+    cell["run_file"] = path.relative_to(run_dir).as_posix()
+
+
 def _dense_cell(
     cell: dict[str, Any],
     encoder,
-    ds: _Dataset,
+    ds: CellDataset,
     plan: Plan,
     cache_dir: Path,
     prefix: tuple[str, int] | None = None,
+    run_dir: Path | None = None,
 ) -> None:
     """Test retrieval with a dense encoder over the full corpus: metrics + runtimes into ``cell``.
 
     The document embeddings go to a store under ``cache_dir`` (a kill during encoding keeps the
     finished shards). ``prefix``: (doc prefix-cache folder, first trainable layer) of a trained encoder, see
-    :class:`PrefixCachedRetriever`; otherwise the corpus is encoded by the whole model.
+    :class:`maw.training.prefix_cache.PrefixCachedRetriever`; otherwise the corpus is encoded by the whole model. ``run_dir``:
+    the run folder its TREC run file goes to (:func:`run_file_path`).
     """
     from maw.evaluation.metrics import evaluate_run
 
@@ -229,13 +248,14 @@ def _dense_cell(
         device=_device(plan),
         latency_queries=plan.eval.latency_queries,
         show_progress=plan.runtime.progress,
-        index=index_spec(plan.eval),
+        index=IndexSpec.of(plan.eval),
         embedding_dtype=plan.eval.embedding_dtype,
         shard_size=plan.eval.shard_size,
         cache_dir=cache_dir,
+        amp=retriever_amp(plan.model.precision),
     )
     if prefix is not None:
-        retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], **kwargs)
+        retriever = PrefixCachedRetriever(encoder, prefix[0], prefix[1], THROUGHPUT_SAMPLE, **kwargs)
     else:
         retriever = DenseRetriever(encoder, **kwargs)
     run = retriever.retrieve(ds.queries, ds.dataset.corpus, k=plan.eval.top_k)
@@ -243,6 +263,7 @@ def _dense_cell(
         return  # under torchrun every rank encoded its shards; rank 0 searched and holds the run
     t = retriever.timings
     result = evaluate_run(ds.splits.test, run)
+    _save_run(cell, run, plan, run_dir)
     cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
     cell["runtimes"].update(
         encode_s=t.get("doc_encode_seconds"),
@@ -255,7 +276,7 @@ def _dense_cell(
     cell["timings"] = dict(t)
 
 
-def _bm25_cell(cell: dict[str, Any], ds: _Dataset, plan: Plan) -> None:
+def _bm25_cell(cell: dict[str, Any], ds: CellDataset, plan: Plan, run_dir: Path | None = None) -> None:
     from maw.evaluation.metrics import evaluate_run
     from maw.retrieval.bm25 import BM25Retriever
 
@@ -269,6 +290,7 @@ def _bm25_cell(cell: dict[str, Any], ds: _Dataset, plan: Plan) -> None:
         retriever.retrieve({q: ds.queries[q]}, k=plan.eval.top_k)
         times.append(1000.0 * (time.perf_counter() - t0))
     result = evaluate_run(ds.splits.test, run)
+    _save_run(cell, run, plan, run_dir)
     cell["metrics"], cell["per_query"] = result.aggregate, result.per_query
     cell["params"] = {"total": 0, "trainable": 0}
     cell["runtimes"].update(
@@ -306,7 +328,7 @@ def shared_prefix_layer(cfg: BenchmarkConfig, dataset: str) -> int | None:
 
 def _zeroshot_cell(
     cell: dict[str, Any],
-    ds: _Dataset,
+    ds: CellDataset,
     plan: Plan,
     cfg: BenchmarkConfig,
     run_dir: Path,
@@ -335,6 +357,7 @@ def _zeroshot_cell(
         docs_plan = PrefixCache.plan(
             encoder, texts, model.doc_max_length, k, _prefix_cache_dir(cfg, run_dir, ds.key),
             cfg.train.prefix_cache_dtype, "docs", max_bytes,
+            amp=dtype_name(autocast_dtype(model.precision, _device(plan))),  # the trainer's encoding autocast
         )  # fmt: skip
         # the trainer's cap (prefix_cache_max_gb) holds for the cache built here too
         skipped = over_cap_reason([docs_plan], max_bytes)
@@ -349,95 +372,22 @@ def _zeroshot_cell(
 
     folder, skipped, build_s = rank0_first(ctx, build) if k is not None else (None, None, 0.0)
     if folder is None:
-        _dense_cell(cell, encoder, ds, plan, store_dir(plan, run_dir, ds.key))
+        _dense_cell(cell, encoder, ds, plan, store_dir(plan, run_dir, ds.key), run_dir=run_dir)
         if skipped is not None:
             cell["timings"]["prefix_cache_skipped"] = skipped
         return
     # keyed by the pretrained weights and the prefix cache: reused by a rerun of the run
-    _dense_cell(cell, encoder, ds, plan, store_dir(plan, run_dir, ds.key), prefix=(folder, k))
+    store = store_dir(plan, run_dir, ds.key)
+    _dense_cell(cell, encoder, ds, plan, store, prefix=(folder, k), run_dir=run_dir)
     if not ctx.is_main:
         return
     cell["runtimes"]["encode_s"] += build_s  # frozen layers (0 when the cache existed) + top layers
     cell["timings"]["prefix_build_seconds"] = build_s
 
 
-class PrefixCachedRetriever(DenseRetriever):
-    """A ``DenseRetriever`` whose corpus embeddings come from the trainer's frozen-prefix cache.
-
-    The hidden states entering the first trainable layer ``k`` of every document were computed
-    once by the trainer (``maw.training.prefix_cache``); only layers ``[k, N)`` of the trained
-    encoder run on the corpus here. The cache is used only when its key (prefix weights, texts,
-    max length, k, dtype) matches the trained encoder and the corpus, so the embeddings equal a
-    full encode up to float rounding (float32 cache) or float16 storage of the prefix states.
-    As in ``DenseRetriever``, the embeddings go shard by shard into an embedding store
-    (``embedding_dtype``, under ``cache_dir``), each rank encoding its shards under torch.distributed.
-    Queries are encoded by the full model. ``docs_per_second`` is the full model's throughput
-    (what indexing new documents costs), timed on ``throughput_sample`` documents spread evenly
-    over the corpus (typical lengths) after an untimed warm-up batch.
-    """
-
-    def __init__(
-        self,
-        encoder,
-        doc_cache_dir: str | Path,
-        first_trainable: int,
-        throughput_sample: int = THROUGHPUT_SAMPLE,
-        **kwargs,
-    ):
-        super().__init__(encoder, **kwargs)
-        self.prefix_cache = PrefixCache(doc_cache_dir)
-        self.first_trainable = first_trainable
-        self.throughput_sample = throughput_sample
-
-    def embed_corpus(self, corpus):
-        """The store of document embeddings (sharded across ranks as in ``DenseRetriever``), then
-        (rank 0) the full model's throughput on a sample."""
-        rows = CorpusRows(corpus)
-        texts = rows.texts(0, len(rows))
-        cache, k = self.prefix_cache, self.first_trainable
-        if PrefixCache.key(
-            self.encoder, texts, self.doc_max_length, k, cache.meta["dtype"]
-        ) != cache.meta.get("key"):
-            raise RuntimeError(
-                f"prefix cache {cache.folder} does not match the trained encoder and the corpus"
-            )
-        self.fingerprint_extra = f"prefix cache {cache.meta['key']} + layers {k + 1}..N"
-        self.encoder.eval()
-        ids, store = super().embed_corpus(corpus)
-        self.timings.update(
-            doc_encode_mode=f"prefix cache + layers {k + 1}..N",
-            prefix_cache=str(cache.folder),
-            prefix_cache_dtype=cache.meta["dtype"],
-        )
-        if rank_and_world()[0] == 0:
-            n = max(1, min(self.throughput_sample, len(texts)))
-            sample = texts[:: max(1, len(texts) // n)][:n]
-            self.encoder.encode(sample[:8], self.doc_max_length, self.batch_size)  # warm-up, not timed
-            t1 = time.perf_counter()
-            self.encoder.encode(sample, self.doc_max_length, self.batch_size)
-            full = time.perf_counter() - t1
-            self.timings.update(
-                docs_per_second=len(sample) / full if full > 0 else None, docs_per_second_sample=len(sample)
-            )
-        return ids, store
-
-    @torch.inference_mode()
-    def encode_shard(self, rows, start: int, stop: int, description: str) -> np.ndarray:
-        """Embeddings of corpus rows [start, stop): layers [k, N) over their cached states (cache
-        row i is corpus row i), longest first so that batches hold similar lengths."""
-        cache, k = self.prefix_cache, self.first_trainable
-        out = np.empty((stop - start, self.encoder.hidden_size), dtype=np.float32)
-        order = start + np.argsort(-cache.lengths[start:stop], kind="stable")
-        for b in range(0, len(order), self.batch_size):
-            batch = order[b : b + self.batch_size]
-            hidden, mask = cache.batch(batch.tolist(), self.device)
-            out[batch - start] = self.encoder.suffix(hidden, mask, k).float().cpu().numpy()
-        return out
-
-
 def _trained_cell(
     cell: dict[str, Any],
-    ds: _Dataset,
+    ds: CellDataset,
     plan: Plan,
     cfg: BenchmarkConfig,
     run_dir: Path,
@@ -445,7 +395,7 @@ def _trained_cell(
 ) -> None:
     from maw.training.trainer import train
 
-    cell_dir = run_dir / "checkpoints" / ds.key / f"{plan.method}-seed{plan.train.seed}"
+    cell_dir = trainer_dir(run_dir, ds.key, plan.method, plan.train.seed)
     train_cfg = dataclasses.replace(plan.train, prefix_cache_dir=_prefix_cache_dir(cfg, run_dir, ds.key))
     # under torchrun every rank trains this cell (DistributedDataParallel) and encodes its shards
     result = train(dataclasses.replace(plan, train=train_cfg), ds.dataset, ds.splits, cell_dir, ctx=ctx)
@@ -465,7 +415,7 @@ def _trained_cell(
     # new weights: a store of this cell's own (never shared with the zero-shot one, even when the
     # best epoch is 0), removed after the search
     store = store_dir(plan, run_dir, ds.key) / f"{plan.method}-seed{plan.train.seed}"
-    _dense_cell(cell, result.encoder, ds, plan, store, prefix=prefix)
+    _dense_cell(cell, result.encoder, ds, plan, store, prefix=prefix, run_dir=run_dir)
     if ctx.is_main:  # only the folder this cell wrote (keyed by its weights), then the empty parent
         shutil.rmtree(cell["timings"]["embedding_store"], ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -475,7 +425,7 @@ def _trained_cell(
 
 def run_benchmark(
     cfg: BenchmarkConfig, log: Callable[[str], None] | None = None, ctx: DistributedContext | None = None
-) -> BenchmarkOutcome:
+) -> Outcome:
     """Run every missing cell of ``cfg``, then rebuild the reports. See the module docstring.
 
     ``ctx``: the process group (default: join torchrun's if launched by it, else one process).
@@ -489,35 +439,7 @@ def run_benchmark(
             shutdown(ctx)
 
 
-def _claim(
-    run_dir: Path, key: str, method: str, seed: int, cfg: BenchmarkConfig, failed_once: dict
-) -> tuple[str, CellLock | None]:
-    """Rank 0: what to do with a cell. ``("run", lock)``, ``("copy-failure", lock)`` (the same
-    seed-independent computation failed for another seed in this invocation), or a skip: ``done``,
-    ``reused`` (seed-independent, copied), ``elsewhere`` (another process holds its lock)."""
-    if is_done(run_dir, key, method, seed):
-        return "done", None
-    if method in SEED_INDEPENDENT and _reuse(run_dir, key, method, seed, cfg.seeds):
-        return "reused", None
-    lock = CellLock.acquire(run_dir, key, method, seed)
-    if lock is None:
-        return "elsewhere", None
-    if is_done(run_dir, key, method, seed):  # finished by another process meanwhile
-        lock.release()
-        return "done", None
-    return ("copy-failure" if (key, method) in failed_once else "run"), lock
-
-
-SKIPS = {
-    "done": "done before, skipped",
-    "reused": "seed-independent, reused",
-    "elsewhere": "being run by another process (lock file), skipped",
-}
-
-
-def _run_benchmark(
-    cfg: BenchmarkConfig, log: Callable[[str], None], ctx: DistributedContext
-) -> BenchmarkOutcome:
+def _run_benchmark(cfg: BenchmarkConfig, log: Callable[[str], None], ctx: DistributedContext) -> Outcome:
     keys = check_dataset_keys(cfg.datasets)
     if cfg.run_name is None:
         if ctx.enabled:
@@ -550,67 +472,66 @@ def _run_benchmark(
         atomic_write_json(run_dir / "environment.json", environment_info())
 
     rank0_first(ctx, prepare)
-    outcome = BenchmarkOutcome(run_dir=run_dir)
-    t_start = time.perf_counter()
+    outcome = Outcome(folder=run_dir)
     total = len(cfg.datasets) * len(cfg.methods) * len(cfg.seeds)
-    done = 0
     failed_once: dict[tuple[str, str], dict[str, Any]] = {}  # seed-independent failures of this invocation
     procs = f", each cell on {ctx.world_size} processes" if ctx.enabled else ""
     log(f"run folder {run_dir} ({total} cells{procs})")
-    try:
+
+    def run(ds: CellDataset, method: str, seed: int) -> dict[str, Any]:
+        first = failed_once.get((ds.key, method))
+        if first is None:
+            return run_cell(ds, method, seed, cfg, run_dir, ctx)
+        # the same seed-independent computation failed for another seed (rank 0 only: never under
+        # torchrun, where a failed cell stops the run): its failure, nothing computed
+        cell = {**first, "seed": seed, "reused_from_seed": first["seed"]}
+        write_cell(run_dir, cell)
+        return cell
+
+    def ok(cell: dict[str, Any]) -> str:
+        shown = ", ".join(
+            f"{m} {cell['metrics'][m]:.4f}" for m in PRIMARY_METRICS if cell["metrics"].get(m) is not None
+        )
+        return f"ok in {cell['cell_seconds']:.1f} s ({shown})"
+
+    def after(cell: dict[str, Any]) -> None:
+        if cell["status"] == "ok":
+            try:
+                tracker.log_cell(cell)
+            except Exception as exc:  # tracking is optional; the result is already safe on disk
+                log(f"tracker error {type(exc).__name__}: {exc}")
+        elif cell["method"] in SEED_INDEPENDENT:
+            failed_once.setdefault((cell["dataset"], cell["method"]), cell)
+
+    def jobs():
+        done = 0
         for name, key in zip(cfg.datasets, keys, strict=True):
-            ds = _Dataset(name, key, cfg)
+            ds = CellDataset(name, key, cfg)
             for method in cfg.methods:
                 for seed in cfg.seeds:
                     done += 1
-                    tag = f"[{done}/{total}] {key} {method} seed {seed}"
-                    action, lock = (
-                        _claim(run_dir, key, method, seed, cfg, failed_once) if main else (None, None)
+                    yield Job(
+                        label=(key, method, seed),
+                        tag=f"[{done}/{total}] {key} {method} seed {seed}",
+                        folder=run_dir,
+                        dataset=key,
+                        name=method,
+                        seed=seed,
+                        run=functools.partial(run, ds, method, seed),
+                        done=functools.partial(is_done, run_dir, key, method, seed),
+                        ok=ok,
+                        reuse=functools.partial(_reuse, run_dir, key, method, seed, cfg.seeds)
+                        if method in SEED_INDEPENDENT
+                        else None,
+                        after=after,
                     )
-                    action = broadcast_object(action, ctx)
-                    if action in SKIPS:
-                        (outcome.running_elsewhere if action == "elsewhere" else outcome.skipped).append(
-                            (key, method, seed)
-                        )
-                        log(f"{tag}: {SKIPS[action]}")
-                        continue
-                    try:
-                        if action == "copy-failure":  # rank 0 only: nothing is computed
-                            first = failed_once[(key, method)]
-                            cell = {**first, "seed": seed, "reused_from_seed": first["seed"]}
-                            write_cell(run_dir, cell)
-                        else:
-                            cell = _run_cell(ds, method, seed, cfg, run_dir, ctx)
-                    finally:
-                        if lock is not None:
-                            lock.release()
-                    if not main:
-                        continue
-                    if cell["status"] == "ok":
-                        try:
-                            tracker.log_cell(cell)
-                        except Exception as exc:  # tracking is optional; the result is already safe on disk
-                            log(f"{tag}: tracker error {type(exc).__name__}: {exc}")
-                        outcome.ran.append((key, method, seed))
-                        shown = ", ".join(
-                            f"{m} {cell['metrics'].get(m, float('nan')):.4f}"
-                            for m in PRIMARY_METRICS
-                            if cell["metrics"].get(m) is not None
-                        )
-                        log(f"{tag}: ok in {cell['cell_seconds']:.1f} s ({shown})")
-                    else:
-                        if method in SEED_INDEPENDENT:
-                            failed_once.setdefault((key, method), cell)
-                        outcome.failed.append((key, method, seed, cell["error"]))
-                        log(f"{tag}: FAILED: {cell['error']}")
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        log("interrupted: finished cells are kept; rebuilding the reports from them")
+
+    try:
+        run_jobs(jobs(), outcome, log, ctx)
     finally:
         tracker.close()
         if main:
             build_reports(run_dir)
-        outcome.seconds = time.perf_counter() - t_start
     if not main:
         return outcome
     # cells of this configuration that are failed on disk (e.g. from an earlier invocation) also count
@@ -621,7 +542,7 @@ def _run_benchmark(
                 if path.exists() and (key, method, seed) not in {f[:3] for f in outcome.failed}:
                     c = read_cell(path)
                     if c["status"] != "ok":
-                        outcome.failed.append((key, method, seed, c["error"]))
+                        outcome.fail((key, method, seed), c["error"])
     log(
         f"reports in {run_dir} (REPORT.md, summary.txt); {len(outcome.ran)} ran, {len(outcome.skipped)} skipped, "
         f"{len(outcome.failed)} failed, {outcome.seconds:.1f} s"
@@ -637,6 +558,12 @@ def _reuse(run_dir: Path, key: str, method: str, seed: int, seeds: list[int]) ->
             origin = src.get("reused_from_seed") or src["seed"]
             copy = {**src, "seed": seed, "reused_from_seed": origin, "seed_independent": True}
             copy["config"] = {**src.get("config", {}), "seed": seed}
+            source = run_file_path(run_dir, key, method, other)
+            if src.get("run_file") and source.is_file():  # the same run, under this seed's name
+                target = run_file_path(run_dir, key, method, seed)
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(source, tmp)
+                copy["run_file"] = target.relative_to(run_dir).as_posix()
             write_cell(run_dir, copy)
             return True
     return False
@@ -647,8 +574,8 @@ class CellFailedOnARank(RuntimeError):
     would wait for it), so the run stops; rank 0 has written the cell file when it was the one."""
 
 
-def _run_cell(
-    ds: _Dataset,
+def run_cell(
+    ds: CellDataset,
     method: str,
     seed: int,
     cfg: BenchmarkConfig,
@@ -673,7 +600,7 @@ def _run_cell(
         cell["dataset_info"] = ds.info
         if method == "bm25":
             if ctx.is_main:  # one process: BM25 has no use for the other ranks
-                _bm25_cell(cell, ds, plan)
+                _bm25_cell(cell, ds, plan, run_dir=run_dir)
         elif method == "zeroshot":
             _zeroshot_cell(cell, ds, plan, cfg, run_dir, ctx)
         elif method in TRAINED_METHODS:

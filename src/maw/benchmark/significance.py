@@ -31,6 +31,16 @@ Conventions (also written into REPORT.md):
   test is not rejected at ``alpha_i``, so it excludes 0 exactly when the verdict is significant.
   The unadjusted 95% t interval (``ttest_rel(...).confidence_interval``) is kept in the JSON;
   :func:`bootstrap_ci` gives a percentile bootstrap interval as another alternative.
+* **What a verdict may say.** "beat" / "lost to": Holm-significant, by the sign of the difference.
+  Otherwise "no significant difference", with the minimum detectable effect (:func:`mde`, 80%
+  power, at the strictest Holm level ``alpha / m``): a non-significant test is not evidence of no
+  difference. "equivalent within ±m" only from an equivalence test whose margin ``m`` was fixed
+  before the test split was read (``--equivalence-margin``; none by default, and then no
+  equivalence is ever claimed): TOST, two one-sided paired tests of ``H0: mean(d) <= -m`` and
+  ``H0: mean(d) >= +m``, each a one-sided randomisation test on the same sign patterns as above
+  (``p = (1 + #{r : mean(s_r (d + m)) >= mean(d + m)}) / (R + 1)`` and its mirror), the TOST
+  p-value the larger of the two; Holm over the family as for the difference tests. The paired
+  t-test version (``scipy.stats.ttest_1samp`` one-sided at ``-m`` and ``+m``) is kept as a cross-check.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from scipy import stats
 
 DEFAULT_RESAMPLES = 10_000
 ALPHA = 0.05
+POWER = 0.8  # of the minimum detectable effect (mde)
 _CHUNK = 1 << 22  # sign-pattern entries materialised at once (R_chunk x n)
 
 
@@ -98,6 +109,28 @@ def paired_ttest(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tupl
     return float(res.pvalue), float(ci.low), float(ci.high)
 
 
+def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable mean difference of a two-sided paired test (normal approximation):
+    ``(z_{1-alpha/2} + z_{power}) * sd / sqrt(n)``, ``sd`` the SD of the per-query differences."""
+    if n < 1:
+        raise ValueError("mde: n must be >= 1")
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd / math.sqrt(n))
+
+
+def paired_tost_ttest(a: np.ndarray, b: np.ndarray, margin: float) -> float:
+    """TOST p-value of equivalence within ``±margin`` from two one-sided paired t-tests:
+    ``max(p(H0: mean(a - b) <= -margin), p(H0: mean(a - b) >= +margin))``."""
+    a, b = _check_pair(a, b)
+    if not margin > 0:
+        raise ValueError(f"equivalence margin must be > 0, got {margin!r}")
+    d = a - b
+    if len(d) < 2 or np.allclose(d, d[0], rtol=0.0, atol=1e-15):
+        return 0.0 if abs(float(d.mean())) < margin else 1.0
+    lower = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
+    upper = stats.ttest_1samp(d, margin, alternative="less").pvalue
+    return float(max(lower, upper))
+
+
 # --------------------------------------------------------------------------- randomisation test
 @dataclass
 class SignFlipNull:
@@ -141,6 +174,30 @@ class SignFlipNull:
         if self.exact:
             return hits / self.a.size
         return min(1.0, (1 + hits) / (self.a.size + 1))
+
+    def pvalue_one_sided(self, shift: float, alternative: str) -> float:
+        """One-sided p-value on the same sign patterns: ``alternative="greater"`` tests
+        ``H0: mean(d) <= shift`` (large ``mean(d - shift)`` is evidence against it), ``"less"`` tests
+        ``H0: mean(d) >= shift``."""
+        if alternative not in ("greater", "less"):
+            raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+        obs = float(self.d.mean()) - shift
+        null = self.a - shift * self.b  # (R,)
+        tol = 1e-9 * max(abs(obs), float(np.abs(self.d).mean()), 1e-300)
+        if alternative == "greater":
+            hits = int(np.count_nonzero(null >= obs - tol))
+        else:
+            hits = int(np.count_nonzero(null <= obs + tol))
+        if self.exact:
+            return hits / self.a.size
+        return min(1.0, (1 + hits) / (self.a.size + 1))
+
+    def tost(self, margin: float) -> float:
+        """TOST p-value of ``|mean(d)| < margin``: the larger of the one-sided p-values of
+        ``H0: mean(d) <= -margin`` and ``H0: mean(d) >= +margin``."""
+        if not margin > 0:
+            raise ValueError(f"equivalence margin must be > 0, got {margin!r}")
+        return max(self.pvalue_one_sided(-margin, "greater"), self.pvalue_one_sided(margin, "less"))
 
     def interval(self, level: float) -> tuple[float, float]:
         """Shifts δ not rejected at ``level`` (p(δ) > level): (low, high), ±inf when unbounded."""
@@ -262,6 +319,15 @@ class Comparison:
     holm_ci_low: float | None = None
     holm_ci_high: float | None = None
     n_resamples: int = DEFAULT_RESAMPLES
+    sd_diff: float | None = None  # SD of the per-query differences
+    mde_holm: float | None = None  # minimum detectable effect at alpha / m (strictest Holm step)
+    mde: float | None = None  # the same at alpha
+    family_size: int | None = None  # m: tested comparisons of the Holm family
+    margin: float | None = None  # equivalence margin fixed before the test split was read (None: no TOST)
+    p_tost: float | None = None  # randomisation TOST p-value (equivalence within ±margin)
+    p_tost_ttest: float | None = None  # the paired t-test TOST, a cross-check
+    p_tost_holm: float | None = None
+    equivalent: bool | None = None  # Holm-adjusted TOST p <= alpha
     _null: SignFlipNull | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,12 +337,34 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """ "better" / "worse" (significant, by the sign of diff), "n.s.", or "not tested" (degenerate)."""
+        """The outcome code: "better" / "worse" (significant, by the sign of diff), "equivalent" (not
+        significant, and TOST within the fixed margin), "n.s.", or "not tested" (degenerate).
+        :attr:`verdict_text` says it in words."""
         if self.degenerate:
             return "not tested"
-        if not self.significant:
-            return "n.s."
-        return "better" if self.diff > 0 else "worse"
+        if self.significant:
+            return "better" if self.diff > 0 else "worse"
+        return "equivalent" if self.equivalent else "n.s."
+
+    @property
+    def verdict_text(self) -> str:
+        """What the tests showed, in words: "beat", "lost to", "equivalent within ±m", "no
+        significant difference (could detect ≥ X)" (X: :attr:`mde_holm`), or "not tested: why"."""
+        outcome = self.verdict
+        if outcome == "not tested":
+            return f"not tested: {self.degenerate}"
+        within = f"±{self.margin:g}" if self.margin is not None else ""
+        if outcome in ("better", "worse"):
+            text = "beat" if outcome == "better" else "lost to"
+            return text + (f" (by less than the {within} margin: also equivalent)" if self.equivalent else "")
+        if outcome == "equivalent":
+            return f"equivalent within {within}"
+        text = "no significant difference" + (
+            f" (could detect ≥ {self.mde_holm:.4f})" if self.mde_holm is not None else ""
+        )
+        if self.margin is not None:
+            text += f"; not shown equivalent within {within}"
+        return text
 
 
 def compare(
@@ -287,8 +375,11 @@ def compare(
     scores_baseline: Mapping[str, float],
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    margin: float | None = None,
 ) -> Comparison:
-    """Paired tests on the queries both systems were scored on. scores: qid -> per-query value."""
+    """Paired tests on the queries both systems were scored on. scores: qid -> per-query value.
+    ``margin``: the equivalence margin fixed before the test split was read (TOST; None: no
+    equivalence test)."""
     qids = sorted(set(scores_method) & set(scores_baseline))
     if not qids:
         raise ValueError(f"{method} vs {baseline} on {metric}: no query scored for both")
@@ -304,19 +395,42 @@ def compare(
         mean_baseline=float(b.mean()),
         diff=d,
         n_resamples=n_resamples,
+        margin=margin,
     )
     reason = degenerate_reason(a, b)
     if reason:
         return Comparison(**common, ci_low=d, ci_high=d, p_ttest=None, p_perm=None, degenerate=reason)
     p_t, lo, hi = paired_ttest(a, b)
     null = SignFlipNull.build(a - b, n_resamples, seed)
-    return Comparison(**common, ci_low=lo, ci_high=hi, p_ttest=p_t, p_perm=null.pvalue(0.0), _null=null)
+    tost = {}
+    if margin is not None:
+        tost = {"p_tost": null.tost(margin), "p_tost_ttest": paired_tost_ttest(a, b, margin)}
+    return Comparison(
+        **common,
+        ci_low=lo,
+        ci_high=hi,
+        p_ttest=p_t,
+        p_perm=null.pvalue(0.0),
+        sd_diff=float((a - b).std(ddof=1)),
+        **tost,
+        _null=null,
+    )
 
 
 def apply_holm(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
     """Holm over the non-degenerate comparisons of one family (one dataset): adjusted p-values,
-    verdicts and Holm-adjusted intervals, filled in place."""
+    verdicts, Holm-adjusted intervals, minimum detectable effects and (with a margin) Holm-adjusted
+    TOST p-values, filled in place."""
     tested = [c for c in comparisons if not c.degenerate]
+    for c in tested:
+        c.family_size = len(tested)
+        if c.sd_diff is not None:
+            c.mde = mde(c.sd_diff, c.n, alpha)
+            c.mde_holm = mde(c.sd_diff, c.n, alpha / len(tested))
+    with_margin = [c for c in tested if c.p_tost is not None]
+    for adj, c in zip(holm([c.p_tost for c in with_margin]), with_margin, strict=True):
+        c.p_tost_holm = adj
+        c.equivalent = adj <= alpha
     for adj, c in zip(holm([c.p_ttest for c in tested]), tested, strict=True):
         c.p_ttest_holm = adj
     p = [c.p_perm for c in tested]

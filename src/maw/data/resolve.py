@@ -12,6 +12,12 @@ Resolution order of :func:`resolve_dataset` for ``name_or_path``:
 
 When everything fails, ONE DataError lists every location tried and the URL. Names of the form
 ``cqadupstack/android`` resolve ``cqadupstack`` then take its ``android`` sub-folder.
+
+:func:`load_dataset` also takes ``ir_datasets`` collections, which have no folder of their own:
+``irds:<id>`` (e.g. ``irds:beir/scifact/test``) and the short names ``trec-dl-2019``,
+``trec-dl-2020`` and ``lotte-DOMAIN[-dev|-test][-search|-forum]`` (a local folder of the same name,
+steps 3-4, wins over a short name). They are read by :mod:`maw.data.irds`, which documents how ids
+map to the train / dev / test splits.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 from maw.data.beir import load_beir
 from maw.data.download import BEIR_DATASETS, NOT_PUBLIC, download_and_extract
+from maw.data.irds import is_irds, load_irds, short_name
 from maw.data.lotte import is_lotte_folder, load_lotte
 from maw.data.msmarco import load_msmarco
 from maw.data.types import DataError, RetrievalDataset
@@ -106,6 +113,10 @@ def resolve_dataset(
     text = str(name_or_path)
     if text == DEMO:
         return demo_path()
+    if is_irds(text):
+        raise DataError(
+            f"dataset {text!r} is an ir_datasets id: it has no folder; load it with maw.data.load_dataset"
+        )
     path = Path(text).expanduser()
     if path.is_dir():
         return path
@@ -144,7 +155,9 @@ def resolve_dataset(
         hint = (
             f"{text!r} is listed by BEIR but not publicly downloadable; build it with BEIR's instructions"
             if text in NOT_PUBLIC
-            else f"{text!r} is not a known dataset name; known: demo, {', '.join(sorted(BEIR_DATASETS))}"
+            else f"{text!r} is not a known dataset name; known: demo, {', '.join(sorted(BEIR_DATASETS))}; "
+            "ir_datasets ids as irds:<id> (e.g. irds:beir/scifact/test), trec-dl-2019, trec-dl-2020, "
+            "lotte-DOMAIN"
         )
         raise DataError(
             f"dataset {text!r} not found. Looked in:\n  - {where}\n{hint}, or pass a folder path."
@@ -176,13 +189,33 @@ def load_folder(folder: str | Path, name: str | None = None) -> RetrievalDataset
     return load_msmarco(root, name=name)
 
 
+def _is_irds_argument(text: str, data_dir: str | Path | None) -> bool:
+    """``irds:<id>``, or a short name (trec-dl-2019, lotte-science) with no local folder of that name."""
+    if is_irds(text):
+        return True
+    try:
+        is_short = short_name(text) is not None
+    except DataError:  # lotte-<unknown domain>: load_irds explains, unless a folder has that name
+        is_short = True
+    if not is_short:
+        return False
+    try:
+        resolve_dataset(text, data_dir=data_dir, download=False)
+    except DataError:
+        return True
+    return False
+
+
 def load_dataset(name_or_path: str | Path, data_dir: str | Path | None = None) -> RetrievalDataset:
     """Resolve ``name_or_path`` (see :func:`resolve_dataset`) and load it as a RetrievalDataset.
 
     Named datasets keep their name ("demo", "scifact", "cqadupstack-android"); folders are named
-    after the folder.
+    after the folder. ``irds:<id>`` and the short names of :mod:`maw.data.irds` are read through
+    ``ir_datasets`` and keep the argument as their name (``data_dir`` does not apply to them).
     """
     text = str(name_or_path)
+    if _is_irds_argument(text, data_dir):
+        return load_irds(text)
     folder = resolve_dataset(text, data_dir=data_dir)
     is_name = text == DEMO or not Path(text).expanduser().exists()
     name = text.replace("/", "-") if is_name else None

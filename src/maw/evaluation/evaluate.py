@@ -29,12 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from maw.config import ConfigError, DataConfig, index_spec, to_dict
+from maw.config import ConfigError, DataConfig, to_dict
 from maw.evaluation.metrics import NOT_APPLICABLE, PRIMARY_METRICS, MetricResult, evaluate_run
 from maw.plan import Plan
 from maw.utils.io import atomic_write_json, default_cache_dir, environment_info
-
-EVALUATE_METHODS = ("bm25", "zeroshot", "lora", "finetune", "maw", "full")
 
 
 def default_out_path(dataset_name: str, method: str, split: str) -> Path:
@@ -103,6 +101,8 @@ def run_evaluation(
     else:
         from maw.models.encoder import Encoder
         from maw.retrieval.dense import DenseRetriever
+        from maw.retrieval.index import IndexSpec
+        from maw.utils.precision import retriever_amp
 
         model = plan.model
         if encoder is None:
@@ -124,9 +124,10 @@ def run_evaluation(
             device=device or plan.runtime.device,
             latency_queries=plan.eval.latency_queries,
             show_progress=plan.runtime.progress,
-            index=index_spec(plan.eval),
+            index=IndexSpec.of(plan.eval),
             embedding_dtype=plan.eval.embedding_dtype,
             shard_size=plan.eval.shard_size,
+            amp=retriever_amp(model.precision),
         )
         run = retriever.retrieve(queries, dataset.corpus, k=plan.eval.top_k)
         if rank != 0:

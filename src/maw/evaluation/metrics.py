@@ -5,11 +5,14 @@ The suite
 ``SUITE`` is the one list of measures every result file reports, named the ``ir_measures`` way
 (``str(measure)`` is the key in every dict):
 
-* ``nDCG@{1,3,5,10,20,100,1000}`` - graded gains (gain = the qrels grade, log2 discount; trec_eval
-  ``ndcg_cut``).
-* ``R@{1,3,5,10,20,100,1000}``, ``P@{1,3,5,10,20,100}``, ``RR@10``, ``RR``, ``AP``, ``AP@100``,
-  ``Rprec``, ``Bpref``, ``Success@{1,3,5,10,20,100}`` - binary measures; a document is relevant when
-  its grade is ``>= 1`` (``ir_measures``' default ``rel=1``, trec_eval ``-l 1``).
+* ``nDCG@{1,3,5,10,15,20,100,1000}`` and uncut ``nDCG`` - graded gains (gain = the qrels grade,
+  log2 discount; trec_eval ``ndcg_cut`` and ``ndcg``: uncut nDCG scores the whole retrieved list
+  against the ideal ranking of every judged document).
+* ``R@{1,3,5,10,15,20,100,1000}``, ``P@{1,3,5,10,15,20,100,1000}``, ``RR@10``, ``RR``, ``AP``,
+  ``AP@{10,100,1000}``, ``Rprec``, ``Bpref``, ``Success@{1,3,5,10,20,100}`` - binary measures; a
+  document is relevant when its grade is ``>= 1`` (``ir_measures``' default ``rel=1``, trec_eval
+  ``-l 1``). ``AP@k`` is trec_eval's ``map_cut.k``: precision summed over the relevant documents in
+  the top k, divided by the number of relevant documents (all of them, not only those within k).
 * ``Judged@{10,100}`` - share of the top-k that has any judgement (grade 0 included): a hint of how
   far a ranking strays from the judged pool, not a quality figure.
 
@@ -37,6 +40,12 @@ queries without any relevant document, are ignored; both are counted in ``Metric
 Efficiency figures (encode docs/s, query latency, QPS, index bytes) are added by the caller.
 Measures that do not apply to these collections are listed in ``NOT_APPLICABLE`` with the reason;
 they appear as ``None`` in ``MetricResult.aggregate`` and are never invented.
+
+Calibration measures (Brier score, expected calibration error) are not in the suite: they compare
+predicted probabilities of relevance with outcomes, and a ranked list of retrieval scores (cosine
+similarities, BM25 weights) carries no calibrated probabilities - only an order. Turning scores
+into probabilities would need a calibration model fitted on held-out judgements, which is a
+modelling choice of its own, not a property of the run; so they are neither computed nor listed.
 """
 
 from __future__ import annotations
@@ -53,13 +62,14 @@ from maw.data.types import Qrels, Run
 RELEVANCE_LEVEL = 1  # binary measures: relevant <=> grade >= 1
 
 SUITE: list = [
-    *(nDCG @ k for k in (1, 3, 5, 10, 20, 100, 1000)),
-    *(R @ k for k in (1, 3, 5, 10, 20, 100, 1000)),
-    *(P @ k for k in (1, 3, 5, 10, 20, 100)),
+    *(nDCG @ k for k in (1, 3, 5, 10, 15, 20, 100, 1000)),
+    nDCG,
+    *(R @ k for k in (1, 3, 5, 10, 15, 20, 100, 1000)),
+    *(P @ k for k in (1, 3, 5, 10, 15, 20, 100, 1000)),
     RR @ 10,
     RR,
     AP,
-    AP @ 100,
+    *(AP @ k for k in (10, 100, 1000)),
     Rprec,
     Bpref,
     *(Success @ k for k in (1, 3, 5, 10, 20, 100)),
@@ -78,7 +88,10 @@ NOT_APPLICABLE: dict[str, str] = {
     "ExactMatch": "needs gold answer strings; these are document-ranking collections without answers",
 }
 
-PRIMARY_METRICS = ["nDCG@10", "R@100", "RR@10", "AP"]
+# the metrics every report, history and model card shows first (maw's one list of them)
+PRIMARY_METRICS = ("nDCG@10", "R@100", "RR@10", "AP")
+# the model-selection metric: best epoch and early stopping on validation, a sweep's ranking
+SELECTION_METRIC = "nDCG@10"
 
 
 @dataclass

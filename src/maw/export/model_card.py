@@ -12,14 +12,15 @@ A section whose file was not given says so instead of showing a number.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from maw.evaluation.metrics import PRIMARY_METRICS
 from maw.utils.io import atomic_write_text
 
 TAGS = ["sentence-transformers", "feature-extraction", "maw", "dense-retrieval"]
 DEFAULT_BASE = "sentence-transformers/all-MiniLM-L6-v2"  # maw.config.default_model()
-CARD_METRICS = ["nDCG@10", "R@100", "RR@10", "AP"]  # maw.evaluation.metrics.PRIMARY_METRICS
 MAW_FIELDS = (
     "depth_dim",
     "router",
@@ -42,15 +43,45 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML scalar
 
 
-def _base_model(plan: dict) -> str | None:
-    """The Hub id of the backbone: the default's, or the model as given unless it is a local path."""
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")  # namespace/name
+
+
+def is_hub_id(name: str) -> bool:
+    """``namespace/name`` as the Hub spells repository ids, and not a folder here."""
+    return bool(HUB_ID.match(name)) and ".." not in name and not Path(name).exists()
+
+
+def model_name(plan: dict) -> tuple[str | None, str]:
+    """(Hub id or None, the name to show) of a plan's backbone; never a local path.
+
+    The default backbone is sentence-transformers/all-MiniLM-L6-v2. A local folder is named by the
+    ``_name_or_path`` of its config.json when that is a Hub id (a downloaded or saved copy of a Hub
+    model), else by the folder's own name. Anything else given to ``--model`` is a Hub id.
+    """
     model = plan.get("model", {})
     if model.get("model_is_default"):
-        return DEFAULT_BASE
+        return DEFAULT_BASE, DEFAULT_BASE
     name = str(model.get("model") or "")
-    if not name or name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1:
-        return None
-    return name
+    if not name:
+        return None, "?"
+    if is_hub_id(name):
+        return name, name
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            origin = str(
+                json.loads((folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path") or ""
+            )
+        except (OSError, ValueError):
+            origin = ""
+        if is_hub_id(origin):
+            return origin, origin
+    return None, folder.name or name
+
+
+def _base_model(plan: dict) -> str | None:
+    """The Hub id of the backbone (the card's ``base_model``), or None when it has none."""
+    return model_name(plan)[0]
 
 
 def _fmt(value: Any) -> str:
@@ -73,7 +104,7 @@ def _metrics_section(evaluation: dict | None, run_result: dict | None) -> tuple[
         ds = evaluation.get("dataset", {})
         per_query = evaluation.get("per_query", {})
         rows, names = [], []
-        for name in CARD_METRICS:
+        for name in PRIMARY_METRICS:
             value = evaluation.get("metrics", {}).get(name)
             scores = [v for v in per_query.get(name, {}).values() if v is not None]
             if value is None:
@@ -93,7 +124,7 @@ def _metrics_section(evaluation: dict | None, run_result: dict | None) -> tuple[
         return text, names
     history = (run_result or {}).get("history") or []
     if history:
-        names = [n for n in CARD_METRICS if any(n in (h.get("val") or {}) for h in history)]
+        names = [n for n in PRIMARY_METRICS if any(n in (h.get("val") or {}) for h in history)]
         rows = [[str(h.get("epoch")), *[(h.get("val") or {}).get(n) for n in names]] for h in history]
         best = (run_result or {}).get("best_epoch")
         text = (
@@ -221,7 +252,7 @@ def model_card(
     front.append("---")
 
     where = model_id or "path/to/this/folder"
-    backbone = base or (plan.get("model") or {}).get("model", "?")
+    backbone = model_name(plan)[1]  # a Hub id or a folder's name: never a local path
     what = (
         f"A dense retriever: `{backbone}` fine-tuned with maw's `{method}` method"
         + (
@@ -267,7 +298,7 @@ def model_card(
         ]
     sections = [
         "\n".join(front),
-        f"# {Path(str(backbone)).name} + {TITLES.get(method, method)}"
+        f"# {backbone.rsplit('/', 1)[-1]} + {TITLES.get(method, method)}"
         + (f", trained on {datasets[0]}" if datasets else "")
         + " (maw)",
         what,
@@ -288,4 +319,4 @@ def write_model_card(folder: str | Path, saved: dict, info: dict, lengths: tuple
     return path
 
 
-__all__ = ["model_card", "write_model_card"]
+__all__ = ["is_hub_id", "model_card", "model_name", "write_model_card"]

@@ -65,6 +65,33 @@ class ExportError(ValueError):
     """The checkpoint cannot be exported (the message names the file or the reason)."""
 
 
+# the export extra (pyproject.toml): the sentence_transformers module paths used here and in
+# st_module.py (base.modules.Normalize) are those of 6.x
+ST_VERSIONS = ((6, 0), (7, 0))  # [lowest, first excluded)
+INSTALL_HINT = "pip install 'maw[export]'"
+
+
+def require_sentence_transformers() -> str:
+    """The installed sentence-transformers version; ExportError naming the ``export`` extra when it
+    is missing or outside the supported versions."""
+    import re
+
+    try:
+        import sentence_transformers
+    except ImportError:
+        raise ExportError(
+            f"maw export needs sentence-transformers (the 'export' extra), which is not installed: {INSTALL_HINT}"
+        ) from None
+    version = str(getattr(sentence_transformers, "__version__", "0"))
+    parts = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    (lo, hi) = ST_VERSIONS
+    if not lo <= parts < hi:
+        raise ExportError(
+            f"maw export needs sentence-transformers >= {lo[0]}.{lo[1]}, < {hi[0]}, found {version}: {INSTALL_HINT}"
+        )
+    return version
+
+
 # ---------------------------------------------------------------------------------------------- MAW code
 def _package_root() -> Path:
     import maw
@@ -195,15 +222,17 @@ def ship_maw_code(dest: str | Path, roots: Sequence[str] = MAW_ROOTS) -> list[st
 
 # ---------------------------------------------------------------------------------------------- model
 def _checkpoint_folder(path: Path) -> Path:
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        return path
-    if (path / "best" / "config.json").is_file():
-        return path / "best"
-    raise ExportError(f"{path}: not a maw checkpoint (no config.json + model.safetensors) nor a run folder")
+    """The checkpoint folder ``path`` names, by the one rule of ``maw.training.checkpoint``."""
+    from maw.training.checkpoint import CheckpointError, checkpoint_folder
+
+    try:
+        return checkpoint_folder(path)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _load(folder: Path):
-    from maw.training import load_trained_encoder
+    from maw.training.methods import load_trained_encoder
 
     loaded = load_trained_encoder(folder)
     return loaded[0], loaded[-1]  # (encoder, ..., the folder's config.json)
@@ -251,8 +280,39 @@ def _maw_spec(encoder) -> dict[str, Any]:
     return {"format_version": MAW_FORMAT_VERSION, "layers": sorted(layers, key=lambda e: e["layer"])}
 
 
-def _write_encoder(encoder, out: Path, doc_max_length: int, query_max_length: int) -> dict[str, Any]:
-    """Module 0 into ``out``; returns what the card reports (``kind``, MAW spec, shipped files)."""
+def check_family(encoder) -> None:
+    """Raise ExportError for MAW in an encoder family the shipped module cannot rebuild.
+
+    ``modeling_maw.MAWTransformer`` (:mod:`maw.export.st_module`) puts MAW into ``attention.self`` of
+    BERT-family layers only; an MPNet or DistilBERT model with MAW would load there as the plain
+    model. Plain exports (lora, finetune, full) are Hugging Face weights and work for every family.
+    """
+    from maw.models.maw_encoder import maw_modules
+
+    family = encoder.family.name
+    if maw_modules(encoder) and family != "bert":
+        raise ExportError(
+            f"maw export: MAW in a {family} encoder cannot be exported to sentence-transformers yet "
+            f"(the exported MAW module supports the bert family only); lora, finetune and full "
+            f"checkpoints of {family} models export"
+        )
+
+
+def _name_config(out: Path, name: str) -> None:
+    """Set ``_name_or_path`` of ``out/config.json`` (transformers leaves it out when saving): the
+    backbone's Hub id, else its name, never a local path (see ``maw.export.model_card.model_name``)."""
+    path = out / "config.json"
+    config = read_json(path)
+    atomic_write_json(
+        path, {"_name_or_path": name, **{k: v for k, v in config.items() if k != "_name_or_path"}}
+    )
+
+
+def _write_encoder(
+    encoder, out: Path, doc_max_length: int, query_max_length: int, name: str | None = None
+) -> dict[str, Any]:
+    """Module 0 into ``out``; returns what the card reports (``kind``, MAW spec, shipped files).
+    ``name``: the ``_name_or_path`` written into config.json (the backbone's Hub id or name)."""
     from safetensors.torch import save_file
 
     backbone = encoder.backbone
@@ -271,6 +331,8 @@ def _write_encoder(encoder, out: Path, doc_max_length: int, query_max_length: in
         shutil.copyfile(Path(__file__).with_name("st_module.py"), out / MODULE_FILE)
     else:
         backbone.save_pretrained(out, safe_serialization=True)
+    if name:
+        _name_config(out, name)
     tokenizer = encoder.tokenizer
     previous = tokenizer.model_max_length
     tokenizer.model_max_length = doc_max_length
@@ -385,8 +447,9 @@ def export_sentence_transformers(
     folder, when there is one) for the data, the validation history and the library versions;
     ``model_id``: the Hub id the card shows in its usage snippet. Returns ``out_dir``.
     """
-    from maw.export.model_card import write_model_card
+    from maw.export.model_card import model_name, write_model_card
 
+    require_sentence_transformers()
     folder = _checkpoint_folder(Path(checkpoint_dir))
     out = Path(out_dir)
     _check_target(out)
@@ -396,11 +459,15 @@ def export_sentence_transformers(
     eval_record = read_json(evaluation) if evaluation else None
 
     encoder, saved = _load(folder)
+    check_family(encoder)
     lengths = max_lengths(saved, str(folder / "config.json"))
     expected = encoder.encode(list(PROBE_TEXTS), lengths[1], batch_size=len(PROBE_TEXTS))  # before any merge
     tmp = staging_dir(out.parent, prefix=f".{out.name}.")
     try:
-        info = _write_encoder(encoder, tmp, doc_max_length=lengths[1], query_max_length=lengths[0])
+        hub_id, shown = model_name(_plan(saved))
+        info = _write_encoder(
+            encoder, tmp, doc_max_length=lengths[1], query_max_length=lengths[0], name=hub_id or shown
+        )
         info["method"] = _plan(saved).get("method")
         _write_st_files(tmp, encoder.hidden_size, encoder.normalize, info, lengths)
 
@@ -418,4 +485,11 @@ def export_sentence_transformers(
     return out
 
 
-__all__ = ["ExportError", "export_sentence_transformers", "max_lengths", "merge_lora", "ship_maw_code"]
+__all__ = [
+    "ExportError",
+    "export_sentence_transformers",
+    "max_lengths",
+    "merge_lora",
+    "require_sentence_transformers",
+    "ship_maw_code",
+]

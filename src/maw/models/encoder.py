@@ -1,12 +1,16 @@
-"""The dense encoder: a Hugging Face BERT-family backbone, mean pooling, L2 normalisation.
+"""The dense encoder: a Hugging Face encoder backbone, mean pooling, L2 normalisation.
 
 This is the sentence-transformers recipe of all-MiniLM-L6-v2, written so that the layer stack is
 run explicitly. That gives two things the rest of the package relies on:
 
 * ``prefix`` / ``suffix``: run layers ``[0, k)`` once (a frozen prefix, cacheable on disk) and
   layers ``[k, N)`` many times (the trainable part; MAW layers, GRPO samples).
-* MAW injection (``maw.models.maw_encoder``) swaps ``layer.attention.self`` modules in place;
+* MAW injection (``maw.models.maw_encoder``) swaps each layer's attention module in place;
   the residual, LayerNorm and FFN of each layer are untouched.
+
+Where the layers are, how to embed and what each layer gets besides the hidden states (the padding
+mask; MPNet's relative position bias) is the backbone's family's business
+(:mod:`maw.models.families`: ``bert``, ``mpnet``, ``distilbert``), asked through ``Encoder.family``.
 
 Shapes: ``input_ids, attention_mask: (B, L)``; hidden states ``(B, L, d_model)``;
 embeddings ``(B, d_model)``. Layer indices in this module are 0-indexed.
@@ -24,11 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from maw.models.families import Family, additive_mask, family_of
 
-def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, L) 1/0 mask -> (B, 1, 1, L) additive bias: 0 where attended, dtype-min on padding."""
-    bias = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-    return bias
+__all__ = ["Encoder", "additive_mask", "mean_pool"]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,7 @@ class Encoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, tokenizer, model_name: str, normalize: bool = True):
         super().__init__()
+        self.family: Family = family_of(backbone)  # ConfigError for an unsupported model
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -64,16 +67,16 @@ class Encoder(nn.Module):
         if getattr(backbone, "pooler", None) is not None:
             # Loaded (so a checkpoint that has it reports no unexpected keys) but never used: we mean-pool.
             backbone.pooler = None
-        if num_layers is not None and num_layers < total:
-            backbone.encoder.layer = backbone.encoder.layer[:num_layers]
-            backbone.config.num_hidden_layers = num_layers
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        return cls(backbone, tokenizer, str(model_name_or_path), normalize=normalize)
+        encoder = cls(backbone, tokenizer, str(model_name_or_path), normalize=normalize)
+        if num_layers is not None and num_layers < total:
+            encoder.family.keep_layers(backbone, num_layers)
+        return encoder
 
     # ------------------------------------------------------------------ structure
     @property
     def layers(self) -> nn.ModuleList:
-        return self.backbone.encoder.layer
+        return self.family.layer_list(self.backbone)
 
     @property
     def num_layers(self) -> int:
@@ -84,24 +87,33 @@ class Encoder(nn.Module):
         return self.backbone.config.hidden_size
 
     @property
+    def head_size(self) -> int:
+        """Width of one attention head, d_h (what MAW's depth dimension must divide)."""
+        config = self.backbone.config
+        return int(config.hidden_size) // int(config.num_attention_heads)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ forward pieces
-    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Token + position (+ type) embeddings and LayerNorm: (B, L) -> (B, L, d)."""
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        return self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token + position (+ type 0) embeddings and LayerNorm: (B, L) -> (B, L, d)."""
+        return self.family.embed(self.backbone, input_ids)
+
+    def layer_inputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Keyword arguments of every layer besides the hidden states (B, L, d), for a (B, L) padding
+        mask: ``attention_mask`` (B, 1, 1, L) additive, and MPNet's ``position_bias`` (1, H, L, L)."""
+        return self.family.layer_inputs(self.backbone, hidden, attention_mask)
 
     def run_layers(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, end: int | None = None
     ) -> torch.Tensor:
         """Run layers ``[start, end)`` on hidden states (B, L, d) with a (B, L) padding mask."""
         end = self.num_layers if end is None else end
-        bias = additive_mask(attention_mask, hidden.dtype)
+        inputs = self.layer_inputs(hidden, attention_mask)
         for layer in self.layers[start:end]:
-            out = layer(hidden, attention_mask=bias)
+            out = layer(hidden, **inputs)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
@@ -160,9 +172,9 @@ class Encoder(nn.Module):
         Texts are sorted by token count so each batch pads to similar lengths (the main CPU
         speed-up; on SciFact it pads ~4% fewer tokens than sorting by characters, as
         sentence-transformers does), and run under ``torch.inference_mode``. ``amp``
-        (``torch.float16`` / ``torch.bfloat16``) runs the model under CUDA autocast; it is ignored
-        on CPU, where encoding stays float32 (autocast keeps LayerNorm, softmax and so the pooled
-        states in float32; the matrix products run in ``amp``).
+        (``torch.float16`` / ``torch.bfloat16``) runs the model under autocast on its device
+        (``maw.utils.precision``: CPU float16 is not used); autocast keeps LayerNorm, softmax and so
+        the pooled states in float32, the matrix products run in ``amp``.
         """
         was_training = self.training
         self.eval()
@@ -177,11 +189,13 @@ class Encoder(nn.Module):
             from rich.progress import track
 
             batches = track(batches, description=description, total=len(batches), transient=True)
-        use_amp = amp is not None and amp != torch.float32 and device.type == "cuda"
+        use_amp = (
+            amp is not None and amp != torch.float32 and (device.type == "cuda" or amp == torch.bfloat16)
+        )
         for start in batches:
             idx = order[start : start + batch_size]
             tok = self.tokenize([texts[i] for i in idx], max_length)
-            with torch.autocast("cuda", dtype=amp) if use_amp else contextlib.nullcontext():
+            with torch.autocast(device.type, dtype=amp) if use_amp else contextlib.nullcontext():
                 emb = self(tok["input_ids"].to(device), tok["attention_mask"].to(device))
             out[idx] = emb.float().cpu().numpy()
         self.train(was_training)

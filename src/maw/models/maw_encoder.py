@@ -1,8 +1,11 @@
 """Put MAW blocks into an :class:`~maw.models.encoder.Encoder` and control them.
 
-``inject_maw(encoder, cfg)`` replaces ``layer.attention.self`` of the layers in ``cfg.maw_layers``
-(1-indexed: "6", "5,6", "all", "last") with :class:`~maw.attention.maw.MAWSelfAttention` blocks that
-inherit the pretrained query/key/value weights; everything else in the layer is untouched.
+``inject_maw(encoder, cfg, layers)`` replaces the attention module of ``layers`` (1-indexed, parsed
+from ``--maw-layers`` once, by ``maw.plan.resolve_maw``) with :class:`~maw.attention.maw.MAWSelfAttention` blocks that
+inherit the pretrained query/key/value weights; everything else in the layer is untouched. Which
+module that is, and how the block gets the output projection and position bias, is the encoder's
+family's (:mod:`maw.models.families`): ``attention.self`` for BERT-like models, MPNet's
+``attention.attn`` and DistilBERT's ``attention`` (both wrapped with their own output projection).
 
 Controls used by the trainer. All MAW blocks of an encoder share one
 :class:`~maw.attention.maw.MAWRuntime` (made by ``inject_maw``; ``maw_runtime(encoder)``) and each
@@ -23,57 +26,45 @@ reports through its :class:`~maw.attention.maw.MAWReport`; these functions are t
   training forward (grpo / supervised routers), in layer order.
 
 A MAW model is saved and loaded like every trained model, in the checkpoint format of
-``maw train`` (``maw.training.checkpoint``: ``save_checkpoint`` / ``load_trained_encoder``).
+``maw train`` (``maw.training.checkpoint.save_checkpoint``, ``maw.training.methods.load_trained_encoder``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
 from maw.attention.maw import MAWRuntime, MAWSelfAttention, RoutingRecord
-from maw.config import ConfigError, MAWConfig, parse_layers
+from maw.config import ConfigError, MAWConfig
 from maw.models.encoder import Encoder
 
 
-def inject_maw(
-    encoder: Encoder, cfg: MAWConfig, layers: tuple[int, ...] | None = None
-) -> list[MAWSelfAttention]:
-    """Replace ``attention.self`` in ``layers`` (1-indexed; the plan's parsed ``LayerPlan.maw``) in place.
+def inject_maw(encoder: Encoder, cfg: MAWConfig, layers: tuple[int, ...]) -> list[MAWSelfAttention]:
+    """Replace the attention module in ``layers`` in place; returns the new MAW blocks in layer order.
 
-    ``layers=None`` parses ``cfg.maw_layers`` here (a convenience for notebooks and tests; the
-    commands pass the plan's layers). Returns the new modules in layer order. Raises ConfigError
-    (naming the option) for a layer out of range or already MAW, a non-BERT-like attention, or a
-    depth that does not divide the head size.
+    ``layers`` (1-indexed) and ``cfg.depth_dim`` come checked against this encoder
+    (``maw.plan.resolve_maw``: the plan's ``LayerPlan.maw``, or ``maw.inject_maw``'s own call);
+    ``cfg.maw_layers`` is not read. Raises ConfigError (naming the option) for a layer that is
+    already MAW or an attention module without the family's q/k/v.
     """
-    if layers is None:
-        layers = tuple(parse_layers(cfg.maw_layers, encoder.num_layers, "--maw-layers"))
-    bad = [n for n in layers if not 1 <= n <= encoder.num_layers]
-    if not layers or bad:
-        raise ConfigError(
-            f"--maw-layers: {list(layers)} not within the encoder's layers 1..{encoder.num_layers}"
-        )
+    assert layers and all(1 <= n <= encoder.num_layers for n in layers), (layers, encoder.num_layers)
     existing = maw_modules(encoder)  # a second injection joins the encoder's runtime
     runtime = existing[0].runtime if existing else MAWRuntime(gumbel_tau=float(cfg.gumbel_tau_start))
+    family = encoder.family
     modules = []
     for number in layers:
-        attention = encoder.layers[number - 1].attention
-        old = attention.self
-        if isinstance(old, MAWSelfAttention):
+        layer = encoder.layers[number - 1]
+        old = family.attention_of(layer)
+        if maw_modules(old):
             raise ConfigError(f"--maw-layers: layer {number} already has MAW attention")
-        for name in ("query", "key", "value", "num_attention_heads", "attention_head_size"):
-            if not hasattr(old, name):
-                raise ConfigError(
-                    f"--model: layer {number}'s attention.self ({type(old).__name__}) is not BERT-like (no {name!r})"
-                )
-        new = MAWSelfAttention.from_bert(old, dataclasses.replace(cfg), layer_number=number, runtime=runtime)
-        new.to(device=old.query.weight.device, dtype=old.query.weight.dtype)
+        new = family.maw_attention(old, cfg, number, runtime)
+        weight = next(old.parameters())
+        new.to(device=weight.device, dtype=weight.dtype)
         new.train(old.training)
-        attention.self = new
-        modules.append(new)
+        family.set_attention(layer, new)
+        modules += maw_modules(new)
     return modules
 
 
@@ -82,9 +73,15 @@ def maw_modules(encoder: torch.nn.Module) -> list[MAWSelfAttention]:
     return [m for m in encoder.modules() if isinstance(m, MAWSelfAttention)]
 
 
-def router_parameters(encoder: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The router parameters of every MAW block (always trainable)."""
-    return [p for m in maw_modules(encoder) for p in m.router.parameters()]
+def router_parameters(encoder: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """``(name, parameter)`` of every MAW block's router, as ``named_parameters`` names them (the
+    frozen reference copies are buffers, not parameters)."""
+    names = {id(m): n for n, m in encoder.named_modules()}
+    return [
+        (f"{names[id(m.router)]}.{n}", p)
+        for m in maw_modules(encoder)
+        for n, p in m.router.named_parameters()
+    ]
 
 
 def maw_runtime(encoder: torch.nn.Module) -> MAWRuntime:

@@ -12,7 +12,8 @@
   running top-k merge. Approximate FAISS indexes (``hnsw``, ``ivf-flat``, ``ivf-pq``) are built
   from the shards, and their recall@k against exact search is measured on a query sample.
 * The encoder runs on CUDA when available (``device=None``), else CPU; on CUDA under autocast
-  (``amp``, float16 by default), on CPU in float32. FAISS runs on GPU when it has one.
+  (``amp``, float16 by default), on CPU in float32 or, with ``amp="bfloat16"``, under CPU bfloat16
+  autocast (``--precision bf16``; ``maw.utils.precision``). FAISS runs on GPU when it has one.
 * The store is also the cache (``cache_dir``): ``<cache_dir>/<key>-<dtype>/``. The key hashes the
   model fingerprint (model name, module structure and every state-dict tensor's bytes), the data
   fingerprint (ids and texts; a corpus table's content hash), the max length, the normalisation
@@ -31,6 +32,7 @@ pytrec_eval pipeline gives the same value to 4 decimals (``speed/st_reference.py
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import statistics
 import tempfile
@@ -226,10 +228,19 @@ class DenseRetriever:
         EmbeddingStore.check_dtype(embedding_dtype)
         self.embedding_dtype = embedding_dtype
         on_cuda = torch.device(self.device).type == "cuda"
-        self.amp = ("float16" if on_cuda else "float32") if amp == "auto" else (amp if on_cuda else "float32")
+        if amp == "auto":
+            self.amp = "float16" if on_cuda else "float32"
+        else:  # bfloat16 also on CPU (maw.utils.precision); float16 on CUDA only
+            self.amp = amp if on_cuda or amp == "bfloat16" else "float32"
         self.shard_size = shard_size
         self.timings: dict[str, Any] = {}
         self._scratch: tempfile.TemporaryDirectory | None = None
+
+    def _autocast(self):
+        """Autocast of encoding passes run outside ``Encoder.encode`` (``amp``; none for float32)."""
+        if self.amp == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=AMP_DTYPES[self.amp])
 
     def _encode(self, texts: list[str], max_length: int, batch_size: int, **kw) -> np.ndarray:
         if self.amp != "float32":

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-INDEX_KINDS = ("flat", "hnsw", "ivf-flat", "ivf-pq")
+from maw.config import INDEX_KINDS, EvalConfig
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,18 @@ class IndexSpec:
             raise ValueError(f"index parameter nlist must be >= 1, got {self.nlist}")
         if self.recall_queries < 0:
             raise ValueError(f"index parameter recall_queries must be >= 0, got {self.recall_queries}")
+
+    @classmethod
+    def of(cls, cfg: EvalConfig) -> IndexSpec:
+        """The index an :class:`~maw.config.EvalConfig` asks for (``--index`` and its parameters)."""
+        return cls(
+            kind=cfg.index,
+            hnsw_m=cfg.hnsw_m,
+            ef_search=cfg.ef_search,
+            nlist=cfg.nlist,
+            nprobe=cfg.nprobe,
+            pq_m=cfg.pq_m,
+        )
 
     @property
     def exact(self) -> bool:

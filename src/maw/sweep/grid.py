@@ -9,6 +9,11 @@ top-level ``datasets``/``quick``/``preset``, ``[data]``, ``[model]``, ``[maw]``,
     sample_seed = 0       # seed of the random sample when an arm's grid is larger than the budget
     final_seeds = [13, 42, 87]
     note = "..."          # optional: a caveat printed at the top of both reports
+    pruner = "successive-halving"   # stop hopeless configurations early (or "none"; maw.sweep.pruning)
+    prune_min_epochs = 1
+    prune_reduction_factor = 3
+    reference = "st-finetune"       # the final also trains + times sentence-transformers' fine-tune
+    goals = {full = 0.70}           # test nDCG@10 goals REPORT.md checks (arm = value)
 
     [sweep.arms.lora]     # an arm: a name, a library method (default: the name) and its options
     lora_learning_rate = [1e-4, 5e-4, 1e-3]     # a list is an axis of the grid
@@ -33,12 +38,14 @@ second, ...), so a sweep stopped part-way has tuned every arm about equally.
 
 The cell of a configuration is named ``<arm>-<id>``, ``id`` a hash of its plan without runtime
 fields (:func:`cell_id`), so a rerun with the same settings finds its finished cells, and a
-changed setting makes new cells.
+changed setting makes new cells. The id names the dataset by its key and the model by its Hub id
+or content hash, never by a path: a study folder and its data can move and resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import random
@@ -59,9 +66,21 @@ from maw.config import (
     load_toml,
 )
 from maw.plan import Plan
-from maw.utils.io import fingerprint
+from maw.sweep.pruning import PrunerSpec
+from maw.utils.io import fingerprint, sha256_file
 
-SWEEP_KEYS = ("budget", "sample_seed", "final_seeds", "note", "arms")
+SWEEP_KEYS = (
+    "budget",
+    "sample_seed",
+    "final_seeds",
+    "note",
+    "arms",
+    "pruner",
+    "prune_min_epochs",
+    "prune_reduction_factor",
+    "reference",
+    "goals",
+)
 DEFAULT_FINAL_SEEDS = (13, 42, 87)
 # options an arm may set or sweep: the method's own settings (data / model / eval are shared)
 ARM_SECTIONS = {"maw": MAWConfig, "train": TrainConfig}
@@ -149,6 +168,9 @@ class Grid:
     cells: tuple[Cell, ...]
     raw: dict[str, Any]
     note: str = ""
+    pruner: PrunerSpec = PrunerSpec(kind="none")
+    reference: bool = False  # the final also times sentence-transformers' fine-tune (maw.sweep.reference)
+    goals: tuple[tuple[str, float], ...] = ()  # (arm, test nDCG@10 goal) shown in REPORT.md
 
     @property
     def dataset(self) -> str:
@@ -157,6 +179,15 @@ class Grid:
     @property
     def key(self) -> str:
         return dataset_key(self.dataset)
+
+    @property
+    def file_label(self) -> str:
+        """The grid file as results show it: relative to the working directory, else its name."""
+        p = Path(self.path)
+        try:
+            return str(p.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return p.name
 
     def arm_cells(self, arm: str) -> list[Cell]:
         return [c for c in self.cells if c.arm == arm]
@@ -198,12 +229,37 @@ def non_default(cfg: Any) -> dict[str, Any]:
 
 
 def cell_id(plan: Plan) -> str:
-    """A short hash of the plan's non-default, non-runtime values (:func:`non_default`; the default
-    backbone's install path replaced by a marker, so the id does not depend on where it lives)."""
+    """A short hash of what defines the experiment: the plan's non-default, non-runtime values
+    (:func:`non_default`), with the dataset named by its key (``../data/scifact`` and ``scifact``
+    give the same id; its content fingerprint is recorded in every cell and checked on resume,
+    :func:`maw.sweep.runner.check_fingerprints`) and the backbone by :func:`model_identity`, so the
+    id does not depend on where the data or the model lives."""
     values = non_default(plan)
-    if values.get("model", {}).get("model") == default_model():
-        values["model"]["model"] = "<default>"
+    data = values.get("data", {})
+    if "dataset" in data:
+        data["dataset"] = dataset_key(data["dataset"])
+    model = values.get("model", {})
+    if "model" in model:
+        model["model"] = model_identity(model["model"])
     return fingerprint([json.dumps(values, sort_keys=True, default=str)])[:10]
+
+
+@functools.lru_cache(maxsize=16)
+def model_identity(model: str) -> str:
+    """The backbone as an experiment sees it: ``<default>`` for the default backbone, a Hub id as
+    given, a local folder by the hash of its configuration and weight files (not its path)."""
+    if model == default_model():
+        return "<default>"
+    folder = Path(model)
+    if not folder.is_dir():
+        return model  # a Hub id
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and (p.suffix in (".safetensors", ".bin") or p.name in ("config.json", "tokenizer.json"))
+    )
+    return "sha256:" + fingerprint([f"{p.name}={sha256_file(p)}" for p in files])
 
 
 def _nested(options: dict[str, Any], sections: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -324,7 +380,36 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     if dup:
         raise ConfigError(f"{where}: configurations with the same plan {dup} (an axis value changes nothing)")
     note = str(sweep.get("note", "")).strip()
-    return Grid(str(path), base, arms, budget, sample_seed, final_seeds, tuple(cells), raw, note)
+    pruner = PrunerSpec(
+        kind=sweep.get("pruner", "successive-halving"),
+        min_epochs=sweep.get("prune_min_epochs", 1),
+        reduction_factor=sweep.get("prune_reduction_factor", 3),
+    )
+    reference = sweep.get("reference", "none")
+    if reference not in ("none", "st-finetune"):
+        raise ConfigError(f'{where}: [sweep] reference: "none" or "st-finetune", got {reference!r}')
+    goals = sweep.get("goals", {})
+    names = {a.name for a in arms}
+    if not isinstance(goals, dict) or any(
+        k not in names or not isinstance(v, int | float) or isinstance(v, bool) for k, v in goals.items()
+    ):
+        raise ConfigError(
+            f"{where}: [sweep] goals: a table arm = test nDCG@10 goal (arms: {sorted(names)}), got {goals!r}"
+        )
+    return Grid(
+        str(path),
+        base,
+        arms,
+        budget,
+        sample_seed,
+        final_seeds,
+        tuple(cells),
+        raw,
+        note,
+        pruner,
+        reference == "st-finetune",
+        tuple((k, float(v)) for k, v in goals.items()),
+    )
 
 
 def _resolve(merged: dict[str, Any], where: str) -> BenchmarkConfig:

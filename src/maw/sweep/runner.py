@@ -18,47 +18,40 @@ A cell file is written atomically when the cell ends; a rerun skips cells whose 
 (failed ones run again; an interrupted training resumes from its ``latest`` checkpoint), and the
 per-cell lock of ``maw.benchmark.cells.CellLock`` keeps two processes on the same ``out`` apart.
 
-The final (:func:`run_final`) runs ``maw.benchmark.runner._run_cell`` (train + test retrieval from
+The final (:func:`run_final`) runs ``maw.benchmark.runner.run_cell`` (train + test retrieval from
 the full corpus) for each arm's best configuration and each seed, plus bm25 and zeroshot once. It
 uses the same trainer run folder as the sweep cell, so the seed the sweep trained with is resumed
 from its finished checkpoint instead of being trained again.
+
+Both loops are the benchmark's (:func:`maw.benchmark.schedule.run_jobs`: claim -> run -> log).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maw.benchmark.cells import CellLock, cell_path, is_done, read_cell, write_cell
-from maw.benchmark.report import PRIMARY_METRICS
-from maw.benchmark.runner import _Dataset, _run_cell
+from maw.benchmark.cells import cell_path, is_done, read_cell, write_cell
+from maw.benchmark.runner import CellDataset, run_cell
+from maw.benchmark.runner import trainer_dir as benchmark_trainer_dir
+from maw.benchmark.schedule import Job, Outcome, run_jobs
 from maw.config import ConfigError, to_dict
+from maw.evaluation.metrics import PRIMARY_METRICS, SELECTION_METRIC
+from maw.sweep.cells import best_cells, final_dir, read_sweep_cell, sweep_cell_path, sweep_done
 from maw.sweep.grid import Cell, Grid
-from maw.utils.io import atomic_write_json, environment_info, read_json
+from maw.sweep.pruning import SweepTrials
+from maw.sweep.reference import METHOD as REFERENCE
+from maw.sweep.reference import st_finetune_cell
+from maw.utils.io import atomic_write_json, environment_info
+from maw.utils.portable import PathLabels, portable
 
-SELECTION_METRIC = "nDCG@10"
 HISTORY_KEYS = ("epoch", "train_loss", "val", "optimizer_steps", "train_seconds", "val_seconds", "seconds")
-
-
-@dataclass
-class SweepOutcome:
-    out: Path
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    running_elsewhere: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.failed else 0)
 
 
 def check_folders(out: str | Path, checkpoints: str | Path) -> tuple[Path, Path]:
@@ -73,24 +66,6 @@ def check_folders(out: str | Path, checkpoints: str | Path) -> tuple[Path, Path]
     return out, checkpoints
 
 
-def sweep_cell_path(out: Path, grid: Grid, cell: Cell) -> Path:
-    return cell_path(out, grid.key, cell.name, cell.cfg.train.seed)
-
-
-def read_sweep_cell(path: Path) -> dict[str, Any] | None:
-    """A sweep cell file, or None when absent or unreadable (then it runs again)."""
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "status" in data else None
-
-
-def sweep_done(path: Path) -> bool:
-    cell = read_sweep_cell(path)
-    return cell is not None and cell["status"] == "ok"
-
-
 def _with_caches(cfg, checkpoints: Path):
     """The cell config with the shared caches under ``checkpoints`` (runtime fields: no result changes)."""
     train = cfg.train
@@ -103,13 +78,16 @@ def _with_caches(cfg, checkpoints: Path):
 
 
 def trainer_dir(checkpoints: Path, grid: Grid, cell: Cell, seed: int) -> Path:
-    """The trainer's run folder of ``cell`` at ``seed``: where ``runner._trained_cell`` puts it for a
-    benchmark run folder ``checkpoints/<arm>-<id>``, so the final resumes the sweep's training."""
-    return checkpoints / cell.name / "checkpoints" / grid.key / f"{cell.method}-seed{seed}"
+    """The trainer's run folder of ``cell`` at ``seed``: the benchmark's (``maw.benchmark.runner.
+    trainer_dir``) in the run folder ``checkpoints/<arm>-<id>``, so the final resumes the sweep's training."""
+    return benchmark_trainer_dir(checkpoints / cell.name, grid.key, cell.method, seed)
 
 
-def _sweep_cell(ds: _Dataset, grid: Grid, cell: Cell, checkpoints: Path) -> dict[str, Any]:
-    """Train one configuration and score it on validation; never raises except KeyboardInterrupt."""
+def _sweep_cell(
+    ds: CellDataset, grid: Grid, cell: Cell, checkpoints: Path, trials: SweepTrials
+) -> dict[str, Any]:
+    """Train one configuration and score it on validation, the arm's pruner deciding after every
+    epoch whether it goes on (:mod:`maw.sweep.pruning`); never raises except KeyboardInterrupt."""
     from maw.data.types import Splits
     from maw.training.trainer import train
 
@@ -129,8 +107,10 @@ def _sweep_cell(ds: _Dataset, grid: Grid, cell: Cell, checkpoints: Path) -> dict
         "error": None,
         "selection_metric": SELECTION_METRIC,
         "plan": plan.to_dict(),
+        "pruner": grid.pruner.to_dict(),
     }
     t0 = time.perf_counter()
+    trial = trials.trial(cell.arm, cell.name, cell.options)
     try:
         if ds.dataset is None:
             ds.load()
@@ -140,8 +120,15 @@ def _sweep_cell(ds: _Dataset, grid: Grid, cell: Cell, checkpoints: Path) -> dict
         plan = dataclasses.replace(
             plan, train=dataclasses.replace(plan.train, prefix_cache_dir=cfg.train.prefix_cache_dir)
         )
-        result = train(plan, ds.dataset, splits, trainer_dir(checkpoints, grid, cell, seed))
+        result = train(
+            plan,
+            ds.dataset,
+            splits,
+            trainer_dir(checkpoints, grid, cell, seed),
+            on_epoch_end=SweepTrials.reporter(trial, SELECTION_METRIC) if grid.pruner.enabled else None,
+        )
         history = [{k: h[k] for k in HISTORY_KEYS if k in h} for h in result.history]
+        pruned_at = next((h["epoch"] for h in result.history if h.get("pruned")), None)
         scores = [(h.get("val") or {}).get(SELECTION_METRIC) for h in history]
         best = max(range(len(history)), key=lambda i: -1.0 if scores[i] is None else scores[i])
         record.update(
@@ -151,10 +138,13 @@ def _sweep_cell(ds: _Dataset, grid: Grid, cell: Cell, checkpoints: Path) -> dict
             val=history[best].get("val"),
             epochs_run=len(history) - 1,
             early_stopped=any(h.get("early_stopped") for h in result.history),
+            pruned=pruned_at is not None,
+            pruned_at_epoch=pruned_at,
             history=history,
             params=dict(result.params),
             train_s=float(result.train_seconds),
             checkpoint=str(result.best_dir) if result.best_dir else None,
+            precision=(result.setup or {}).get("precision"),
             resumed_from=result.resumed_from,
             dataset_info={k: v for k, v in ds.info.items() if k != "loader_report"},
             test_split="withheld: not given to the trainer, not retrieved, not evaluated",
@@ -167,18 +157,43 @@ def _sweep_cell(ds: _Dataset, grid: Grid, cell: Cell, checkpoints: Path) -> dict
         gc.collect()
     record["cell_s"] = time.perf_counter() - t0
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return record
+    trials.finish(cell.arm, trial, record)
+    return portable(record, _labels(ds, checkpoints))
 
 
-def write_manifest(out: Path, grid: Grid, checkpoints: Path) -> None:
+def _labels(ds: CellDataset, checkpoints: Path) -> PathLabels:
+    """Machine paths of a sweep's results -> names (the dataset's key, ``<checkpoints>``)."""
+    source = ds.dataset.source if ds.dataset is not None else None
+    return PathLabels.standard(
+        [(ds.name, ds.key), (source, ds.key)], checkpoints=checkpoints, models=[ds.cfg.model.model]
+    )
+
+
+def check_fingerprints(out: Path, grid: Grid, ds: CellDataset) -> None:
+    """Finished cells must come from this dataset's content: the id names the dataset by its key
+    (so data can move), the fingerprint recorded in every cell guards against other content under
+    the same name."""
+    fp = ds.dataset.fingerprint
+    for cell in grid.cells:
+        rec = read_sweep_cell(sweep_cell_path(out, grid, cell))
+        info = (rec or {}).get("dataset_info") or {}
+        if rec and rec.get("status") == "ok" and info.get("fingerprint") not in (None, fp):
+            raise ConfigError(
+                f"{sweep_cell_path(out, grid, cell)}: computed on dataset {grid.key!r} with content fingerprint "
+                f"{info['fingerprint']}, but {grid.dataset} now has {fp}; use another --out for other data"
+            )
+
+
+def write_manifest(out: Path, grid: Grid, checkpoints: Path, labels: PathLabels | None = None) -> None:
     """``out/sweep.json``: the grid, the budget, the cells it selected and the shared config."""
     manifest = {
-        "grid_file": grid.path,
+        "grid_file": grid.file_label,
         "grid": grid.raw,
         "dataset": grid.dataset,
         "budget": grid.budget,
         "sample_seed": grid.sample_seed,
         "final_seeds": list(grid.final_seeds),
+        "pruner": grid.pruner.to_dict(),
         "arms": [
             {
                 "name": a.name,
@@ -195,75 +210,61 @@ def write_manifest(out: Path, grid: Grid, checkpoints: Path) -> None:
         "checkpoints": str(checkpoints),
         "environment": environment_info(),
     }
-    atomic_write_json(out / "sweep.json", manifest)
-
-
-def _locked(
-    out: Path, key: str, name: str, seed: int, done: Callable[[], bool], run: Callable[[], None]
-) -> str:
-    """Run ``run`` under the cell's lock unless done; returns "done" | "elsewhere" | "ran"."""
-    if done():
-        return "done"
-    lock = CellLock.acquire(out, key, name, seed)
-    if lock is None:
-        return "elsewhere"
-    try:
-        if done():  # finished by another process meanwhile
-            return "done"
-        run()
-    finally:
-        lock.release()
-    return "ran"
+    labels = labels or PathLabels.standard(
+        [(grid.dataset, grid.key)], checkpoints=checkpoints, models=[grid.base.model.model]
+    )
+    atomic_write_json(out / "sweep.json", portable(manifest, labels))
 
 
 def run_sweep(
     grid: Grid, out: str | Path, checkpoints: str | Path, log: Callable[[str], None] | None = None
-) -> SweepOutcome:
+) -> Outcome:
     """Train every missing cell of the grid (validation only), then write the leaderboard."""
     from maw.sweep.study import write_leaderboard
 
     log = log or (lambda msg: None)
     out, checkpoints = check_folders(out, checkpoints)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, grid, checkpoints)
-    outcome = SweepOutcome(out=out)
-    ds = _Dataset(grid.dataset, grid.key, grid.base)
-    t_start = time.perf_counter()
+    ds = CellDataset(grid.dataset, grid.key, grid.base)
+    ds.load()
+    check_fingerprints(out, grid, ds)
+    write_manifest(out, grid, checkpoints, _labels(ds, checkpoints))
+    trials = SweepTrials(out, grid.key, grid.pruner)
     log(
         f"sweep of {grid.dataset}: {len(grid.cells)} cells ({len(grid.arms)} arms, budget {grid.budget}) into {out}"
     )
+
+    def run(cell: Cell) -> dict[str, Any]:
+        record = _sweep_cell(ds, grid, cell, checkpoints, trials)
+        atomic_write_json(sweep_cell_path(out, grid, cell), record)
+        write_leaderboard(out, grid)  # current after every cell: a stopped sweep leaves it up to date
+        return record
+
+    def ok(c: dict[str, Any]) -> str:
+        pruned = f", pruned after epoch {c['pruned_at_epoch']}" if c.get("pruned") else ""
+        return (
+            f"val {SELECTION_METRIC} {c['score']:.4f} (epoch {c['best_epoch']}{pruned}), "
+            f"{c['train_s']:.0f} s training"
+        )
+
+    jobs = (
+        Job(
+            label=cell.name,
+            tag=f"[{i}/{len(grid.cells)}] {cell.name} ({cell.label()})",
+            folder=out,
+            dataset=grid.key,
+            name=cell.name,
+            seed=cell.cfg.train.seed,
+            run=functools.partial(run, cell),
+            done=functools.partial(sweep_done, sweep_cell_path(out, grid, cell)),
+            ok=ok,
+        )
+        for i, cell in enumerate(grid.cells, 1)
+    )
     try:
-        for i, cell in enumerate(grid.cells, 1):
-            path = sweep_cell_path(out, grid, cell)
-            tag = f"[{i}/{len(grid.cells)}] {cell.name} ({cell.label()})"
-            box: dict[str, Any] = {}
-
-            def run(cell=cell, path=path, box=box) -> None:
-                box["cell"] = _sweep_cell(ds, grid, cell, checkpoints)
-                atomic_write_json(path, box["cell"])
-
-            state = _locked(out, grid.key, cell.name, cell.cfg.train.seed, lambda p=path: sweep_done(p), run)
-            if state == "done":
-                outcome.skipped.append(cell.name)
-                log(f"{tag}: done before, skipped")
-            elif state == "elsewhere":
-                outcome.running_elsewhere.append(cell.name)
-                log(f"{tag}: being run by another process (lock file), skipped")
-            elif box["cell"]["status"] == "ok":
-                outcome.ran.append(cell.name)
-                c = box["cell"]
-                log(
-                    f"{tag}: val {SELECTION_METRIC} {c['score']:.4f} (epoch {c['best_epoch']}), {c['train_s']:.0f} s training"
-                )
-            else:
-                outcome.failed.append((cell.name, box["cell"]["error"]))
-                log(f"{tag}: FAILED: {box['cell']['error']}")
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        log("interrupted: finished cells are kept")
+        outcome = run_jobs(jobs, Outcome(folder=out), log)
     finally:
         write_leaderboard(out, grid)
-        outcome.seconds = time.perf_counter() - t_start
     log(
         f"{out / 'leaderboard.md'}: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped, "
         f"{len(outcome.failed)} failed, {outcome.seconds:.0f} s"
@@ -272,20 +273,7 @@ def run_sweep(
 
 
 # ---------------------------------------------------------------------------------------------- final
-def best_cells(grid: Grid, out: Path) -> dict[str, tuple[Cell, dict[str, Any]]]:
-    """arm -> (its best finished cell by validation score, the cell record); arms without any
-    finished cell are absent. Ties keep the earlier cell in grid order."""
-    best: dict[str, tuple[Cell, dict[str, Any]]] = {}
-    for cell in grid.cells:
-        rec = read_sweep_cell(sweep_cell_path(out, grid, cell))
-        if rec is None or rec["status"] != "ok" or rec.get("score") is None:
-            continue
-        if cell.arm not in best or rec["score"] > best[cell.arm][1]["score"]:
-            best[cell.arm] = (cell, rec)
-    return best
-
-
-def _final_run_dir(ds: _Dataset, checkpoints: Path, grid: Grid, cell: Cell, seed: int) -> Path:
+def _final_run_dir(ds: CellDataset, checkpoints: Path, grid: Grid, cell: Cell, seed: int) -> Path:
     """The benchmark run folder of a final cell: the sweep cell's (so its finished training at the
     sweep's seed is resumed, not repeated), unless that checkpoint no longer matches the plan (the
     library changed in between): then ``<arm>-<id>-retrain``, trained anew."""
@@ -301,13 +289,9 @@ def _final_run_dir(ds: _Dataset, checkpoints: Path, grid: Grid, cell: Cell, seed
         check_config(latest, checkpoint_config(cell.plan(seed), ds.dataset, ds.splits))
     except CheckpointError:
         return checkpoints / f"{cell.name}-retrain"
-    except Exception:  # the data cannot be loaded: _run_cell records that error in the cell
+    except Exception:  # the data cannot be loaded: run_cell records that error in the cell
         pass
     return shared
-
-
-def final_dir(out: Path) -> Path:
-    return out / "final"
 
 
 def run_final(
@@ -316,7 +300,7 @@ def run_final(
     checkpoints: str | Path,
     seeds: tuple[int, ...],
     log: Callable[[str], None] | None = None,
-) -> SweepOutcome:
+) -> Outcome:
     """Each arm's best configuration (by validation) at every seed on test, plus bm25 and zeroshot;
     then REPORT.md (``maw.sweep.study``)."""
     from maw.sweep.study import write_report
@@ -330,12 +314,14 @@ def run_final(
             f"--final: arm(s) {missing} have no finished sweep cell in {out}; run `maw sweep` without --final first"
         )
     fin = final_dir(out)
-    outcome = SweepOutcome(out=out)
-    ds = _Dataset(grid.dataset, grid.key, grid.base)
+    ds = CellDataset(grid.dataset, grid.key, grid.base)
     baseline_cfg = _with_caches(dataclasses.replace(grid.base, methods=("bm25", "zeroshot")), checkpoints)
     todo: list[tuple[str, str, int, Any, Path, dict[str, Any]]] = []
     for method in ("bm25", "zeroshot"):  # seed-independent: one run
         todo.append((method, method, seeds[0], baseline_cfg, checkpoints / "baselines", {}))
+    if grid.reference:  # sentence-transformers' own fine-tune: the time reference of the report
+        ref_cfg = _with_caches(grid.base, checkpoints)
+        todo.append((REFERENCE, REFERENCE, seeds[0], ref_cfg, checkpoints / "reference", {}))
     per_arm = {}
     for arm in grid.arms:
         cell, rec = best[arm.name]
@@ -356,53 +342,45 @@ def run_final(
             todo.append(
                 (arm.name, cell.method, seed, cfg, _final_run_dir(ds, checkpoints, grid, cell, seed), extra)
             )
-    t_start = time.perf_counter()
     log(f"final on {grid.dataset}: {len(todo)} cells into {fin}")
-    try:
-        for i, (name, method, seed, cfg, run_dir, extra) in enumerate(todo, 1):
-            tag = f"[{i}/{len(todo)}] {name} seed {seed}"
-            path = cell_path(fin, grid.key, name, seed)
 
-            def done(path=path, extra=extra, name=name, seed=seed) -> bool:
-                if not is_done(fin, grid.key, name, seed):
-                    return False
-                return read_cell(path).get("sweep_cell") == extra.get("sweep_cell")
+    def done(name: str, seed: int, extra: dict[str, Any]) -> bool:
+        if not is_done(fin, grid.key, name, seed):
+            return False
+        return read_cell(cell_path(fin, grid.key, name, seed)).get("sweep_cell") == extra.get("sweep_cell")
 
-            box: dict[str, Any] = {}
+    def run(name: str, method: str, seed: int, cfg, run_dir: Path, extra: dict[str, Any]) -> dict[str, Any]:
+        if method == REFERENCE:
+            c = st_finetune_cell(ds, seed, cfg, run_dir)
+        else:
+            c = run_cell(ds, method, seed, cfg, run_dir)
+        c = {**c, **extra, "method": name, "library_method": method}
+        # per-query scores of the primary metrics only (all metrics stay in "metrics"): small JSON
+        c["per_query"] = {m: v for m, v in c["per_query"].items() if m in PRIMARY_METRICS}
+        write_cell(fin, portable(c, _labels(ds, checkpoints)))
+        return c
 
-            def run(
-                name=name, method=method, seed=seed, cfg=cfg, run_dir=run_dir, extra=extra, box=box
-            ) -> None:
-                c = _run_cell(ds, method, seed, cfg, run_dir)
-                c = {**c, **extra, "method": name, "library_method": method}
-                # per-query scores of the primary metrics only (all metrics stay in "metrics"): small JSON
-                c["per_query"] = {m: v for m, v in c["per_query"].items() if m in PRIMARY_METRICS}
-                box["cell"] = c
-                write_cell(fin, c)
+    def ok(c: dict[str, Any]) -> str:
+        m = c["metrics"]
+        return f"test nDCG@10 {m.get('nDCG@10', float('nan')):.4f}, R@100 {m.get('R@100', float('nan')):.4f}"
 
-            state = _locked(fin, grid.key, name, seed, done, run)
-            if state == "done":
-                outcome.skipped.append(f"{name}-seed{seed}")
-                log(f"{tag}: done before, skipped")
-            elif state == "elsewhere":
-                outcome.running_elsewhere.append(f"{name}-seed{seed}")
-                log(f"{tag}: being run by another process (lock file), skipped")
-            elif box["cell"]["status"] == "ok":
-                outcome.ran.append(f"{name}-seed{seed}")
-                m = box["cell"]["metrics"]
-                log(
-                    f"{tag}: test nDCG@10 {m.get('nDCG@10', float('nan')):.4f}, R@100 {m.get('R@100', float('nan')):.4f}"
-                )
-            else:
-                outcome.failed.append((f"{name}-seed{seed}", box["cell"]["error"]))
-                log(f"{tag}: FAILED: {box['cell']['error']}")
-            if state == "ran":
-                write_report(out, grid, tuple(seeds))  # rebuilt from the cells on disk after every cell
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        log("interrupted: finished cells are kept")
-    finally:
-        outcome.seconds = time.perf_counter() - t_start
+    jobs = (
+        Job(
+            label=f"{name}-seed{seed}",
+            tag=f"[{i}/{len(todo)}] {name} seed {seed}",
+            folder=fin,
+            dataset=grid.key,
+            name=name,
+            seed=seed,
+            run=functools.partial(run, name, method, seed, cfg, run_dir, extra),
+            done=functools.partial(done, name, seed, extra),
+            ok=ok,
+            # rebuilt from the cells on disk after every cell
+            after=lambda cell: write_report(out, grid, tuple(seeds)),
+        )
+        for i, (name, method, seed, cfg, run_dir, extra) in enumerate(todo, 1)
+    )
+    outcome = run_jobs(jobs, Outcome(folder=out), log)
     write_report(out, grid, tuple(seeds))
     log(
         f"{out / 'REPORT.md'}: {len(outcome.ran)} ran, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed"

@@ -18,7 +18,11 @@ R@100 ones are a second, secondary family), intervals that match the Holm verdic
 ``(z_{1-a/2} + z_{power}) * sd / sqrt(n)``, ``sd`` the standard deviation of its per-query
 differences, at power 0.8, for ``a = alpha`` and for ``a = alpha / m`` (the strictest Holm step of
 a family of m). The headline compares the best MAW arm with the strongest baseline: the trained
-baseline arm with the best *validation* score, chosen before the test split is read.
+baseline arm with the best *validation* score, chosen before the test split is read. Verdicts say
+what was shown ("beat", "lost to", "no significant difference (could detect ≥ X)"); "equivalent
+within ±m" only from an equivalence test (TOST) whose margin the grid fixed before the final
+(top-level ``equivalence_margin``; none by default: no equivalence claim). An arm whose selected
+epoch is 0 in every seed is flagged as untrained.
 """
 
 from __future__ import annotations
@@ -28,25 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from maw.benchmark.cells import load_cells
-from maw.benchmark.report import averaged_per_query
-from maw.benchmark.significance import ALPHA, DEFAULT_RESAMPLES, apply_holm, compare
+from maw.benchmark.report import averaged_per_query, untrained_note
+from maw.benchmark.significance import ALPHA, DEFAULT_RESAMPLES, POWER, apply_holm, compare, mde
+from maw.sweep.cells import best_cells, final_dir, read_sweep_cell, sweep_cell_path
 from maw.sweep.grid import Grid
+from maw.sweep.reference import EPOCHS as REFERENCE_EPOCHS
+from maw.sweep.reference import METHOD as REFERENCE
 from maw.utils.io import atomic_write_json, atomic_write_text, read_json
 
 METRICS = ("nDCG@10", "R@100")
-POWER = 0.8
 BASELINE_METHODS = ("lora", "finetune", "full")
-
-
-def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable mean difference of a two-sided paired test (normal approximation):
-    ``(z_{1-alpha/2} + z_{power}) * sd / sqrt(n)``, ``sd`` the SD of the per-query differences."""
-    if n < 1:
-        raise ValueError("mde: n must be >= 1")
-    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd / math.sqrt(n))
+SEED_FREE = ("bm25", "zeroshot", REFERENCE)  # one run each in the final
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -61,8 +59,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- leaderboard
 def sweep_records(out: Path, grid: Grid) -> dict[str, list[dict[str, Any]]]:
     """arm -> its cells' records (None for a cell not run yet), in grid order."""
-    from maw.sweep.runner import read_sweep_cell, sweep_cell_path
-
     return {
         a.name: [
             {
@@ -75,6 +71,27 @@ def sweep_records(out: Path, grid: Grid) -> dict[str, list[dict[str, Any]]]:
         ]
         for a in grid.arms
     }
+
+
+def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> dict[str, float]:
+    """The sweep's training seconds, and an estimate of what the same configurations would have cost
+    unpruned: a pruned cell's mean epoch time (training + validation) times the epochs it would have
+    run, taken as the median number of epochs of its arm's unpruned cells (``max_epochs`` when the
+    arm has none)."""
+    actual = estimate = 0.0
+    for rs in records.values():
+        ok = [r for r in rs if r["status"] == "ok"]
+        full = sorted(r["epochs_run"] for r in ok if not r.get("pruned"))
+        would = float(np.median(full)) if full else float(max_epochs)
+        for r in ok:
+            spent = r.get("train_s") or 0.0
+            actual += spent
+            epochs = [h.get("seconds") or 0.0 for h in r.get("history", []) if h.get("epoch", 0) > 0]
+            extra = 0.0
+            if r.get("pruned") and epochs:
+                extra = max(would - r["epochs_run"], 0.0) * (sum(epochs) / len(epochs))
+            estimate += spent + extra
+    return {"train_s": actual, "unpruned_estimate_s": estimate}
 
 
 def leaderboard_markdown(out: Path, grid: Grid) -> str:
@@ -92,17 +109,30 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
         None,
     )
     lines = [
-        f"# Sweep leaderboard: {grid.dataset}",
+        f"# Sweep leaderboard: {grid.key}",
         "",
         *([f"> {grid.note}", ""] if grid.note else []),
-        f"Grid `{grid.path}`; budget {grid.budget} configurations per arm (the whole grid of an arm when it "
+        f"Grid `{grid.file_label}`; budget {grid.budget} configurations per arm (the whole grid of an arm when it "
         f"is smaller, else a sample with seed {grid.sample_seed}); training seed {grid.base.train.seed}. "
         f"Scores are **validation** nDCG@10 ({val_n if val_n is not None else '?'} queries): the best epoch of "
         "each training (epoch 0 is the pretrained model); the test split was not read by the sweep.",
         "",
         f"Cost: {total:.0f} s of training in total ({wall:.0f} s wall including validation and setup).",
         "",
+        f"Pruning: {grid.pruner.describe()}.",
+        "",
     ]
+    if grid.pruner.enabled:
+        cost = pruning_cost(records, grid.base.train.num_epochs)
+        n_pruned = sum(1 for rs in ok.values() for r in rs if r.get("pruned"))
+        if cost["unpruned_estimate_s"] > 0:
+            lines += [
+                f"{n_pruned} configuration(s) pruned. Without pruning the same configurations would have cost about "
+                f"{cost['unpruned_estimate_s']:.0f} s of training (estimate: a pruned configuration's mean epoch time "
+                "x the median number of epochs of its arm's unpruned configurations); the pruned sweep cost "
+                f"{100 * cost['train_s'] / cost['unpruned_estimate_s']:.0f}% of that.",
+                "",
+            ]
     rows = []
     for a in grid.arms:
         rs = ok[a.name]
@@ -156,15 +186,25 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
                         _fmt(r["score"]),
                         _fmt((r.get("val") or {}).get("R@100")),
                         f"{r['best_epoch']} / {r['epochs_run']}",
+                        f"after epoch {r['pruned_at_epoch']}" if r.get("pruned") else "no",
                         f"{r['train_s']:.0f}",
                         f"`{r['cell']}`",
                     ]
                 )
             else:
                 why = r["status"] if r["status"] == "missing" else f"failed: {str(r.get('error'))[:80]}"
-                table.append(["—", r["label"], why, "", "", "", f"`{r['cell']}`"])
+                table.append(["—", r["label"], why, "", "", "", "", f"`{r['cell']}`"])
         lines += _md_table(
-            ["rank", "configuration", "val nDCG@10", "val R@100", "best epoch / epochs", "train s", "cell"],
+            [
+                "rank",
+                "configuration",
+                "val nDCG@10",
+                "val R@100",
+                "best epoch / epochs",
+                "pruned",
+                "train s",
+                "cell",
+            ],
             table,
         )
     return "\n".join(lines) + "\n"
@@ -198,7 +238,11 @@ def planned_pairs(arms: dict[str, dict[str, Any]]) -> tuple[str | None, list[tup
 
 
 def _family(
-    cells: dict[str, list[dict]], pairs: list[tuple[str, str]], metric: str, alpha: float
+    cells: dict[str, list[dict]],
+    pairs: list[tuple[str, str]],
+    metric: str,
+    alpha: float,
+    margin: float | None = None,
 ) -> list[dict[str, Any]]:
     todo = []
     for m, b in pairs:
@@ -206,7 +250,9 @@ def _family(
         if set(a_scores) & set(b_scores):
             todo.append((m, b, a_scores, b_scores))
     n_resamples = max(DEFAULT_RESAMPLES, math.ceil(10 * len(todo) / alpha))
-    comps = [compare(m, b, metric, x, y, n_resamples=n_resamples, seed=0) for m, b, x, y in todo]
+    comps = [
+        compare(m, b, metric, x, y, n_resamples=n_resamples, seed=0, margin=margin) for m, b, x, y in todo
+    ]
     apply_holm(comps, alpha=alpha)
     tested = sum(1 for c in comps if not c.degenerate)
     rows = []
@@ -218,6 +264,7 @@ def _family(
             {
                 **c.to_dict(),
                 "verdict": c.verdict,
+                "verdict_text": c.verdict_text,
                 "sd_diff": sd,
                 "mde": mde(sd, len(d), alpha),
                 "mde_holm": mde(sd, len(d), alpha / max(tested, 1)),
@@ -238,9 +285,17 @@ def _seed_stats(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
 
 def headline(
-    best_maw: str | None, strongest: str | None, rows: list[dict[str, Any]], alpha: float = ALPHA
+    best_maw: str | None,
+    strongest: str | None,
+    rows: list[dict[str, Any]],
+    alpha: float = ALPHA,
+    untrained: tuple[str, ...] | list[str] = (),
 ) -> str:
-    """The one plain sentence: MAW beat / matched / lost to the strongest baseline on test nDCG@10."""
+    """The one plain sentence, saying what the test of the best MAW arm against the strongest baseline
+    on test nDCG@10 showed: it beat or lost to it (Holm-significant), or there was no significant
+    difference (and the smallest difference the study could have detected), or -- only from an
+    equivalence test (TOST) with the margin fixed in the grid before the final -- it was equivalent
+    within ±m. An arm whose selected epoch was 0 in every seed (``untrained``) is flagged."""
     if best_maw is None or strongest is None:
         return "No verdict: the study needs a MAW arm and at least one trained baseline arm."
     row = next((r for r in rows if r["method"] == best_maw and r["baseline"] == strongest), None)
@@ -249,35 +304,84 @@ def headline(
     )
     if row is None:
         return f"No verdict: the final has no test scores of {best_maw} and {strongest} in common (cells missing or failed)."
+    flag = untrained_note(
+        [a for a in (best_maw, strongest) if a in untrained],
+        {a: f"the {a} arm" for a in (best_maw, strongest)},
+    )
     nums = f"test nDCG@10 {row['mean_method']:.4f} vs {row['mean_baseline']:.4f}, difference {row['diff']:+.4f}, n = {row['n']} queries"
     if row["degenerate"]:
-        return f"MAW ({best_maw}) matched {who}: {row['degenerate']} ({nums}); no test is possible."
+        return f"MAW ({best_maw}) could not be tested against {who}: {row['degenerate']} ({nums}).{flag}"
     ci = f"Holm-adjusted p = {row['p_perm_holm']:.3g}, {100 * (1 - row['holm_level']):.4g}% CI [{_fmt(row['holm_ci_low'])}, {_fmt(row['holm_ci_high'])}]"
+    margin = row.get("margin")
+    tost = f"Holm-adjusted TOST p = {row['p_tost_holm']:.3g}" if row.get("p_tost_holm") is not None else ""
     if row["verdict"] == "better":
-        return f"MAW ({best_maw}) beat {who} ({nums}; {ci})."
+        return f"MAW ({best_maw}) beat {who} ({nums}; {ci}).{flag}"
     if row["verdict"] == "worse":
-        return f"MAW ({best_maw}) lost to {who} ({nums}; {ci})."
-    return (
-        f"MAW ({best_maw}) matched {who}: no significant difference ({nums}; {ci}); the study could have detected "
-        f"a difference of >= {row['mde_holm']:.4f} nDCG@10 (80% power, two-sided, alpha = {alpha}/{row['family_size']}; "
-        f">= {row['mde']:.4f} at alpha = {alpha} unadjusted)."
+        return f"MAW ({best_maw}) lost to {who} ({nums}; {ci}).{flag}"
+    if row["verdict"] == "equivalent":
+        return (
+            f"MAW ({best_maw}) was equivalent to {who} within ±{margin:g} nDCG@10 (equivalence test, TOST, with "
+            f"the margin fixed in the grid before the final; {tost}; {nums}; {ci}).{flag}"
+        )
+    equivalence = (
+        f" Equivalence within ±{margin:g} nDCG@10 was not shown ({tost})."
+        if margin is not None
+        else " No equivalence margin was fixed in the grid (equivalence_margin), so no equivalence is claimed."
     )
+    return (
+        f"MAW ({best_maw}) showed no significant difference from {who} ({nums}; {ci}); the study could have "
+        f"detected a difference of ≥ {row['mde_holm']:.4f} nDCG@10 (80% power, two-sided, alpha = "
+        f"{alpha}/{row['family_size']}; ≥ {row['mde']:.4f} at alpha = {alpha} unadjusted).{equivalence}{flag}"
+    )
+
+
+def _goals(grid: Grid, methods: dict[str, Any], cells: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """Each goal arm's test nDCG@10 mean against its goal, and its training time per run as a ratio
+    to the sentence-transformers reference's (when the final ran it)."""
+    ref = cells.get(REFERENCE, [])
+    ref_s = ref[0]["runtimes"].get("train_s") if ref else None
+    out = []
+    for arm, goal in grid.goals:
+        info = methods.get(arm)
+        if info is None:
+            continue
+        mean = info["test"]["nDCG@10"]["mean"]
+        runs = len(info["seeds"])
+        per_run = info["train_s"] / runs if runs else None
+        out.append(
+            {
+                "arm": arm,
+                "goal": goal,
+                "mean": mean,
+                "runs": runs,
+                "met": None if mean is None else mean >= goal,
+                "train_s_per_run": per_run,
+                "reference_train_s": ref_s,
+                "time_ratio": per_run / ref_s if per_run and ref_s else None,
+            }
+        )
+    return out
+
+
+def _cost(out: Path, grid: Grid, cells: dict[str, list[dict]]) -> dict[str, float]:
+    """Wall seconds of the study: every sweep cell (training, validation, setup) and every final cell."""
+    sweep = sum(r.get("cell_s") or 0.0 for rs in sweep_records(out, grid).values() for r in rs)
+    final = sum(c.get("cell_seconds") or 0.0 for cs in cells.values() for c in cs)
+    return {"sweep_s": sweep, "final_s": final, "total_s": sweep + final}
 
 
 def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -> dict[str, Any]:
     """Everything REPORT.md shows, from the final cells on disk (JSON-safe)."""
-    from maw.sweep.runner import best_cells, final_dir
-
     best = best_cells(grid, out)
     cells: dict[str, list[dict[str, Any]]] = {}
     for c in load_cells(final_dir(out)):
         if c["status"] != "ok" or c["seed"] not in seeds:
             continue
-        if c["method"] in ("bm25", "zeroshot") or (
+        if c["method"] in SEED_FREE or (
             c["method"] in best and c.get("sweep_cell") == best[c["method"]][0].name
         ):
             cells.setdefault(c["method"], []).append(c)
-    for m in ("bm25", "zeroshot"):  # seed-independent: one run counts
+    for m in SEED_FREE:  # seed-independent (or a one-run reference): one run counts
         if m in cells:
             cells[m] = cells[m][:1]
     arms = {
@@ -293,8 +397,9 @@ def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -
     }
     best_maw, pairs, strongest = planned_pairs(arms)
     pairs = [(m, b) for m, b in pairs if m in cells and b in cells]
-    families = {metric: _family(cells, pairs, metric, alpha) for metric in METRICS}
-    order = [m for m in ("bm25", "zeroshot") if m in cells] + [a.name for a in grid.arms]
+    margin = getattr(grid.base, "equivalence_margin", None)  # fixed in the grid, before the final
+    families = {metric: _family(cells, pairs, metric, alpha, margin) for metric in METRICS}
+    order = [m for m in SEED_FREE if m in cells] + [a.name for a in grid.arms]
     methods = {
         m: {
             **arms.get(m, {"method": m}),
@@ -314,21 +419,26 @@ def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -
         ),
         None,
     )
-    expected = 2 + len(grid.arms) * len(seeds)
+    expected = 2 + int(grid.reference) + len(grid.arms) * len(seeds)
+    untrained = [m for m, i in methods.items() if i["best_epochs"] and all(e == 0 for e in i["best_epochs"])]
     return {
-        "dataset": grid.dataset,
+        "dataset": grid.key,
         "seeds": list(seeds),
         "note": grid.note,
         "final_cells": {"finished": sum(len(v) for v in cells.values()), "expected": expected},
         "alpha": alpha,
         "power": POWER,
+        "equivalence_margin": margin,
+        "untrained": untrained,
+        "goals": _goals(grid, methods, cells),
+        "cost": _cost(out, grid, cells),
         "test_queries": n_test,
         "best_maw": best_maw,
         "strongest_baseline": strongest,
         "planned": [list(p) for p in pairs],
         "methods": methods,
         "comparisons": families,
-        "headline": headline(best_maw, strongest, families["nDCG@10"], alpha),
+        "headline": headline(best_maw, strongest, families["nDCG@10"], alpha, untrained),
     }
 
 
@@ -381,9 +491,11 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
         ["arm", "method", "configuration", "val nDCG@10", "test nDCG@10", "test R@100", "runs", "best epoch"],
         rows,
     )
-    untrained = [
-        m for m, i in s["methods"].items() if i["best_epochs"] and all(e == 0 for e in i["best_epochs"])
-    ]
+    untrained = s.get("untrained")
+    if untrained is None:  # a study.json written before the field existed
+        untrained = [
+            m for m, i in s["methods"].items() if i["best_epochs"] and all(e == 0 for e in i["best_epochs"])
+        ]
     if untrained:
         lines += [
             "",
@@ -400,7 +512,16 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
         f"the planned nDCG@10 comparisons (R@100: a second, secondary family); alpha = {s['alpha']}. The interval is "
         "the Holm-adjusted randomisation interval, so it excludes 0 exactly when the verdict is significant. MDE: "
         f"the smallest true difference the test finds with {int(100 * s['power'])}% power, "
-        "(z_{1-a/2} + z_{0.8}) · sd(differences) / sqrt(n), at a = alpha/m (strictest Holm step) and a = alpha.",
+        "(z_{1-a/2} + z_{0.8}) · sd(differences) / sqrt(n), at a = alpha/m (strictest Holm step) and a = alpha. "
+        'Verdicts say what was shown: "beat" / "lost to" (Holm-significant), "no significant difference '
+        '(could detect ≥ MDE at alpha/m)", and "equivalent within ±m" only from an equivalence test (TOST, '
+        "two one-sided paired randomisation tests, Holm over the family) whose margin m the grid fixed before "
+        "the final"
+        + (
+            f": here m = {s['equivalence_margin']:g}."
+            if s.get("equivalence_margin") is not None
+            else "; this grid fixed none (equivalence_margin), so nothing is called equivalent."
+        ),
         "",
     ]
     for metric, fam in s["comparisons"].items():
@@ -431,7 +552,7 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
                     f"[{_fmt(r['holm_ci_low'])}, {_fmt(r['holm_ci_high'])}] ({100 * (1 - r['holm_level']):.4g}%)",
                     f"{r['p_perm_holm']:.3g}",
                     f"{r['p_ttest']:.3g}",
-                    r["verdict"],
+                    _verdict_cell(r, untrained),
                     f"{r['mde_holm']:.4f} / {r['mde']:.4f}",
                     str(r["n"]),
                 ]
@@ -450,8 +571,27 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
             table,
         )
         lines.append("")
+    if s.get("goals"):
+        lines += ["## Goals", ""]
+        for g in s["goals"]:
+            verdict = "not measured yet" if g["met"] is None else ("met" if g["met"] else "not met")
+            ratio = (
+                f"; training {g['train_s_per_run']:.0f} s per run = {g['time_ratio']:.2f}x sentence-transformers' "
+                f"{REFERENCE_EPOCHS}-epoch fine-tune of the same model and data ({g['reference_train_s']:.0f} s, timed in this final)"
+                if g["time_ratio"]
+                else ""
+            )
+            lines.append(
+                f"- {g['arm']}: test nDCG@10 {_fmt(g['mean'])} (mean of {g['runs']} run(s)) against the goal "
+                f"{g['goal']:.2f}: {verdict}{ratio}."
+            )
+        lines.append("")
+    cost = s.get("cost") or {}
     lines += [
         "## Cost",
+        "",
+        f"The study took {cost.get('total_s', 0.0) / 3600:.2f} h of machine time: sweep {cost.get('sweep_s', 0.0) / 3600:.2f} h "
+        f"(every cell: training, validation, setup), final {cost.get('final_s', 0.0) / 3600:.2f} h.",
         "",
         *[
             f"- {m}: {info['train_s']:.0f} s training over {len(info['seeds'])} run(s)"
@@ -461,9 +601,18 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
         "- a final seed equal to the sweep's training seed reuses the sweep's finished training (its seconds are "
         "the sweep's); see leaderboard.md for the sweep's cost.",
         "",
-        f"Data: `{out}/final/cells/` (one JSON per arm and seed, with per-query scores), `study.json`.",
+        "Data: `final/cells/` (one JSON per arm and seed, with per-query scores), `study.json`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _verdict_cell(row: dict[str, Any], untrained: list[str]) -> str:
+    """A comparison's verdict in words (with its TOST p when a margin was fixed), untrained arms flagged."""
+    text = row.get("verdict_text") or row["verdict"]
+    if row.get("p_tost_holm") is not None:
+        text += f" (TOST Holm p = {row['p_tost_holm']:.3g})"
+    flagged = [a for a in (row["method"], row["baseline"]) if a in untrained]
+    return text + (f"; {', '.join(flagged)} untrained (epoch 0 in every seed)" if flagged else "")
 
 
 def write_report(out: Path, grid: Grid, seeds: tuple[int, ...]) -> Path:

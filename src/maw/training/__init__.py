@@ -16,7 +16,7 @@ from __future__ import annotations
 _EXPORTS = {
     "train": "maw.training.trainer",
     "train_from_plan": "maw.training.trainer",
-    "load_trained_encoder": "maw.training.checkpoint",
+    "load_trained_encoder": "maw.training.methods",
     "TrainResult": "maw.training.trainer",
     "TrainingError": "maw.training.trainer",
     "build_model": "maw.training.methods",

@@ -7,7 +7,7 @@ A checkpoint folder holds, and nothing in it needs unpickling:
   with its router and frozen reference router, LoRA adapters with their base layers). The frozen
   rest is rebuilt from the base model named in ``config.json``.
 * ``config.json`` — ``plan``: the whole :class:`maw.plan.Plan` that trained it (the model is rebuilt
-  from it: :func:`load_trained_encoder`); ``structure``: the plan without its runtime-only fields
+  from it: ``maw.training.methods.load_trained_encoder``); ``structure``: the plan without its runtime-only fields
   plus the identity of the training data, which a resumed run must match.
 * ``training_state.safetensors`` — optimizer state tensors (``optimizer.<param_index>.<name>``),
   the torch CPU RNG state and the CUDA RNG states (``latest`` only).
@@ -389,20 +389,3 @@ def checkpoint_folder(path: str | Path) -> Path:
     raise CheckpointError(
         f"{path}: not a maw checkpoint (no {' + '.join(files)}) nor a `maw train` run folder (no best/)"
     )
-
-
-def load_trained_encoder(path: str | Path, device: str | None = None):
-    """Rebuild the model of a checkpoint (``RUN/best``, ``RUN/latest``, or ``RUN`` meaning its best) from
-    the plan it stores and load its weights. Returns ``(encoder in eval mode, plan, config.json)``."""
-    from maw.plan import Plan
-    from maw.training.methods import build_model
-
-    folder = checkpoint_folder(path)
-    saved = read_config(folder)
-    plan = Plan.from_dict(saved["plan"], source=str(folder / CONFIG_FILE))
-    encoder = build_model(plan)
-    load_weights(folder, encoder)
-    encoder.eval()
-    if device is not None:
-        encoder.to(device)
-    return encoder, plan, saved

@@ -18,6 +18,11 @@ Padding does not change the valid tokens' states (masked attention), so a text's
 equal those it gets inside any padded batch, up to float rounding (and float16 storage, ~1e-3
 relative, when ``prefix_cache_dtype="float16"``).
 
+Every encoder family (``maw.models.families``) is cached the same way. MPNet's relative position
+bias is not stored: ``Encoder.run_layers`` (the suffix runner) recomputes it for the padded batch
+from token indices, and right padding leaves the valid tokens' relative positions, hence their bias,
+unchanged; its table is hashed into the key with the embeddings.
+
 Caches are keyed by a hash of the prefix weights (embeddings + layers ``[0, k)``), the tokenizer,
 the texts, the max length, ``k`` and the dtype, so runs with the same frozen prefix (e.g.
 finetune / LoRA / MAW on the last layer) share one cache when given the same ``cache_dir``.
@@ -41,13 +46,18 @@ Building at scale (memory independent of the number of tokens):
    of the file being written, so resident memory does not grow with the file).
 
 Texts are any ``Sequence[str]`` (a list, or :class:`CorpusTexts`: a corpus read on demand).
+
+:class:`PrefixCachedRetriever` retrieves with a trained encoder whose corpus passes through the
+frozen layers once, from the cache (``maw benchmark``'s test retrieval of trained cells).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +67,7 @@ import torch
 
 from maw.config import ConfigError
 from maw.models.encoder import Encoder
+from maw.retrieval.dense import CorpusRows, DenseRetriever, rank_and_world
 from maw.utils.io import atomic_write_json, fingerprint, read_json, staging_dir
 
 CACHE_FORMAT = 1
@@ -150,6 +161,13 @@ def token_counts(
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def _autocast(amp: str, device: torch.device):
+    """Autocast of a prefix pass in ``amp`` ("float32": none)."""
+    if amp == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, amp))
+
+
 @dataclass(frozen=True)
 class CachePlan:
     """What building one cache means, known before building it (:meth:`PrefixCache.plan`).
@@ -169,6 +187,7 @@ class CachePlan:
     upto: int
     lengths: np.ndarray | None = None
     complete: bool = True
+    amp: str = "float32"  # autocast dtype of the prefix pass ("bfloat16" / "float16"; maw.utils.precision)
 
     @property
     def nbytes(self) -> int:
@@ -194,12 +213,13 @@ def over_cap_reason(plans: Sequence[CachePlan], max_bytes: int) -> str | None:
 
 
 def prefix_fingerprint(encoder: Encoder, upto: int) -> str:
-    """Hash of the embeddings' and layers ``[0, upto)``'s tensors and the tokenizer identity."""
+    """Hash of the input modules' (embeddings; MPNet: + its position bias table) and layers
+    ``[0, upto)``'s tensors and the tokenizer identity (BERT keys are those of older caches)."""
     h = hashlib.sha256()
     h.update(
         f"{encoder.model_name}\x00{type(encoder.tokenizer).__name__}\x00{len(encoder.tokenizer)}\x00{upto}".encode()
     )
-    modules = [("embeddings", encoder.backbone.embeddings)] + [
+    modules = encoder.family.input_modules(encoder.backbone) + [
         (f"layer{i}", encoder.layers[i]) for i in range(upto)
     ]
     for prefix, module in modules:
@@ -271,7 +291,9 @@ class PrefixCache:
 
     # ------------------------------------------------------------------ building
     @staticmethod
-    def key(encoder: Encoder, texts: Sequence[str], max_length: int, upto: int, dtype: str) -> str:
+    def key(
+        encoder: Encoder, texts: Sequence[str], max_length: int, upto: int, dtype: str, amp: str = "float32"
+    ) -> str:
         return fingerprint(
             [
                 prefix_fingerprint(encoder, upto),
@@ -281,6 +303,7 @@ class PrefixCache:
                 dtype,
                 str(CACHE_FORMAT),
             ]
+            + ([f"amp={amp}"] if amp != "float32" else [])  # float32 keys are those of older caches
         )
 
     @classmethod
@@ -294,13 +317,16 @@ class PrefixCache:
         dtype: str = "float16",
         name: str = "prefix",
         max_bytes: int | None = None,
+        amp: str = "float32",
     ) -> CachePlan:
         """Where the cache of ``texts`` lives, whether it exists and its exact size (token-count pass)."""
         if dtype not in _DTYPES:
             raise ValueError(f"--prefix-cache-dtype: must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        key = cls.key(encoder, texts, max_length, upto, dtype)
+        key = cls.key(encoder, texts, max_length, upto, dtype, amp)
         folder = Path(cache_dir) / f"{name}-{key}"
-        common = dict(name=name, folder=folder, key=key, dtype=dtype, max_length=max_length, upto=upto)
+        common = dict(
+            name=name, folder=folder, key=key, dtype=dtype, max_length=max_length, upto=upto, amp=amp
+        )
         if (folder / "meta.json").is_file():
             meta = read_json(folder / "meta.json")
             return CachePlan(
@@ -414,7 +440,9 @@ class PrefixCache:
                 for i, x in enumerate(ids):
                     input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
                     mask[i, : len(x)] = 1
-                out = encoder.prefix(input_ids.to(device), mask.to(device), plan.upto).float().cpu().numpy()
+                with _autocast(plan.amp, device):
+                    out = encoder.prefix(input_ids.to(device), mask.to(device), plan.upto)
+                out = out.float().cpu().numpy()
                 for i, r in enumerate(rows):
                     n = int(lengths[r])
                     os.pwrite(fh.fileno(), out[i, :n].astype(dtype).tobytes(), int(offsets[r]) * row_bytes)
@@ -429,6 +457,7 @@ class PrefixCache:
                 "upto": plan.upto,
                 "max_length": plan.max_length,
                 "dtype": plan.dtype,
+                "amp": plan.amp,
                 "num_texts": len(lengths),
                 "total_tokens": int(offsets[-1]),
                 "hidden_size": dim,
@@ -494,3 +523,85 @@ class LivePrefix:
             return self.encoder.prefix(input_ids, mask, self.upto), mask
         with torch.no_grad():
             return self.encoder.prefix(input_ids, mask, self.upto), mask
+
+
+# ---------------------------------------------------------------------------------------------- retrieval
+class PrefixCachedRetriever(DenseRetriever):
+    """A ``DenseRetriever`` whose corpus embeddings come from the trainer's frozen-prefix cache.
+
+    The hidden states entering the first trainable layer ``k`` of every document were computed
+    once by the trainer (``maw.training.prefix_cache``); only layers ``[k, N)`` of the trained
+    encoder run on the corpus here. The cache is used only when its key (prefix weights, texts,
+    max length, k, dtype) matches the trained encoder and the corpus, so the embeddings equal a
+    full encode up to float rounding (float32 cache) or float16 storage of the prefix states.
+    As in ``DenseRetriever``, the embeddings go shard by shard into an embedding store
+    (``embedding_dtype``, under ``cache_dir``), each rank encoding its shards under torch.distributed.
+    Queries are encoded by the full model. ``docs_per_second`` is the full model's throughput
+    (what indexing new documents costs), timed on ``throughput_sample`` documents spread evenly
+    over the corpus (typical lengths) after an untimed warm-up batch.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        doc_cache_dir: str | Path,
+        first_trainable: int,
+        throughput_sample: int,
+        **kwargs,
+    ):
+        super().__init__(encoder, **kwargs)
+        self.prefix_cache = PrefixCache(doc_cache_dir)
+        self.first_trainable = first_trainable
+        self.throughput_sample = throughput_sample
+
+    def embed_corpus(self, corpus):
+        """The store of document embeddings (sharded across ranks as in ``DenseRetriever``), then
+        (rank 0) the full model's throughput on a sample."""
+        rows = CorpusRows(corpus)
+        texts = rows.texts(0, len(rows))
+        cache, k = self.prefix_cache, self.first_trainable
+        amp = cache.meta.get("amp", "float32")
+        if amp != self.amp:
+            raise RuntimeError(
+                f"prefix cache {cache.folder} was built under {amp} autocast, the retriever encodes in {self.amp}"
+            )
+        if PrefixCache.key(
+            self.encoder, texts, self.doc_max_length, k, cache.meta["dtype"], amp
+        ) != cache.meta.get("key"):
+            raise RuntimeError(
+                f"prefix cache {cache.folder} does not match the trained encoder and the corpus"
+            )
+        self.fingerprint_extra = f"prefix cache {cache.meta['key']} + layers {k + 1}..N"
+        self.encoder.eval()
+        ids, store = super().embed_corpus(corpus)
+        self.timings.update(
+            doc_encode_mode=f"prefix cache + layers {k + 1}..N",
+            prefix_cache=str(cache.folder),
+            prefix_cache_dtype=cache.meta["dtype"],
+        )
+        if rank_and_world()[0] == 0:
+            n = max(1, min(self.throughput_sample, len(texts)))
+            sample = texts[:: max(1, len(texts) // n)][:n]
+            self._encode(sample[:8], self.doc_max_length, self.batch_size)  # warm-up, not timed
+            t1 = time.perf_counter()
+            self._encode(sample, self.doc_max_length, self.batch_size)
+            full = time.perf_counter() - t1
+            self.timings.update(
+                docs_per_second=len(sample) / full if full > 0 else None, docs_per_second_sample=len(sample)
+            )
+        return ids, store
+
+    @torch.inference_mode()
+    def encode_shard(self, rows, start: int, stop: int, description: str) -> np.ndarray:
+        """Embeddings of corpus rows [start, stop): layers [k, N) over their cached states (cache
+        row i is corpus row i), longest first so that batches hold similar lengths."""
+        cache, k = self.prefix_cache, self.first_trainable
+        out = np.empty((stop - start, self.encoder.hidden_size), dtype=np.float32)
+        order = start + np.argsort(-cache.lengths[start:stop], kind="stable")
+        for b in range(0, len(order), self.batch_size):
+            batch = order[b : b + self.batch_size]
+            hidden, mask = cache.batch(batch.tolist(), self.device)
+            with self._autocast():
+                emb = self.encoder.suffix(hidden, mask, k)
+            out[batch - start] = emb.float().cpu().numpy()
+        return out

@@ -54,11 +54,12 @@ units of the query's texts (``H`` heads x ~``L`` tokens x MAW layers), so each u
 policy gradient is ``Adv / units`` and its signal is buried under the other units' sampling noise.
 The baselines above lower the variance *between queries and samples*, not between units.
 
-Warm start (``maw_cfg.router_init``, :func:`warm_start_routers`): the hard router's policy network
-starts from a trained router of a ``maw train`` checkpoint (e.g. the soft router, whose policy is
-``softmax(z / tau)``: its last layer is copied divided by its ``tau``, so the hard policy
-``softmax(z)`` is the soft router's distribution). The gate stays at 0, so the model is still the
-pretrained one at step 0; only the policy that GRPO samples from (and its reference) is informed.
+Warm start (``maw_cfg.router_init``, ``maw.training.methods.warm_start``, applied when a fresh
+run starts): the hard router's policy network starts from a trained router of a ``maw train``
+checkpoint (e.g. the soft router, whose policy is ``softmax(z / tau)``: its last layer is copied
+divided by its ``tau``, so the hard policy ``softmax(z)`` is the soft router's distribution). The
+gate stays at 0, so the model is still the pretrained one at step 0; only the policy that GRPO
+samples from (and its reference) is informed.
 
 Supervised router: on oracle steps, every depth ``d`` is forced in turn (``force_depth``; the
 first MAW layer's projections are shared by the D passes) under ``no_grad`` with the model in
@@ -77,7 +78,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from maw.config import GRPO_BASELINES, ConfigError, MAWConfig
+from maw.config import GRPO_BASELINES, MAWConfig
 from maw.training.losses import info_nce_per_query
 
 Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -286,49 +287,3 @@ def supervised_objective(
         stats=stats,
         oracle_labels=label_list,
     )
-
-
-def warm_start_routers(encoder: nn.Module, path: str) -> list[int]:
-    """Copy the policy network (not the gate) of every MAW layer's router from the ``maw train``
-    checkpoint ``path`` (``RUN``, ``RUN/best`` or ``RUN/latest``), and refresh GRPO's reference to it.
-
-    The source must have MAW on the same layers with the same router network (D, granularity,
-    ``router_hidden``); a ``signed`` soft router is refused (its logits are not a softmax policy).
-    Returns the layers warm-started. Errors (ConfigError) name ``--router-init``.
-    """
-    from safetensors.torch import load_file
-
-    from maw.models.maw_encoder import maw_modules
-    from maw.training.checkpoint import CheckpointError, checkpoint_folder, read_config
-
-    try:
-        folder = checkpoint_folder(path)
-        source = read_config(folder)["plan"].get("maw") or {}
-    except CheckpointError as exc:
-        raise ConfigError(f"--router-init: {exc}") from None
-    if source.get("parametrisation") == "signed":
-        raise ConfigError(f"--router-init: {folder} has a signed soft router (not a softmax policy)")
-    tau = float(source.get("tau", 1.0)) if source.get("router") == "soft" else 1.0
-    tensors = load_file(str(folder / "model.safetensors"))
-    names = {id(m): n for n, m in encoder.named_modules()}
-    done = []
-    for m in maw_modules(encoder):
-        prefix = names[id(m.router)]
-        with torch.no_grad():
-            for name, p in m.router.named_parameters():
-                if name == "gate":
-                    continue
-                key = f"{prefix}.{name}"
-                t = tensors.get(key)
-                if t is None or t.shape != p.shape:
-                    got = "missing" if t is None else f"shape {tuple(t.shape)}"
-                    raise ConfigError(
-                        f"--router-init: {folder / 'model.safetensors'}: {key} is {got}, this model needs "
-                        f"{tuple(p.shape)} (same --maw-layers, --depth-dim, --granularity, --router-hidden)"
-                    )
-                last = name in ("weight", "bias")  # the logits' layer: soft z / tau -> hard z
-                p.copy_(t.to(p) / tau if last else t.to(p))
-        if m.reference is not None:
-            m.refresh_reference()
-        done.append(m.layer_number)
-    return done

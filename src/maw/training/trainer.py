@@ -13,9 +13,9 @@ Recipe
 ------
 * Examples: one per (train query, positive doc). Each micro-batch of ``batch_size`` examples is
   scored with InfoNCE (temperature ``train_cfg.temperature``) against all its documents: the
-  positives of the other queries (in-batch negatives) plus ``hard_negatives`` BM25-mined negatives
-  per example (see ``maw.training.negatives``); judged-relevant documents of a query are masked
-  out of its negatives (``maw.training.losses``).
+  positives of the other queries (in-batch negatives) plus ``hard_negatives`` mined negatives per
+  example (BM25 or a dense model, ``negatives``; see ``maw.training.negatives``); judged-relevant
+  documents of a query are masked out of its negatives (``maw.training.losses``).
 * AdamW (no weight decay on biases, LayerNorm weights and routers), linear warmup over
   ``warmup_ratio`` of the optimiser steps (never more than exist) then linear decay
   (``transformers.get_linear_schedule_with_warmup``), gradient clipping at ``max_grad_norm``,
@@ -38,9 +38,10 @@ Recipe
   use ``maw.training.router_objectives``. Per epoch the history logs the depth histogram per layer
   and head, the policy entropy, GRPO's mean reward / advantage spread / policy loss / KL, and the
   supervised router's oracle-label histogram.
-* Mixed precision (``precision`` bf16 / fp16 autocast, GradScaler for fp16) and gradient
-  checkpointing apply on CUDA only; on CPU both are ignored (with a warning) and training is
-  deterministic for a fixed seed (``torch.use_deterministic_algorithms``).
+* Mixed precision: ``--precision`` (``maw.utils.precision``) sets the autocast of the steps and of
+  the encoding passes (validation, prefix cache); bf16 runs on CUDA and on CPUs (native on
+  AVX512-BF16 / AMX), fp16 on CUDA only (GradScaler). Gradient checkpointing applies on CUDA only.
+  On CPU training is deterministic for a fixed seed (``torch.use_deterministic_algorithms``).
 * Checkpoints (``maw.training.checkpoint``): ``run_dir/latest`` every ``checkpoint_every``
   optimiser steps and at every epoch end, ``run_dir/best`` when validation improves. Rerunning the
   same call resumes from ``latest`` (same configuration required) and ends with the same weights
@@ -73,7 +74,7 @@ from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from maw.config import ConfigError
 from maw.data.types import DataError, Qrels, RetrievalDataset, Splits
-from maw.models.encoder import Encoder, additive_mask
+from maw.models.encoder import Encoder
 from maw.plan import Plan
 from maw.training import distributed as dist_utils
 from maw.training.checkpoint import (
@@ -85,18 +86,24 @@ from maw.training.checkpoint import (
     recover_checkpoint_dir,
     save_checkpoint,
 )
-from maw.training.methods import build_model, count_parameters, frozen_prefix_eval_mode, router_parameters
+from maw.training.methods import (
+    build_model,
+    count_parameters,
+    frozen_prefix_eval_mode,
+    router_parameters,
+    warm_start,
+)
 from maw.training.negatives import (
     Batch,
     Example,
     LazyBM25,
-    cached_hard_negatives,
     epoch_batches,
     epoch_negatives,
     make_batch,
     rank0_first,
     relevant_documents,
     training_examples,
+    training_negatives,
 )
 from maw.training.prefix_cache import (
     CachedPrefix,
@@ -117,6 +124,7 @@ from maw.training.router_objectives import (
 )
 from maw.training.validation import SELECTION_METRIC, validate, validation_documents
 from maw.utils.io import atomic_write_json
+from maw.utils.precision import precision_info
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +201,10 @@ class Trainer:
         run_dir: str | Path,
         ctx: dist_utils.DistributedContext,
         retrieve: Callable | None = None,
+        on_epoch_end: Callable[[int, dict[str, float]], bool] | None = None,
     ):
         self.plan, self.dataset, self.splits = plan, dataset, splits
+        self.on_epoch_end = on_epoch_end
         self.method, self.layers = plan.method, plan.layers
         self.model_cfg, self.maw_cfg, self.train_cfg, self.eval_cfg = (
             plan.model,
@@ -208,16 +218,11 @@ class Trainer:
         self.device = ctx.device
         self.retrieve = retrieve
         self.is_cuda = self.device.type == "cuda"
-        self.autocast_dtype = None
-        if self.train_cfg.precision != "fp32":
-            if self.is_cuda:
-                self.autocast_dtype = torch.bfloat16 if self.train_cfg.precision == "bf16" else torch.float16
-            else:
-                log.warning(
-                    "--precision %s applies on CUDA only; training in fp32 on %s",
-                    self.train_cfg.precision,
-                    self.device,
-                )
+        from maw.utils.precision import autocast_dtype
+
+        # --precision (maw.utils.precision): the steps' autocast, and the encoding passes' (validation)
+        self.autocast_dtype = autocast_dtype(self.model_cfg.precision, self.device, training=True)
+        self.encode_dtype = autocast_dtype(self.model_cfg.precision, self.device)
         self.grad_ckpt = bool(self.train_cfg.gradient_checkpointing and self.is_cuda)
         if self.train_cfg.gradient_checkpointing and not self.is_cuda:
             log.warning("--gradient-checkpointing applies on CUDA only; ignored on %s", self.device)
@@ -254,9 +259,9 @@ class Trainer:
         # shared with the prefix cache: in a benchmark, one folder per dataset for every cell and seed
         self.cache_dir = Path(cfg.prefix_cache_dir) if cfg.prefix_cache_dir else self.run_dir / "cache"
         bm25 = self.retrieve or LazyBM25(self.dataset.corpus)  # one index for negatives and the pool
-        depth = cfg.hard_negative_depth if cfg.hard_negatives > 0 else 0
-        self.candidates, negatives_info = cached_hard_negatives(
-            self.dataset, train_qrels, depth, self.cache_dir, self.ctx, bm25
+        # --negatives bm25 | dense (the zero-shot backbone or --negatives-model), mined once per settings
+        self.candidates, negatives_info = training_negatives(
+            self.plan, self.dataset, train_qrels, self.cache_dir, self.ctx, bm25
         )
         self.val_qrels: Qrels = {q: d for q, d in self.splits.val.items() if any(g > 0 for g in d.values())}
         if not self.val_qrels:
@@ -271,7 +276,9 @@ class Trainer:
             pool_depth=cfg.val_pool_depth,
         )
         self.provider, self.cache_info = self._provider()
-        self.cache_info.update(validation_info, hard_negatives_path=negatives_info["path"])
+        self.cache_info.update(
+            validation_info, hard_negatives_path=negatives_info["path"], hard_negatives=negatives_info
+        )
 
         self.named_params = [(n, p) for n, p in self.encoder.named_parameters() if p.requires_grad]
         if not self.named_params:
@@ -346,10 +353,16 @@ class Trainer:
         texts = {"queries": [q_texts[q] for q in q_ids], "docs": CorpusTexts(self.dataset.corpus)}
         lengths = {"queries": max_lengths["query"], "docs": max_lengths["doc"]}
 
+        from maw.utils.precision import dtype_name
+
+        amp = dtype_name(self.encode_dtype)
+
         def build():  # rank 0: plan both caches, apply the cap and the free-space check, build
             dtype = cfg.prefix_cache_dtype
             plans = [
-                PrefixCache.plan(self.encoder, texts[n], lengths[n], k, self.cache_dir, dtype, n, max_bytes)
+                PrefixCache.plan(
+                    self.encoder, texts[n], lengths[n], k, self.cache_dir, dtype, n, max_bytes, amp=amp
+                )
                 for n in ("queries", "docs")
             ]
             reason = over_cap_reason(plans, max_bytes)
@@ -375,6 +388,7 @@ class Trainer:
             "cache_bytes": qc.nbytes + dc.nbytes,
             "cache_seconds": time.perf_counter() - t0,
             "dtype": cfg.prefix_cache_dtype,
+            "amp": amp,
         }
         return CachedPrefix(qc, q_ids, dc, list(self.dataset.corpus)), info
 
@@ -415,11 +429,11 @@ class Trainer:
             return hidden
         if not (self.grad_ckpt and torch.is_grad_enabled()):
             return self.encoder.run_layers(hidden, mask, start, end)
-        bias = additive_mask(mask, hidden.dtype)
+        inputs = self.encoder.layer_inputs(hidden, mask)  # the mask (and MPNet's position bias)
         for layer in self.encoder.layers[start:end]:
 
             def run(h, layer=layer):
-                out = layer(h, attention_mask=bias)
+                out = layer(h, **inputs)
                 return out[0] if isinstance(out, tuple) else out
 
             hidden = grad_checkpoint(run, hidden, use_reentrant=False)
@@ -438,9 +452,16 @@ class Trainer:
         return dist_utils.gather_with_grad(x, self.ctx)
 
     def _autocast(self):
+        """Autocast of the training steps (``--precision``)."""
         if self.autocast_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _encode_autocast(self):
+        """Autocast of the encoding passes: validation and the frozen-prefix cache build."""
+        if self.encode_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.encode_dtype)
 
     def _local_batch(self, batch: Batch, denom_q: float, denom_t: float) -> LocalBatch:
         B, N = len(batch), len(batch.doc_ids)
@@ -570,7 +591,7 @@ class Trainer:
             top_k=self.train_cfg.val_top_k,
             batch_size=self.eval_cfg.eval_batch_size,
             device=self.device,
-            autocast=self._autocast,
+            autocast=self._encode_autocast,
             depth=self.router_kind is not None,
             ctx=self.ctx,
         )
@@ -661,6 +682,7 @@ class Trainer:
 
                 self.best_tensors = load_file(str(self.run_dir / "best" / "model.safetensors"))
         if not self.state.history:
+            warm_start(self.encoder, self.plan)  # --router-init: a fresh run only (not a resume)
             metrics, depth, secs = self._validate_all_ranks()
             entry: dict[str, Any] = {
                 "epoch": 0,
@@ -790,10 +812,14 @@ class Trainer:
         else:
             state.bad_epochs += 1
         state.epoch, state.step_in_epoch, state.epoch_partial = epoch + 1, 0, {}
+        stop = self._stop_requested(epoch, metrics)  # e.g. a sweep's pruner (maw.sweep.pruning)
         if state.bad_epochs >= cfg.patience or epoch >= cfg.num_epochs:
             state.finished = True
             if state.bad_epochs >= cfg.patience and epoch < cfg.num_epochs:
                 entry["early_stopped"] = True
+        elif stop:
+            state.finished = True
+            entry["pruned"] = True
         self._save_latest(epoch)
         self._write_history()
         if progress is not None:
@@ -801,6 +827,13 @@ class Trainer:
                 f"{self.method} epoch {epoch}: train loss {entry['train_loss']:.4f}, val nDCG@10 {score:.4f} "
                 f"(best {state.best_score:.4f} @ epoch {state.best_epoch}), {train_seconds:.1f}s train + {val_seconds:.1f}s val"
             )
+
+    def _stop_requested(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Whether ``on_epoch_end(epoch, val metrics)`` asks to stop here (rank 0 decides for all)."""
+        if self.on_epoch_end is None:
+            return False
+        stop = bool(self.on_epoch_end(epoch, metrics)) if self.ctx.is_main else False
+        return bool(dist_utils.broadcast_object(stop, self.ctx))
 
     def benchmark_epoch(self, epoch: int = 1, max_steps: int | None = None) -> dict[str, Any]:
         """Time the optimiser steps of one epoch (no validation, no checkpoint); for benchmarks.
@@ -878,6 +911,7 @@ class Trainer:
                 "warmup_steps": self.warmup_steps,
                 "world_size": self.ctx.world_size,
                 "rank": self.ctx.rank,
+                "precision": precision_info(self.model_cfg.precision, self.device),
             },
         )
 
@@ -890,8 +924,13 @@ def train(
     *,
     ctx: dist_utils.DistributedContext | None = None,
     retrieve: Callable | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> TrainResult:
     """Train ``plan.method`` on ``splits.train``, select on ``splits.val``; see the module docstring.
+
+    ``on_epoch_end(epoch, val_metrics) -> stop``: called (rank 0) after each epoch's validation;
+    ``True`` ends training there unless early stopping or the last epoch ends it anyway (the history
+    entry then says ``"pruned": true``; a rerun does not continue it). A sweep's pruner uses it.
 
     ``ctx``: a distributed context (default: join the ``torchrun`` group if launched by it, else a
     single process on ``plan.runtime.device``). ``retrieve(queries, k) -> run`` overrides the BM25
@@ -903,7 +942,7 @@ def train(
     ctx = ctx or dist_utils.init_distributed(plan.runtime.device)
     try:
         with _deterministic_cpu(ctx.device.type == "cpu", plan.runtime.num_threads):
-            return Trainer(plan, dataset, splits, run_dir, ctx, retrieve).run()
+            return Trainer(plan, dataset, splits, run_dir, ctx, retrieve, on_epoch_end).run()
     finally:
         if own_ctx:
             dist_utils.shutdown(ctx)

@@ -26,9 +26,16 @@ import numpy as np
 import torch
 
 from maw.data.types import Qrels, RetrievalDataset
+from maw.evaluation.metrics import PRIMARY_METRICS, SELECTION_METRIC
 
-VAL_METRICS = ("nDCG@10", "R@100", "RR@10", "AP")
-SELECTION_METRIC = "nDCG@10"
+__all__ = [  # SELECTION_METRIC: maw.evaluation.metrics's, the trainer's best-epoch metric
+    "SELECTION_METRIC",
+    "encode_ids",
+    "merge_depth_statistics",
+    "validate",
+    "validation_documents",
+    "validation_pool",
+]
 POOL_ABOVE = 200_000  # corpora with more documents validate on a pool (module docstring)
 POOL_DEPTH = 100  # BM25 depth of the validation pool
 
@@ -146,7 +153,7 @@ def validate(
     depth: bool,
     ctx=None,
 ) -> tuple[dict[str, float], dict] | None:
-    """``(VAL_METRICS of exact retrieval of doc_ids for the queries of qrels, inference depth histogram or {})``.
+    """``(PRIMARY_METRICS of exact retrieval of doc_ids for the queries of qrels, inference depth histogram or {})``.
 
     ``doc_ids``: the full corpus or the pool of :func:`validation_documents`. Under torch.distributed
     (``ctx`` with several ranks) every rank encodes a contiguous share of ``doc_ids``; rank 0 gathers
@@ -182,8 +189,8 @@ def validate(
     q_ids = sorted(qrels)
     q_emb = encode_ids(encoder, provider, "query", q_ids, start, batch_size, device, autocast)
     run = search_embeddings(q_emb, q_ids, d_emb, doc_ids, k=top_k)
-    res = evaluate_run(qrels, run, metrics=[ir_measures.parse_measure(m) for m in VAL_METRICS])
-    metrics = {m: res.aggregate[m] for m in VAL_METRICS}
+    res = evaluate_run(qrels, run, metrics=[ir_measures.parse_measure(m) for m in PRIMARY_METRICS])
+    metrics = {m: res.aggregate[m] for m in PRIMARY_METRICS}
     stats = depth_statistics_of(encoder) if depth else {}
     if depth and world > 1:
         stats = merge_depth_statistics([others, stats])  # every rank's documents + the queries

@@ -142,6 +142,9 @@ def environment_info() -> dict[str, Any]:
             torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
         )
         info["num_threads"] = torch.get_num_threads()
+        from maw.utils.precision import cpu_bf16_support
+
+        info["cpu_bf16"] = cpu_bf16_support()  # native bfloat16 instructions (--precision bf16)
     except Exception:  # pragma: no cover - torch is a hard dependency
         pass
     return info

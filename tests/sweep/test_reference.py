@@ -1,0 +1,51 @@
+"""The final's sentence-transformers reference (timed fine-tune) and the goals in REPORT.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import grid_text
+from maw.config import ConfigError
+from maw.sweep.grid import load_grid
+from maw.sweep.runner import run_final, run_sweep
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("datasets")
+
+ARMS = """
+reference = "st-finetune"
+goals = {full = 0.01}
+[sweep.arms.full]
+learning_rate = [1e-3]
+"""
+
+
+def test_final_times_the_sentence_transformers_fine_tune(tmp_path, tiny_data, tiny_model):
+    path = tmp_path / "grid.toml"
+    path.write_text(grid_text(tiny_data, tiny_model, ARMS, budget=1))
+    grid = load_grid(path)
+    assert grid.reference and grid.goals == (("full", 0.01),)
+    out, ckpt = tmp_path / "results", tmp_path / "ckpt"
+    assert not run_sweep(grid, out, ckpt).failed
+    outcome = run_final(grid, out, ckpt, (7,))
+    assert not outcome.failed, outcome.failed
+    cell = json.loads((out / "final" / "cells" / grid.key / "st-finetune-seed7.json").read_text())
+    assert cell["status"] == "ok" and cell["runtimes"]["train_s"] > 0 and 0 <= cell["metrics"]["nDCG@10"] <= 1
+    assert cell["train_setup"]["epochs"] == 3 and cell["train_setup"]["optimizer_steps"] > 0
+    study = json.loads((out / "study.json").read_text())
+    goal = study["goals"][0]
+    assert goal["arm"] == "full" and goal["runs"] == 1 and goal["met"] == (goal["mean"] >= 0.01)
+    assert goal["time_ratio"] == pytest.approx(goal["train_s_per_run"] / cell["runtimes"]["train_s"])
+    assert study["final_cells"]["expected"] == 4 and study["cost"]["total_s"] > 0
+    report = (out / "REPORT.md").read_text()
+    assert "## Goals" in report and "sentence-transformers' 3-epoch fine-tune" in report
+    assert "h of machine time" in report
+
+
+def test_goals_must_name_arms(tmp_path, tiny_data, tiny_model):
+    path = tmp_path / "grid.toml"
+    path.write_text(grid_text(tiny_data, tiny_model, ARMS.replace("full = 0.01", "nope = 0.5"), budget=1))
+    with pytest.raises(ConfigError, match="goals"):
+        load_grid(path)
