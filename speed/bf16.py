@@ -50,6 +50,7 @@ from maw.utils.precision import cpu_bf16_support
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "datasets"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import time_epoch  # noqa: E402
 from train_step import reduced  # noqa: E402  (the same reduced SciFact set as speed/train_step.py)
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -104,14 +105,10 @@ def part_encode(args) -> None:
 
 # ---------------------------------------------------------------------------------------------- 2. epoch
 def _profile_step(trainer: Trainer, top: int) -> str:
-    """The top operators of one optimiser step by self CPU time."""
-    from maw.training.negatives import epoch_batches, epoch_negatives
-
-    cfg = trainer.train_cfg
-    batches = epoch_batches(len(trainer.examples), cfg.batch_size, cfg.seed, 2)
-    negatives = epoch_negatives(trainer.examples, trainer.candidates, cfg.hard_negatives, cfg.seed, 2)
+    """The top operators of one optimiser step (of epoch 2) by self CPU time."""
+    batches, negatives = trainer.epoch_data(2)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        trainer._train_step(batches[:1], negatives, 2)
+        trainer.step(batches[:1], negatives, trainer.state)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=40)
 
 
@@ -136,7 +133,7 @@ def part_epoch(args) -> None:
             )
             trainer = Trainer(plan, ds, sp, Path(tmp) / f"run-{precision}", ctx)
             trainer.setup()
-            timing = trainer.benchmark_epoch(1, args.max_steps)
+            timing = time_epoch(trainer, 1, args.max_steps)
             t0 = time.perf_counter()
             metrics, _ = trainer.validate()
             val_s = time.perf_counter() - t0

@@ -11,7 +11,7 @@ Then, for a committed sweep folder (``--estimate results/scifact/sweep``), the s
 estimated from its cells (``maw.sweep.study.pruning_cost``: a pruned configuration's mean epoch
 time x the median epochs of its arm's unpruned configurations).
 
-    python speed/pruned_sweep.py [--epochs 4] [--budget 4] [--threads 2] [--estimate DIR]
+    python speed/pruned_sweep.py [--epochs 4] [--budget 4] [--threads 2] [--drop-arms full] [--estimate DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ def run(pruner: str, args, tmp: Path) -> dict:
     text = (ROOT / "examples" / "sweeps" / "demo.toml").read_text()
     text = text.replace("[sweep]\n", f'[sweep]\npruner = "{pruner}"\n', 1)
     text = text.replace("budget = 2 ", f"budget = {args.budget} ", 1)
+    for arm in args.drop_arms.split(",") if args.drop_arms else []:  # e.g. full: a whole-model pass per step
+        head = f"[sweep.arms.{arm}]"
+        start = text.index(head)
+        end = text.find("[sweep.arms.", start + len(head))
+        text = text[:start] + (text[end:] if end != -1 else "")
     grid_file = tmp / f"demo-{pruner}.toml"
     grid_file.write_text(text)
     overrides = {
@@ -46,8 +51,9 @@ def run(pruner: str, args, tmp: Path) -> dict:
     arms: dict[str, dict] = {}
     for c in grid.cells:
         rec = json.loads(sweep_cell_path(out, grid, c).read_text())
-        a = arms.setdefault(c.arm, {"train_s": 0.0, "pruned": 0, "cells": 0, "best": None})
+        a = arms.setdefault(c.arm, {"train_s": 0.0, "epochs": 0, "pruned": 0, "cells": 0, "best": None})
         a["train_s"] += rec.get("train_s") or 0.0
+        a["epochs"] += rec.get("epochs_run") or 0
         a["cells"] += 1
         a["pruned"] += bool(rec.get("pruned"))
         if rec.get("score") is not None and (a["best"] is None or rec["score"] > a["best"][0]):
@@ -59,6 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--budget", type=int, default=4)
+    ap.add_argument("--drop-arms", default="", help="arms of the demo grid left out (comma-separated)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--estimate", default=None, help="a committed sweep folder to estimate the ratio from")
     ap.add_argument("--grid", default=None, help="its grid file (default: examples/sweeps/<dataset>.toml)")
@@ -70,16 +77,24 @@ def main() -> None:
         pr, un = res["successive-halving"], res["none"]
         print(f"\ndemo sweep, {args.epochs} epochs per configuration: training seconds per arm")
         print(
-            f"{'arm':10s} {'pruned s':>9s} {'unpruned s':>11s} {'pruned cells':>13s}  best (pruned | unpruned)"
+            f"{'arm':10s} {'pruned s':>9s} {'unpruned s':>11s} {'epochs':>12s} {'pruned cells':>13s}  "
+            "best (pruned | unpruned)"
         )
         for arm in un["arms"]:
             p, u = pr["arms"][arm], un["arms"][arm]
             print(
-                f"{arm:10s} {p['train_s']:9.0f} {u['train_s']:11.0f} {p['pruned']:>6d} of {p['cells']:<4d}  "
+                f"{arm:10s} {p['train_s']:9.0f} {u['train_s']:11.0f} {p['epochs']:>5d} vs {u['epochs']:<4d} "
+                f"{p['pruned']:>6d} of {p['cells']:<4d}  "
                 f"{p['best'][0]:.4f} {p['best'][1]} | {u['best'][0]:.4f} {u['best'][1]}"
             )
         tp = sum(a["train_s"] for a in pr["arms"].values())
         tu = sum(a["train_s"] for a in un["arms"].values())
+        ep = sum(a["epochs"] for a in pr["arms"].values())
+        eu = sum(a["epochs"] for a in un["arms"].values())
+        print(
+            f"epochs trained: pruned {ep}, unpruned {eu}: {100 * ep / eu:.0f}% (machine-independent; the seconds "
+            "also count each cell's epoch-0 validation and move with the load of a shared machine)"
+        )
         print(
             f"total: pruned {tp:.0f} s, unpruned {tu:.0f} s: the pruned sweep cost {100 * tp / tu:.0f}% "
             f"(goal <= 40%); wall {pr['wall']:.0f} s vs {un['wall']:.0f} s"

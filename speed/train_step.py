@@ -51,6 +51,9 @@ from maw.plan import resolve
 from maw.training.distributed import DistributedContext
 from maw.training.trainer import Trainer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import time_epoch  # noqa: E402
+
 CONFIGS = {
     "finetune": ("finetune", None),
     "maw-soft": ("maw", "soft"),
@@ -145,7 +148,7 @@ def main() -> None:
                     )
                 trainer = Trainer(plan, ds, sp, Path(tmp) / f"{name}-{cache}", ctx)
                 trainer.setup()
-                timing = trainer.benchmark_epoch(1, args.max_steps)
+                timing = time_epoch(trainer, 1, args.max_steps)
                 t0, c0 = time.perf_counter(), time.process_time()
                 trainer.validate()
                 val_s, val_cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -12,9 +12,9 @@ import typer.main
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from maw.benchmark.presets import resolve_config
+from maw.benchmark.presets import benchmark_config
 from maw.cli import PANELS, app, shown_value
-from maw.config import SECTIONS, BenchmarkConfig, flag
+from maw.config import SECTIONS, BenchmarkConfig, flag, resolve_config
 
 COMMANDS = ("train", "evaluate", "benchmark", "sweep", "export")
 SHOWN = re.compile(r"\\\[default: (.*)\]$")
@@ -93,7 +93,7 @@ def test_the_default_model_is_the_one_named():
 def test_train_and_evaluate_show_the_defaults_they_use():
     from maw.plan import model_max_length, resolve
 
-    cfg = resolve_config({}, benchmark=False)  # what `maw train` runs with no flags
+    cfg = resolve_config({})  # what `maw train` runs with no flags
     check("train", cfg, DERIVED)
     plan = resolve("maw", cfg.data, cfg.model, cfg.maw, cfg.train, cfg.eval, cfg.runtime)
     assert plan.train.num_epochs == 3 and plan.maw.depth_dim == 8 and plan.data.dataset == "demo"
@@ -102,11 +102,11 @@ def test_train_and_evaluate_show_the_defaults_they_use():
     assert "the model's max_seq_length" in help_ql and plan.model.query_max_length == model_max_length(
         plan.model.model
     )
-    check("evaluate", resolve_config({"eval": {"split": "test"}}, benchmark=False), DERIVED)
+    check("evaluate", resolve_config({"eval": {"split": "test"}}), DERIVED)
 
 
 def test_benchmark_shows_its_own_layer_of_defaults():
-    cfg = resolve_config({}, benchmark=True)
+    cfg = benchmark_config({})
     assert cfg.train.prefix_cache_dtype == "float32"  # BENCHMARK_DEFAULTS: not the library's float16
     check(
         "benchmark",

@@ -305,7 +305,7 @@ def evaluate(
     embeddings in the embedding cache (``embedding_cache_dir``). ``options``: any other option of
     ``maw evaluate`` by name (``top_k=100``, ``test_samples=50``, ``device="cuda"``, ``index="hnsw"``).
     """
-    from maw.benchmark.presets import resolve_config
+    from maw.config import resolve_config
     from maw.evaluation.evaluate import run_evaluation
     from maw.plan import resolve
 
@@ -318,7 +318,7 @@ def evaluate(
         overrides.setdefault("model", {})["model"] = str(model)
     elif loaded is not None and loaded.plan is None:  # an export or a Hugging Face model, in memory
         overrides.setdefault("model", {})["model"] = loaded.source
-    cfg = resolve_config(overrides, benchmark=False)
+    cfg = resolve_config(overrides)
     if loaded is None:
         plan, encoder, checkpoint = evaluation_plan(cfg, None if model is None else str(model), method)
     else:  # these weights, with the plan of their checkpoint (or as zero-shot) and their max lengths

@@ -3,8 +3,9 @@
 The flags of ``maw train``, ``maw evaluate`` and ``maw benchmark`` are built from the fields of the
 config dataclasses (:mod:`maw.config`: name, type, default and help), so the three commands share
 one spelling, one default and one help text per option. A command gathers the flags the user
-gave into nested overrides, ``maw.benchmark.presets.resolve_config`` layers them over the
-defaults (and ``--config FILE.toml``), and ``maw.plan.resolve`` makes the plan the library runs.
+gave into nested overrides, ``maw.config.resolve_config`` layers them over the defaults (and
+``--config FILE.toml``; ``maw benchmark`` / ``maw sweep``: ``maw.benchmark.presets.benchmark_config``,
+the same with the benchmark's presets below), and ``maw.plan.resolve`` makes the plan the library runs.
 User errors (``ConfigError``, ``DataError``, ``CheckpointError``) are one red line naming the flag
 or file, with exit code 2; nothing is written before the plan is resolved.
 """
@@ -24,7 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from maw.config import SECTIONS, BenchmarkConfig, ConfigError, flag
+from maw.config import SECTIONS, BenchmarkConfig, ConfigError, flag, resolve_config
 
 app = typer.Typer(
     name="maw",
@@ -125,7 +126,7 @@ def command_defaults(benchmark: bool) -> dict[str, Any]:
     the dataclasses. What ``--help`` shows is read from here."""
     from maw.benchmark.presets import merged_config
 
-    layer = merged_config({}, None, None, benchmark)
+    layer = merged_config() if benchmark else {}
     out: dict[str, Any] = {}
     for section, cls in {"": BenchmarkConfig, **SECTIONS}.items():
         given = layer if section == "" else layer.get(section, {})
@@ -213,12 +214,6 @@ def config_options(
     return decorate
 
 
-def _configs(overrides: dict[str, Any], config: str | None, **kw: Any) -> BenchmarkConfig:
-    from maw.benchmark.presets import resolve_config
-
-    return resolve_config(overrides, config_file=config, **kw)
-
-
 ConfigFile = Annotated[
     str | None,
     typer.Option(
@@ -273,7 +268,7 @@ def evaluate(
         overrides.setdefault("eval", {})["split"] = split
         if quiet:
             overrides.setdefault("runtime", {})["progress"] = False
-        cfg = _configs(overrides, config, benchmark=False)
+        cfg = resolve_config(overrides, config)
         model_arg = (overrides.get("model") or {}).get("model")
         plan, encoder, checkpoint = evaluation_plan(cfg, model_arg, method)
         from maw.training.distributed import init_distributed, shutdown
@@ -324,7 +319,7 @@ def train_command(
         overrides = dict(overrides or {})
         if quiet:
             overrides.setdefault("runtime", {})["progress"] = False
-        cfg = _configs(overrides, config, benchmark=False)
+        cfg = resolve_config(overrides, config)
         plan = resolve(method, cfg.data, cfg.model, cfg.maw, cfg.train, cfg.eval, cfg.runtime)
         if not plan.trained:
             raise ConfigError(f"--method: {method!r} is not trainable; choose lora, finetune, maw or full")
@@ -406,6 +401,7 @@ def benchmark(
     """
     from pathlib import Path
 
+    from maw.benchmark.presets import benchmark_config
     from maw.benchmark.report import build_reports
     from maw.benchmark.runner import run_benchmark, run_folder
     from maw.utils.io import read_json
@@ -430,7 +426,7 @@ def benchmark(
                 raise ConfigError("--resume: give either --resume FOLDER or --out/--run-name, not both")
             base = read_json(folder / "config.json")
             overrides["out"], overrides["run_name"] = str(folder.parent), folder.name
-        cfg = _configs(overrides, config, base=base)
+        cfg = benchmark_config(overrides, config, base)
         if report_only:
             if cfg.run_name is None:
                 raise ConfigError("--report-only: name the run with --resume FOLDER or --run-name NAME")

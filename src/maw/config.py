@@ -12,11 +12,16 @@ when a run or a checkpoint is resumed (:func:`structural` drops them; :func:`dif
 one comparison of two configurations). The only environment variable the package reads is
 ``MAW_DATA_DIR`` (where named datasets live, like BEIR's data folders; ``maw.data.resolve``).
 
+A command's configs are layers merged over the defaults (:func:`resolve_config`: the TOML file,
+then the flags; ``maw benchmark`` adds its presets below them, ``maw.benchmark.presets``), validated
+once into these dataclasses.
+
 Layer numbers are 1-indexed everywhere a user types them ("6", "5,6", "4-6", "all", "last").
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tomllib
@@ -337,7 +342,7 @@ class TrainConfig(_Validated):
     save_checkpoints: bool = opt(True, "Write best/ and latest/ checkpoints.", runtime=True, cli=False)
     prefix_cache_dir: str | None = opt(
         None,
-        "Shared cache folder: frozen-prefix states, BM25 negatives, validation pool (default: RUN_DIR/cache).",
+        "Shared cache folder: frozen-prefix states, mined negatives, validation pool (default: RUN_DIR/cache).",
         runtime=True,
     )
 
@@ -599,3 +604,57 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config: file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------- layers
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, recursing into nested dicts (neither is modified)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def given_layers(
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    base: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """What a command is given, lowest first: ``base`` (the config saved in a run folder being
+    resumed), the TOML file's tables, ``overrides`` (the flags the user typed, nested like the
+    dataclasses, e.g. ``{"train": {"num_epochs": 2}}``)."""
+    return [base or {}, load_toml(config_file) if config_file else {}, overrides or {}]
+
+
+def merge_layers(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """``layers`` merged into one nested dict, later layers winning (not validated yet)."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    return merged
+
+
+def build_config(layers: list[dict[str, Any]], config_file: str | Path | None = None) -> BenchmarkConfig:
+    """The validated configs of ``layers`` merged over the dataclass defaults."""
+    where = f"--config {config_file}" if config_file else "options"
+    return from_dict(BenchmarkConfig, merge_layers(layers), where)
+
+
+def resolve_config(
+    overrides: dict[str, Any] | None = None, config_file: str | Path | None = None
+) -> BenchmarkConfig:
+    """The configs of ``maw train`` / ``maw evaluate`` (and ``maw.evaluate``): the dataclass defaults <
+    ``--config FILE.toml`` < the flags. ``maw benchmark`` and ``maw sweep`` add their presets below
+    (``maw.benchmark.presets.benchmark_config``); here ``quick`` / ``preset`` are refused."""
+    layers = given_layers(overrides, config_file)
+    presets = [name for name in ("quick", "preset") if any(layer.get(name) for layer in layers)]
+    if presets:
+        where = f"--config {config_file}" if config_file else "options"
+        raise ConfigError(
+            f"{where}: {', '.join(presets)}: presets of `maw benchmark` only (maw.benchmark.presets); "
+            "give the options themselves"
+        )
+    return build_config(layers, config_file)

@@ -7,7 +7,7 @@ import json
 from bench_testkit import synthetic_cell, write_tiny_beir
 
 from maw.benchmark.cells import read_cell, write_cell
-from maw.benchmark.presets import resolve_config
+from maw.benchmark.presets import benchmark_config
 from maw.benchmark.report import build_reports
 from maw.benchmark.runner import CellDataset, run_benchmark
 from maw.config import to_dict
@@ -68,7 +68,7 @@ def test_report_says_nothing_without_a_subsample(tmp_path):
 
 def test_dataset_load_subsamples_after_the_splits_keeping_judged_documents(tmp_path):
     folder = write_tiny_beir(tmp_path / "tiny80", num_docs=80)
-    cfg = resolve_config({"data": {"corpus_size": 50, "train_samples": 10, "val_samples": 3}})
+    cfg = benchmark_config({"data": {"corpus_size": 50, "train_samples": 10, "val_samples": 3}})
     ds = CellDataset(str(folder), "tiny80", cfg)
     ds.load()
     keep = judged_ids(ds.splits)
@@ -84,7 +84,7 @@ def test_dataset_load_subsamples_after_the_splits_keeping_judged_documents(tmp_p
 
 def test_bm25_run_on_a_subsampled_corpus_records_it(tmp_path):
     folder = write_tiny_beir(tmp_path / "tiny80", num_docs=80)
-    cfg = resolve_config(
+    cfg = benchmark_config(
         {
             "datasets": str(folder),
             "methods": "bm25",

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import maw.benchmark.presets as presets
-from maw.benchmark.presets import PRESETS, QUICK_PRESET, merged_config, resolve_config
+from maw.benchmark.presets import PRESETS, QUICK_PRESET, benchmark_config, merged_config
 from maw.config import BenchmarkConfig, ConfigError, DataConfig, from_dict
 
 
@@ -58,8 +58,8 @@ def test_table_lists_every_preset_and_every_option_they_set():
 def test_resolved_config_has_the_table_values_and_defaults_elsewhere(name):
     table = docstring_table("option                      smoke")
     column = table.pop("columns").index(name)
-    cfg = resolve_config({"preset": name})
-    plain = resolve_config({})
+    cfg = benchmark_config({"preset": name})
+    plain = benchmark_config({})
     assert cfg.preset == name and not cfg.quick
     for option, cells in table.items():
         section, field = option.split(".")
@@ -78,33 +78,33 @@ def test_smoke_is_quick_plus_a_small_corpus_and_quick_alone_keeps_the_corpus():
             if (section, key) != ("data", "test_samples"):
                 assert smoke[section][key] == quick[section][key], (section, key)
     assert smoke["data"]["corpus_size"] == 2000
-    assert resolve_config({"quick": True}).data.corpus_size is None
-    assert resolve_config({}).preset is None and resolve_config({}).data.corpus_size is None
+    assert benchmark_config({"quick": True}).data.corpus_size is None
+    assert benchmark_config({}).preset is None and benchmark_config({}).data.corpus_size is None
 
 
 def test_layers_preset_over_quick_then_file_then_flags(tmp_path):
-    both = resolve_config({"quick": True, "preset": "medium"})
+    both = benchmark_config({"quick": True, "preset": "medium"})
     assert both.data.corpus_size == 100_000 and both.data.train_samples == 1000  # preset over quick
     assert both.train.num_epochs == 1  # quick's, medium leaves it
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "smoke"\n[data]\ncorpus_size = 3000\n')
-    from_file = resolve_config({}, config_file=toml)
+    from_file = benchmark_config({}, config_file=toml)
     assert from_file.preset == "smoke" and from_file.data.corpus_size == 3000  # the file wins over its preset
-    flags = resolve_config({"preset": "medium", "data": {"corpus_size": 500}}, config_file=toml)
+    flags = benchmark_config({"preset": "medium", "data": {"corpus_size": 500}}, config_file=toml)
     assert flags.preset == "medium" and flags.data.corpus_size == 500 and flags.data.train_samples == 1000
 
 
 def test_resume_keeps_the_saved_preset_and_values():
     from maw.config import to_dict
 
-    saved = to_dict(resolve_config({"preset": "smoke", "run_name": "r"}))
-    again = resolve_config({}, base=saved)
-    assert again.preset == "smoke" and again.data == resolve_config({"preset": "smoke"}).data
+    saved = to_dict(benchmark_config({"preset": "smoke", "run_name": "r"}))
+    again = benchmark_config({}, base=saved)
+    assert again.preset == "smoke" and again.data == benchmark_config({"preset": "smoke"}).data
     assert from_dict(BenchmarkConfig, saved) == again
 
 
 def test_unknown_preset_and_bad_size_name_the_option():
     with pytest.raises(ConfigError, match=re.escape("--preset: unknown value 'huge'")):
-        resolve_config({"preset": "huge"})
+        benchmark_config({"preset": "huge"})
     with pytest.raises(ConfigError, match="--corpus-size"):
         DataConfig(corpus_size=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from maw.benchmark.cells import load_cells
-from maw.benchmark.presets import resolve_config
+from maw.benchmark.presets import benchmark_config
 from maw.benchmark.runner import run_benchmark, run_file_path
 from maw.data import load_dataset
 from maw.evaluation.metrics import evaluate_run
@@ -17,7 +17,7 @@ TOP_K = 50
 
 @pytest.mark.slow
 def test_every_bm25_and_dense_cell_writes_its_run_file(tmp_path, tiny_model):
-    cfg = resolve_config(
+    cfg = benchmark_config(
         {
             "datasets": "demo",
             "methods": "bm25,zeroshot,finetune",

@@ -9,10 +9,10 @@ import pytest
 
 from maw.benchmark import runner as runner_mod
 from maw.benchmark.cells import cell_path, load_cells, read_cell
-from maw.benchmark.presets import QUICK_PRESET, resolve_config
+from maw.benchmark.presets import QUICK_PRESET, benchmark_config
 from maw.benchmark.runner import run_benchmark
 from maw.benchmark.tracking import make_tracker
-from maw.config import ConfigError, to_dict
+from maw.config import ConfigError, resolve_config, to_dict
 
 
 def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
@@ -20,7 +20,7 @@ def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
     model_options = {"query_max_length": 16, "doc_max_length": 32}
     if model is not None:
         model_options["model"] = str(model)
-    return resolve_config(
+    return benchmark_config(
         {
             "datasets": ",".join(map(str, datasets)),
             "methods": ",".join(methods),
@@ -35,8 +35,8 @@ def make_cfg(tmp_path, datasets, methods, model=None, seeds=(1, 2), **train):
     )
 
 
-def test_resolve_config_layers(tmp_path):
-    cfg = resolve_config({})
+def test_benchmark_config_layers(tmp_path):
+    cfg = benchmark_config({})
     assert (
         cfg.datasets == ("demo",)
         and cfg.methods == ("bm25", "zeroshot", "lora", "finetune", "maw")
@@ -44,35 +44,43 @@ def test_resolve_config_layers(tmp_path):
     )
     # the benchmark's one default that differs from the library's (see maw.benchmark.presets)
     assert cfg.train.prefix_cache_dtype == "float32"
-    assert resolve_config({}, benchmark=False).train.prefix_cache_dtype == "float16"
-    quick = resolve_config({"quick": True})
+    assert resolve_config({}).train.prefix_cache_dtype == "float16"
+    quick = benchmark_config({"quick": True})
     assert quick.quick and quick.train.num_epochs == QUICK_PRESET["train"]["num_epochs"]
     assert quick.data.train_samples == 200 and quick.data.test_samples is None
+    (tmp_path / "t.toml").write_text("[train]\nbatch_size = 16\nnum_epochs = 3\n")
     toml = tmp_path / "b.toml"
     toml.write_text(
         'quick = true\nseeds = "1, 2"\n[train]\nnum_epochs = 2\nbatch_size = 16\n[model]\ndoc_max_length = 200\n'
     )
-    cfg = resolve_config({"train": {"batch_size": 8}}, config_file=toml)
+    cfg = benchmark_config({"train": {"batch_size": 8}}, config_file=toml)
     # TOML beats the preset, flags beat the TOML, the preset fills the rest
     assert (cfg.train.num_epochs, cfg.train.batch_size, cfg.model.doc_max_length) == (2, 8, 200)
     assert cfg.data.val_samples == 50 and cfg.seeds == (1, 2) and cfg.quick
     # a resumed run's saved config is the base; flags still win
     base = json.loads(json.dumps(to_dict(cfg)))
-    again = resolve_config({"train": {"num_epochs": 5}}, base=base)
+    again = benchmark_config({"train": {"num_epochs": 5}}, base=base)
     assert again.train.num_epochs == 5 and again.train.batch_size == 8 and again.model.doc_max_length == 200
+    # maw train / evaluate: the same layers without the benchmark's presets, which they refuse
+    plain = resolve_config({"train": {"batch_size": 8}}, toml.with_name("t.toml"))
+    assert plain.train.batch_size == 8 and plain.train.num_epochs == 3 and plain.data.train_samples is None
+    with pytest.raises(ConfigError, match=r"b.toml: quick: presets of `maw benchmark` only"):
+        resolve_config({}, toml)
+    with pytest.raises(ConfigError, match=r"options: preset: presets of"):
+        resolve_config({"preset": "smoke"})
 
 
 def test_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="--seeds"):
-        resolve_config({"seeds": "1,x"})
+        benchmark_config({"seeds": "1,x"})
     with pytest.raises(ConfigError, match="--methods: unknown method"):
-        resolve_config({"methods": "bm25,colbert"})
+        benchmark_config({"methods": "bm25,colbert"})
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nnum_epoch = 3\n")
     with pytest.raises(ConfigError, match=r"bad.toml.*num_epoch"):
-        resolve_config({}, config_file=bad)
+        benchmark_config({}, config_file=bad)
     with pytest.raises(ConfigError, match="--config: file not found"):
-        resolve_config({}, config_file=tmp_path / "nope.toml")
+        benchmark_config({}, config_file=tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="same results folder"):
         run_benchmark(make_cfg(tmp_path, [tmp_path / "a" / "x", tmp_path / "b" / "x"], ["bm25"]))
 
@@ -226,13 +234,13 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
 
 def test_shared_prefix_layer(tmp_path):
     # the default backbone (all-MiniLM-L6-v2) has 6 layers; k is 0-indexed
-    cfg = resolve_config({"methods": "bm25,zeroshot,lora,finetune,maw"})
+    cfg = benchmark_config({"methods": "bm25,zeroshot,lora,finetune,maw"})
     assert runner_mod.shared_prefix_layer(cfg, "demo") == 5
-    cfg = resolve_config({"methods": "zeroshot,finetune,maw", "maw": {"maw_layers": "5,6"}})
+    cfg = benchmark_config({"methods": "zeroshot,finetune,maw", "maw": {"maw_layers": "5,6"}})
     assert runner_mod.shared_prefix_layer(cfg, "demo") == 4
-    assert runner_mod.shared_prefix_layer(resolve_config({"methods": "zeroshot,full"}), "demo") is None
-    assert runner_mod.shared_prefix_layer(resolve_config({"methods": "bm25,zeroshot"}), "demo") is None
-    off = resolve_config({"methods": "zeroshot,finetune", "train": {"prefix_cache": False}})
+    assert runner_mod.shared_prefix_layer(benchmark_config({"methods": "zeroshot,full"}), "demo") is None
+    assert runner_mod.shared_prefix_layer(benchmark_config({"methods": "bm25,zeroshot"}), "demo") is None
+    off = benchmark_config({"methods": "zeroshot,finetune", "train": {"prefix_cache": False}})
     assert runner_mod.shared_prefix_layer(off, "demo") is None
 
 

@@ -25,7 +25,36 @@ from maw.training.checkpoint import (
     set_rng_state,
 )
 from maw.training.methods import build_model
+from maw.training.state import EpochPartial, StepResult
 from maw.utils.io import _umask
+
+# ``state`` of a mid-epoch ``training_state.json`` as the trainer wrote it before its state was typed
+# (``epoch_partial``: a dict of eight running sums; ``{}`` between epochs)
+OLD_STATE = {
+    "epoch": 2,
+    "step_in_epoch": 4,
+    "global_step": 13,
+    "history": [
+        {"epoch": 0, "val": {"nDCG@10": 0.5}},
+        {"epoch": 1, "train_loss": 2.4, "val": {"nDCG@10": 0.6}},
+    ],
+    "best_score": 0.6,
+    "best_epoch": 1,
+    "bad_epochs": 0,
+    "finished": False,
+    "train_seconds": 3.25,
+    "epoch_partial": {
+        "loss_sum": 38.5,
+        "n": 16.0,
+        "step_losses": [2.5, 2.3125],
+        "stats": {"ce_count": 48.0, "ce_sum": 66.5},
+        "labels": [10, 2, 3, 1],
+        "depth_statistics": {"2": {"counts": [[3, 1, 0, 0]], "entropy": [1.25], "units": 4}},
+        "train_seconds": 1.5,
+        "grad_norms": [0.75, 0.5],
+    },
+    "last_ref_refresh": 0,
+}
 
 
 def test_differences_lists_every_changed_key():
@@ -151,3 +180,29 @@ def test_interrupted_swap_is_recovered(tmp_path):
     junk.mkdir()
     recover_checkpoint_dir(tmp_path / "latest")
     assert not junk.exists()
+
+
+def test_an_epoch_partial_in_the_old_dict_form_loads(tiny, tmp_path):
+    state = TrainingState.from_dict(json.loads(json.dumps(OLD_STATE)))
+    part = state.epoch_partial
+    assert isinstance(part, EpochPartial) and part.train_loss == 38.5 / 16.0
+    assert part.labels == [10, 2, 3, 1] and part.depth_statistics["2"]["units"] == 4
+    assert state.to_dict() == OLD_STATE  # and it is written back in the same form
+    between = TrainingState.from_dict({**OLD_STATE, "step_in_epoch": 0, "epoch_partial": {}})
+    assert between.epoch_partial is None and between.to_dict()["epoch_partial"] == {}
+    # the epoch's sums go on from the loaded ones
+    part.add(StepResult(loss_sum=20.0, n=8.0, stats={"ce_sum": 1.0}, labels=[1, 0, 0, 1], grad_norm=0.25))
+    assert part.step_losses == [2.5, 2.3125, 2.5] and part.grad_norms == [0.75, 0.5, 0.25]
+    assert part.stats == {"ce_count": 48.0, "ce_sum": 67.5} and part.labels == [11, 2, 3, 2]
+
+    # through a checkpoint folder: an old training_state.json loads into the typed state
+    plan = tiny.plan("finetune")
+    config = checkpoint_config(plan, tiny.dataset, tiny.splits)
+    enc = build_model(plan)
+    save_checkpoint(tmp_path / "latest", enc, config, TrainingState(), include_rng=False)
+    path = tmp_path / "latest" / "training_state.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "state": OLD_STATE}))
+    loaded = load_checkpoint(tmp_path / "latest", build_model(plan), config)
+    assert loaded == TrainingState.from_dict(OLD_STATE) and loaded.epoch_partial.n == 16.0
+    save_checkpoint(tmp_path / "again", enc, config, loaded, include_rng=False)
+    assert json.loads((tmp_path / "again" / "training_state.json").read_text())["state"] == OLD_STATE

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,54 @@ def test_train_command_with_dense_negatives(tiny_model_dir, tmp_path):
     negatives = out["setup"]["hard_negatives"]
     assert negatives["miner"] == "dense" and "dense-negatives-" in negatives["path"]
     assert negatives["mined"]["candidates_mean"] == 29.0  # ranks [1, 30), nothing dropped
+
+
+# ---------------------------------------------------------------------------------------------- two ranks
+def _prepare_worker(rank: int, world: int, store: str, cache_dir: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from maw.training.distributed import DistributedContext
+    from maw.training.negatives import cached_lists
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    ctx = DistributedContext(rank=rank, world_size=world)
+
+    def prepare():  # the collective part (dense mining: every rank encodes its corpus shards)
+        Path(out, f"prepared-{rank}").write_text("1")
+        dist.barrier()
+
+    def compute():
+        Path(out, f"computed-{rank}").write_text("1")
+        return {"q1": ["d2"]}
+
+    lists, info = cached_lists("dense-negatives", ["k"], compute, cache_dir, ctx, prepare=prepare)
+    Path(out, f"rank-{rank}.json").write_text(json.dumps({"lists": lists, "reused": info["reused"]}))
+    dist.destroy_process_group()
+
+
+def _two_ranks(tmp_path, name: str):
+    import multiprocessing as mp
+
+    out = tmp_path / name
+    out.mkdir()
+    ctx = mp.get_context("spawn")
+    store, cache = str(tmp_path / f"{name}.store"), str(tmp_path / "cache")
+    procs = [ctx.Process(target=_prepare_worker, args=(r, 2, store, cache, str(out))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    if any(p.is_alive() for p in procs):
+        for p in procs:
+            p.kill()
+        pytest.fail("a rank hung")
+    got = {r: json.loads((out / f"rank-{r}.json").read_text()) for r in range(2)}
+    return got, sorted(p.name for p in out.iterdir() if not p.name.startswith("rank-"))
+
+
+def test_collective_mining_prepares_on_every_rank_and_computes_on_rank0(tmp_path):
+    got, ran = _two_ranks(tmp_path, "first")
+    assert ran == ["computed-0", "prepared-0", "prepared-1"]
+    assert got[0] == got[1] == {"lists": {"q1": ["d2"]}, "reused": False}
+    again, ran = _two_ranks(tmp_path, "second")  # the file exists: nobody prepares or computes
+    assert ran == [] and again[0] == again[1] == {"lists": {"q1": ["d2"]}, "reused": True}

@@ -113,7 +113,7 @@ def test_trainer_stops_with_the_space_error(tiny, tmp_path, monkeypatch):
 
 
 def test_size_cap_switches_the_cache_off_with_a_logged_reason(tiny, tmp_path, monkeypatch, caplog):
-    with caplog.at_level(logging.WARNING, logger="maw.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="maw.training.prefix_cache"):
         t = _setup(tiny, tmp_path / "run", prefix_cache_max_gb=1e-5)  # a 10 kB cap
     assert isinstance(t.provider, LivePrefix)
     assert t.cache_info["prefix_cache"] is False

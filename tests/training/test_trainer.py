@@ -212,6 +212,7 @@ def test_gradient_checkpointing_path_gives_the_same_steps(tiny_data_dir, tiny_mo
     from _tiny import Tiny
 
     from maw.training.distributed import DistributedContext
+    from maw.training.state import TrainingState
     from maw.training.trainer import Trainer
 
     tiny = Tiny.load(tiny_data_dir, tiny_model_nodrop)
@@ -220,9 +221,59 @@ def test_gradient_checkpointing_path_gives_the_same_steps(tiny_data_dir, tiny_mo
     for ckpt in (False, True):
         tr = Trainer(plan, tiny.dataset, tiny.splits, tmp_path / str(ckpt), DistributedContext())
         tr.setup()
-        tr.grad_ckpt = ckpt
-        res = tr.benchmark_epoch(1, max_steps=3)
-        out.append((res["losses"], [p.detach().clone() for _, p in tr.named_params]))
+        tr.step.grad_ckpt = ckpt
+        state = TrainingState()
+        batches, negatives = tr.epoch_data(1)
+        losses = [tr.step(batches[i : i + 1], negatives, state).loss for i in range(3)]
+        out.append((losses, [p.detach().clone() for _, p in tr.step.named_params]))
     np.testing.assert_allclose(out[0][0], out[1][0], atol=1e-6)
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+TIMES = ("seconds", "train_seconds", "val_seconds", "setup_seconds")
+
+
+def test_a_mid_epoch_checkpoint_resumes_to_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    """``latest`` saved inside an epoch holds the epoch's running sums as the plain dict of eight keys
+    that the trainer wrote before its state was typed; resuming from it (supervised router: loss,
+    objective stats, oracle labels, depth histograms) ends as an uninterrupted run does."""
+    import maw.training.trainer as trainer_mod
+
+    opts = {"router": "supervised", "num_epochs": 2, "checkpoint_every": 2}
+    ref = _run(tiny, tmp_path, "maw", name="ref", **opts)
+    real, calls = trainer_mod.Trainer._validate_all_ranks, []
+
+    def stop_at_epoch_1(self):  # validations: epoch 0, then the end of epoch 1: interrupted
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_validate_all_ranks", stop_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny, tmp_path, "maw", **opts)
+    monkeypatch.setattr(trainer_mod.Trainer, "_validate_all_ranks", real)
+    state = json.loads((tmp_path / "run" / "latest" / "training_state.json").read_text())["state"]
+    assert state["epoch"] == 1 and state["step_in_epoch"] > 0
+    partial = state["epoch_partial"]
+    assert list(partial) == [
+        "loss_sum",
+        "n",
+        "step_losses",
+        "stats",
+        "labels",
+        "depth_statistics",
+        "train_seconds",
+        "grad_norms",
+    ]
+    assert partial["labels"] and partial["stats"] and partial["depth_statistics"]
+    res = _run(tiny, tmp_path, "maw", **opts)
+    assert res.resumed_from["step_in_epoch"] == state["step_in_epoch"]
+
+    def untimed(history):
+        return [{k: v for k, v in h.items() if k not in TIMES} for h in json.loads(json.dumps(history))]
+
+    assert untimed(res.history) == untimed(ref.history)
+    ref_weights = ref.encoder.state_dict()
+    assert all(torch.equal(v, ref_weights[k]) for k, v in res.encoder.state_dict().items())

@@ -1,4 +1,7 @@
-"""The benchmark configuration: defaults < ``--quick`` < ``--preset`` < ``--config FILE.toml`` < flags.
+"""The benchmark's presets: defaults < ``--quick`` < ``--preset`` < ``--config FILE.toml`` < flags.
+
+``maw benchmark`` and ``maw sweep`` build their configs with :func:`benchmark_config`: the layers
+every command merges (``maw.config``: the TOML file, then the flags) with these presets below.
 
 ``--quick`` is a documented small setting for a first try (minutes, not hours, on a laptop):
 
@@ -56,11 +59,10 @@ Every value the user gives (in the TOML file or as a flag) wins over the presets
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-from maw.config import BenchmarkConfig, ConfigError, from_dict, load_toml
+from maw.config import BenchmarkConfig, ConfigError, build_config, given_layers, merge_layers
 
 BENCHMARK_DEFAULTS: dict[str, Any] = {"train": {"prefix_cache_dtype": "float32"}}
 
@@ -86,18 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``override``, recursing into nested dicts (neither is modified)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _highest(layers: tuple[dict[str, Any], ...], key: str) -> Any:
+def _highest(layers: list[dict[str, Any]], key: str) -> Any:
     """The value of top-level ``key`` in the highest layer that says something (None: none does)."""
     value = None
     for layer in layers:
@@ -106,49 +97,38 @@ def _highest(layers: tuple[dict[str, Any], ...], key: str) -> Any:
     return value
 
 
+def benchmark_layers(
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    base: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The layers of ``maw benchmark`` / ``maw sweep``, lowest first: ``BENCHMARK_DEFAULTS``, the quick
+    preset (when ``quick`` is on: the flag, else the TOML file, else ``base``), the size preset
+    (``preset``, chosen the same way), then what the command is given (``maw.config.given_layers``:
+    ``base``, the config saved in a run folder being resumed; the TOML file; ``overrides``, the
+    options the user typed), and last the two choices made."""
+    given = given_layers(overrides, config_file, base)
+    quick = bool(_highest(given, "quick"))
+    preset = _highest(given, "preset")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset: unknown value {preset!r}; choose one of {', '.join(PRESETS)}")
+    presets = [BENCHMARK_DEFAULTS, QUICK_PRESET if quick else {}, PRESETS[preset] if preset else {}]
+    return [*presets, *given, {"quick": quick, "preset": preset}]
+
+
 def merged_config(
     overrides: dict[str, Any] | None = None,
     config_file: str | Path | None = None,
     base: dict[str, Any] | None = None,
-    benchmark: bool = True,
 ) -> dict[str, Any]:
-    """The layers of :func:`resolve_config` merged into one nested dict (not validated yet)."""
-    overrides = overrides or {}
-    base = base or {}
-    file_layer = load_toml(config_file) if config_file else {}
-    quick = bool(_highest((base, file_layer, overrides), "quick"))
-    preset = _highest((base, file_layer, overrides), "preset")
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"--preset: unknown value {preset!r}; choose one of {', '.join(PRESETS)}")
-    merged: dict[str, Any] = {}
-    for layer in (
-        BENCHMARK_DEFAULTS if benchmark else {},
-        QUICK_PRESET if quick else {},
-        PRESETS[preset] if preset else {},
-        base,
-        file_layer,
-        overrides,
-    ):
-        merged = deep_merge(merged, layer)
-    merged["quick"] = quick
-    merged["preset"] = preset
-    return merged
+    """The layers of :func:`benchmark_config` merged into one nested dict (not validated yet)."""
+    return merge_layers(benchmark_layers(overrides, config_file, base))
 
 
-def resolve_config(
+def benchmark_config(
     overrides: dict[str, Any] | None = None,
     config_file: str | Path | None = None,
     base: dict[str, Any] | None = None,
-    benchmark: bool = True,
 ) -> BenchmarkConfig:
-    """Build the validated configs of a command (``maw train`` / ``evaluate`` read their sections).
-
-    Layers, lowest first: dataclass defaults, ``BENCHMARK_DEFAULTS`` (``maw benchmark`` only), the
-    quick preset (when ``quick`` is on: the flag, else the TOML file, else ``base``), the size
-    preset (``preset``, chosen the same way), ``base`` (the config saved in a run folder being
-    resumed), the TOML file, ``overrides`` (the options the user typed, nested like the
-    dataclasses, e.g. ``{"train": {"num_epochs": 2}}``).
-    """
-    merged = merged_config(overrides, config_file, base, benchmark)
-    where = f"--config {config_file}" if config_file else "options"
-    return from_dict(BenchmarkConfig, merged, where)
+    """The validated configs of ``maw benchmark`` / ``maw sweep`` (:func:`benchmark_layers`)."""
+    return build_config(benchmark_layers(overrides, config_file, base), config_file)

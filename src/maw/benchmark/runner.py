@@ -96,8 +96,7 @@ from maw.evaluation.metrics import PRIMARY_METRICS
 from maw.plan import Plan, resolve
 from maw.retrieval.dense import DenseRetriever, rank_and_world
 from maw.retrieval.index import IndexSpec
-from maw.training.distributed import DistributedContext, init_distributed, shutdown
-from maw.training.negatives import rank0_first
+from maw.training.distributed import DistributedContext, init_distributed, rank0_first, shutdown
 from maw.training.prefix_cache import PrefixCache, PrefixCachedRetriever, check_free_space, over_cap_reason
 from maw.utils.io import atomic_path, atomic_write_json, environment_info, read_json
 from maw.utils.precision import autocast_dtype, dtype_name, retriever_amp

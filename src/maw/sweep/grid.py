@@ -55,13 +55,14 @@ from pathlib import Path
 from typing import Any
 
 from maw.benchmark.cells import dataset_key
-from maw.benchmark.presets import deep_merge, resolve_config
+from maw.benchmark.presets import benchmark_config
 from maw.config import (
     TRAINED_METHODS,
     BenchmarkConfig,
     ConfigError,
     MAWConfig,
     TrainConfig,
+    deep_merge,
     default_model,
     load_toml,
 )
@@ -413,8 +414,8 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
 
 
 def _resolve(merged: dict[str, Any], where: str) -> BenchmarkConfig:
-    """``resolve_config`` with ``merged`` as the given options (presets below, nothing above)."""
+    """``benchmark_config`` with ``merged`` as the given options (presets below, nothing above)."""
     try:
-        return resolve_config(merged)
+        return benchmark_config(merged)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None

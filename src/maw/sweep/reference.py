@@ -74,13 +74,13 @@ def _train(ds, plan, out: Path, epochs: int, device: str) -> tuple[Path, float, 
     """Fine-tune with sentence-transformers; returns (saved model folder, training seconds, steps)."""
     try:
         from datasets import Dataset
-        from sentence_transformers import (
-            SentenceTransformer,
-            SentenceTransformerTrainer,
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer import losses
+        from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+        from sentence_transformers.sentence_transformer.training_args import (
+            BatchSamplers,
             SentenceTransformerTrainingArguments,
-            losses,
         )
-        from sentence_transformers.training_args import BatchSamplers
     except ImportError as exc:  # pragma: no cover - an install without the extra
         raise ConfigError(
             f"the sentence-transformers reference needs sentence-transformers and datasets ({exc}); "

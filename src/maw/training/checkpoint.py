@@ -12,8 +12,9 @@ A checkpoint folder holds, and nothing in it needs unpickling:
 * ``training_state.safetensors`` — optimizer state tensors (``optimizer.<param_index>.<name>``),
   the torch CPU RNG state and the CUDA RNG states (``latest`` only).
 * ``training_state.json`` — scalars: optimizer param groups (with the parameter names, checked on
-  load), scheduler state, GradScaler state, epoch, step within the epoch, global step, history,
-  early-stopping state, numpy and python RNG states (``latest`` only).
+  load), scheduler state, GradScaler state, numpy and python RNG states (``latest`` only), and the
+  :class:`~maw.training.state.TrainingState` (epoch, step within the epoch, global step, history,
+  early-stopping state, the running sums of the epoch in progress).
 
 Writes go to a temporary sibling folder that is renamed into place (the previous folder is
 moved aside first and removed after), so a crash leaves either the old or the new checkpoint;
@@ -29,7 +30,6 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from torch import nn
 from maw.config import differences
 from maw.data.types import RetrievalDataset, Splits
 from maw.plan import Plan
+from maw.training.state import TrainingState
 from maw.utils.io import atomic_write_json, read_json, staging_dir
 
 FORMAT_VERSION = 2  # 2: config.json holds the plan (maw.plan.Plan)
@@ -53,23 +54,6 @@ REFERENCE_PREFIX = "maw_reference."
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or was made with a different configuration."""
-
-
-@dataclass
-class TrainingState:
-    """Where training stands. ``epoch`` is the 1-indexed epoch in progress (or next to start)."""
-
-    epoch: int = 1
-    step_in_epoch: int = 0  # micro-batches of ``epoch`` already done (always at an optimiser-step boundary)
-    global_step: int = 0  # optimiser steps done
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_score: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0  # epochs since the best (early stopping)
-    finished: bool = False
-    train_seconds: float = 0.0
-    epoch_partial: dict[str, Any] = field(default_factory=dict)  # running sums of the epoch in progress
-    last_ref_refresh: int = 0  # global step of the last GRPO reference refresh
 
 
 # ---------------------------------------------------------------------------------- model tensors
@@ -310,7 +294,7 @@ def save_checkpoint(
         save_file(model_tensors(encoder), str(tmp / MODEL_FILE), metadata={"format": str(FORMAT_VERSION)})
         atomic_write_json(tmp / CONFIG_FILE, {**config, "format_version": FORMAT_VERSION})
         tensors: dict[str, torch.Tensor] = {}
-        js: dict[str, Any] = {"state": asdict(state)}
+        js: dict[str, Any] = {"state": state.to_dict()}
         if optimizer is not None:
             opt_t, opt_js = optimizer_state(optimizer, param_names or [])
             tensors.update(opt_t)
@@ -362,7 +346,7 @@ def load_checkpoint(
         scaler.load_state_dict(js["scaler"])
     if restore_rng and "rng" in js:
         set_rng_state(st_tensors, js["rng"])
-    return TrainingState(**js["state"])
+    return TrainingState.from_dict(js["state"])
 
 
 def load_weights(folder: str | Path, encoder: nn.Module) -> None:

@@ -18,16 +18,17 @@ the global batch.
 
 Validation is sharded: every rank encodes a contiguous share of the validation documents, rank 0
 gathers them, encodes the queries, searches, and broadcasts the score, so every rank takes the
-same early-stopping decision. Only rank 0 writes files (checkpoints, caches, history);
-the others wait at barriers.
+same early-stopping decision. Only rank 0 writes files (checkpoints, caches, history, mined
+negatives); the others wait at barriers, or in :func:`rank0_first` for its result.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,3 +162,24 @@ def broadcast_object(obj, ctx: DistributedContext):
 def barrier(ctx: DistributedContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def rank0_first(ctx: DistributedContext | None, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on rank 0 (which writes any shared file), then its result on every rank.
+
+    ``compute`` returns something small (a path, a reason); an exception on rank 0 is re-raised there
+    and reported on the other ranks (they would otherwise wait at a barrier until the timeout).
+    """
+    if ctx is None or not ctx.enabled:
+        return compute()
+    outcome = None
+    if ctx.is_main:
+        try:
+            outcome = ("ok", compute())
+        except Exception as exc:
+            broadcast_object(("error", f"{type(exc).__name__}: {exc}"), ctx)
+            raise
+    status, value = broadcast_object(outcome, ctx)
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed: {value}")
+    return value

@@ -37,10 +37,10 @@ BM25 (:func:`cached_hard_negatives`, ``bm25-negatives-*``) its settings (the def
 the max lengths, the normalisation, the autocast dtype and the embedding storage dtype. In a
 benchmark run ``cache_dir`` is the dataset's shared cache folder, so every cell and seed of a
 dataset reads one file. Under ``torchrun`` rank 0 mines and writes, the other ranks wait
-(:func:`rank0_first`) and read; dense mining first encodes the corpus on every rank (each its
-store shards, as ``DenseRetriever`` does), then rank 0 searches and writes. :class:`LazyBM25`
-builds the BM25 index only when something is mined (negatives or the validation pool of
-``maw.training.validation``) and only once for both.
+(:func:`maw.training.distributed.rank0_first`) and read; dense mining first encodes the corpus on
+every rank (each its store shards, as ``DenseRetriever`` does), then rank 0 searches and writes.
+:class:`LazyBM25` builds the BM25 index only when something is mined (negatives or the validation
+pool of ``maw.training.validation``) and only once for both.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from maw.data.types import Qrels, RetrievalDataset
+from maw.training.distributed import rank0_first
 from maw.training.losses import false_negative_mask
 from maw.utils.io import atomic_write_json, fingerprint, read_json
 
@@ -201,29 +202,6 @@ def qrels_fingerprint(qrels: Qrels) -> str:
 def dataset_key(dataset: RetrievalDataset) -> list[str]:
     """What identifies the corpus and judgements: fingerprint, corpus size (subsampled corpora)."""
     return [dataset.name, dataset.fingerprint, str(len(dataset.corpus))]
-
-
-def rank0_first(ctx, compute: Callable[[], Any]) -> Any:
-    """``compute()`` on rank 0 (which writes any shared file), then its result on every rank.
-
-    ``compute`` returns something small (a path, a reason); an exception on rank 0 is re-raised there
-    and reported on the other ranks (they would otherwise wait at a barrier until the timeout).
-    """
-    from maw.training import distributed as dist_utils
-
-    if ctx is None or not ctx.enabled:
-        return compute()
-    outcome = None
-    if ctx.is_main:
-        try:
-            outcome = ("ok", compute())
-        except Exception as exc:
-            dist_utils.broadcast_object(("error", f"{type(exc).__name__}: {exc}"), ctx)
-            raise
-    status, value = dist_utils.broadcast_object(outcome, ctx)
-    if status == "error":
-        raise RuntimeError(f"rank 0 failed: {value}")
-    return value
 
 
 def cached_lists(

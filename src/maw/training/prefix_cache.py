@@ -46,6 +46,7 @@ Building at scale (memory independent of the number of tokens):
    of the file being written, so resident memory does not grow with the file).
 
 Texts are any ``Sequence[str]`` (a list, or :class:`CorpusTexts`: a corpus read on demand).
+:func:`training_prefix` gives the trainer its prefix states: cached, or live (:class:`LivePrefix`).
 
 :class:`PrefixCachedRetriever` retrieves with a trained encoder whose corpus passes through the
 frozen layers once, from the cache (``maw benchmark``'s test retrieval of trained cells).
@@ -55,18 +56,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from maw.config import ConfigError
+from maw.data.types import RetrievalDataset, Splits
 from maw.models.encoder import Encoder
+from maw.plan import Plan
 from maw.retrieval.dense import CorpusRows, DenseRetriever, rank_and_world
 from maw.utils.io import atomic_write_json, fingerprint, read_json, staging_dir
 
@@ -74,6 +79,8 @@ CACHE_FORMAT = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 TOKENIZE_CHUNK = 10_000  # texts per tokenizer call of the token-count pass
 MAX_CACHE_BYTES = 50 * 10**9  # above this the trainer runs the frozen prefix live (see the module doc)
+
+log = logging.getLogger(__name__)
 
 
 class PrefixCacheSpaceError(ConfigError):
@@ -523,6 +530,73 @@ class LivePrefix:
             return self.encoder.prefix(input_ids, mask, self.upto), mask
         with torch.no_grad():
             return self.encoder.prefix(input_ids, mask, self.upto), mask
+
+
+def training_prefix(
+    plan: Plan,
+    encoder: Encoder,
+    dataset: RetrievalDataset,
+    splits: Splits,
+    cache_dir: Path,
+    ctx,
+    encode_dtype: torch.dtype | None,
+) -> tuple[CachedPrefix | LivePrefix, dict[str, Any]]:
+    """The trainer's frozen-prefix states of the train / val queries and the corpus, and what to
+    record about them: cached (rank 0 builds, the others open) or live when the cache is off,
+    ``k = 0``, or the caches would exceed ``prefix_cache_max_gb`` (default ``MAX_CACHE_BYTES``)."""
+    from maw.training.distributed import rank0_first
+    from maw.utils.precision import dtype_name
+
+    cfg, k = plan.train, plan.layers.first_trainable
+    q_ids = sorted(set(splits.train) | set(splits.val))
+    q_texts = {q: dataset.queries[q] for q in q_ids}
+    max_lengths = {"query": plan.model.query_max_length, "doc": plan.model.doc_max_length}
+
+    def live(reason: str | None = None):
+        texts = {"query": q_texts, "doc": DocTexts(dataset.corpus)}
+        provider = LivePrefix(encoder, k, texts, max_lengths, trainable=plan.layers.train_embeddings)
+        info = {"prefix_cache": False, "first_trainable": k}
+        return provider, info if reason is None else {**info, "prefix_cache_skipped": reason}
+
+    if not (cfg.prefix_cache and k > 0):
+        return live()
+    t0 = time.perf_counter()
+    max_bytes = int(cfg.prefix_cache_max_gb * 1e9)
+    texts = {"queries": [q_texts[q] for q in q_ids], "docs": CorpusTexts(dataset.corpus)}
+    lengths = {"queries": max_lengths["query"], "docs": max_lengths["doc"]}
+    amp = dtype_name(encode_dtype)
+
+    def build():  # rank 0: plan both caches, apply the cap and the free-space check, build
+        dtype = cfg.prefix_cache_dtype
+        plans = [
+            PrefixCache.plan(encoder, texts[n], lengths[n], k, cache_dir, dtype, n, max_bytes, amp=amp)
+            for n in ("queries", "docs")
+        ]
+        reason = over_cap_reason(plans, max_bytes)
+        if reason is not None:
+            return None, reason
+        check_free_space(cache_dir, sum(p.write_bytes for p in plans))
+        show, batch = plan.runtime.progress, plan.eval.eval_batch_size
+        caches = [PrefixCache.build(p, encoder, texts[p.name], batch, show) for p in plans]
+        return [str(c.folder) for c in caches], None
+
+    folders, reason = rank0_first(ctx, build)
+    if reason is not None:
+        log.warning("%s: %s", plan.method, reason)
+        return live(reason)
+    qc, dc = (PrefixCache(f) for f in folders)
+    info = {
+        "prefix_cache": True,
+        "first_trainable": k,
+        "cache_dir": str(cache_dir),
+        "query_cache": str(qc.folder),
+        "doc_cache": str(dc.folder),
+        "cache_bytes": qc.nbytes + dc.nbytes,
+        "cache_seconds": time.perf_counter() - t0,
+        "dtype": cfg.prefix_cache_dtype,
+        "amp": amp,
+    }
+    return CachedPrefix(qc, q_ids, dc, list(dataset.corpus)), info
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
