@@ -176,3 +176,22 @@ class Tiny:
     def plan(self, method: str = "finetune", **overrides):
         """:func:`tiny_plan` on this collection (``plan.data.dataset`` names its folder)."""
         return tiny_plan(method, self.model_dir, dataset=str(self.data_dir), **overrides)
+
+
+def run_two_ranks(target, args_of, out: Path) -> dict[int, dict]:
+    """Start ``target(*args_of(rank))`` in 2 spawned processes, fail the test if one hangs, and
+    return what each rank wrote to ``out/rank-<r>.json``."""
+    import multiprocessing as mp
+
+    import pytest
+
+    procs = [mp.get_context("spawn").Process(target=target, args=args_of(r)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    if any(p.is_alive() for p in procs):
+        for p in procs:
+            p.kill()
+        pytest.fail("a rank hung")
+    return {r: json.loads((Path(out) / f"rank-{r}.json").read_text()) for r in range(2)}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny import tiny_plan
+from _tiny import run_two_ranks, tiny_plan
 from typer.testing import CliRunner
 
 from maw.cli import app
@@ -254,22 +254,10 @@ def _prepare_worker(rank: int, world: int, store: str, cache_dir: str, out: str)
 
 
 def _two_ranks(tmp_path, name: str):
-    import multiprocessing as mp
-
     out = tmp_path / name
     out.mkdir()
-    ctx = mp.get_context("spawn")
     store, cache = str(tmp_path / f"{name}.store"), str(tmp_path / "cache")
-    procs = [ctx.Process(target=_prepare_worker, args=(r, 2, store, cache, str(out))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    if any(p.is_alive() for p in procs):
-        for p in procs:
-            p.kill()
-        pytest.fail("a rank hung")
-    got = {r: json.loads((out / f"rank-{r}.json").read_text()) for r in range(2)}
+    got = run_two_ranks(_prepare_worker, lambda r: (r, 2, store, cache, str(out)), out)
     return got, sorted(p.name for p in out.iterdir() if not p.name.startswith("rank-"))
 
 

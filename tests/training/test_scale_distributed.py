@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 from pathlib import Path
 
-import pytest
+from _tiny import run_two_ranks
 
 
 def _worker(rank: int, world: int, store: str, cache_dir: str, out: str, fail: bool) -> None:
@@ -37,25 +36,9 @@ def _run(tmp_path: Path, name: str, fail: bool = False) -> tuple[dict[int, dict]
     """Two ranks call ``cached_lists``: what each returned, and which ranks ran ``compute``."""
     out = tmp_path / name
     out.mkdir()
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(r, 2, str(tmp_path / f"{name}.store"), str(tmp_path / "cache"), str(out), fail),
-        )
-        for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    if any(p.is_alive() for p in procs):
-        for p in procs:
-            p.kill()
-        pytest.fail("a rank hung")
-    return {r: json.loads((out / f"rank-{r}.json").read_text()) for r in range(2)}, sorted(
-        p.name for p in out.glob("computed-*")
-    )
+    store, cache = str(tmp_path / f"{name}.store"), str(tmp_path / "cache")
+    got = run_two_ranks(_worker, lambda r: (r, 2, store, cache, str(out), fail), out)
+    return got, sorted(p.name for p in out.glob("computed-*"))
 
 
 def test_rank0_mines_and_the_others_read(tmp_path):
