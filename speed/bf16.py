@@ -3,8 +3,9 @@
 Three parts (``--parts``, default all), each printing its ratios:
 
 1. ``encode``: documents per second of one corpus sample (SciFact, ``--num-docs``) for maw's
-   ``Encoder.encode`` in float32 and under bfloat16 autocast, sentence-transformers in float32 and
-   with bfloat16 weights (``model.to(torch.bfloat16)``), interleaved over ``--repeats`` rounds
+   ``Encoder.encode`` in float32, in bfloat16 (cast weights, what ``--precision bf16`` runs) and
+   under bfloat16 autocast (what it ran before), sentence-transformers in float32 and with bfloat16
+   weights (``model.to(torch.bfloat16)``), interleaved over ``--repeats`` rounds
    (median). Goals: maw bf16 >= 1.8x sentence-transformers fp32 and >= 1.0x its bf16.
 2. ``epoch``: one cached training epoch of ``--method`` (the optimiser steps over a reduced
    SciFact train set, then the validation pass; as ``speed/train_step.py``) in fp32 and in bf16,
@@ -61,6 +62,13 @@ def ratio(a: float, b: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- 1. encode
+def _under_autocast(encode, *args):
+    """The float32 encode under CPU bfloat16 autocast: what ``--precision bf16`` ran before it cast
+    the weights (``maw.utils.precision.inference_precision``)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return encode(*args)
+
+
 def part_encode(args) -> None:
     from sentence_transformers import SentenceTransformer
 
@@ -77,6 +85,7 @@ def part_encode(args) -> None:
     runs = {
         "maw fp32": lambda: enc.encode(texts, max_len, 64),
         "maw bf16": lambda: enc.encode(texts, max_len, 64, amp=torch.bfloat16),
+        "maw bf16 autocast (before)": lambda: _under_autocast(enc.encode, texts, max_len, 64),
         "sentence-transformers fp32": lambda: st32.encode(texts, batch_size=64),
         "sentence-transformers bf16 weights": lambda: st16.encode(texts, batch_size=64),
     }
@@ -99,7 +108,8 @@ def part_encode(args) -> None:
         f"  maw bf16 / sentence-transformers fp32 = {ratio(med['maw bf16'], med['sentence-transformers fp32'])} "
         f"(goal >= 1.8x); maw bf16 / sentence-transformers bf16 = "
         f"{ratio(med['maw bf16'], med['sentence-transformers bf16 weights'])} (goal >= 1.0x); "
-        f"maw bf16 / maw fp32 = {ratio(med['maw bf16'], med['maw fp32'])}"
+        f"maw bf16 / maw fp32 = {ratio(med['maw bf16'], med['maw fp32'])}; "
+        f"cast weights / autocast = {ratio(med['maw bf16'], med['maw bf16 autocast (before)'])}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,3 +37,15 @@ def test_no_machine_path_under_results():
             text = f.read_text(encoding="utf-8", errors="replace")
             found += [f"{f.relative_to(ROOT)}: {p}" for p in paths if p in text]
     assert not found, "machine paths in committed results:\n" + "\n".join(found[:20])
+
+
+def test_results_record_the_code_by_commit_not_by_path():
+    """``environment_info()`` (in every result) names the code by its git commit, never a path."""
+    import re
+
+    from maw.utils.io import environment_info, source_commit
+
+    commit = environment_info()["maw_commit"]
+    assert commit == source_commit()
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        assert commit is not None and re.fullmatch(r"[0-9a-f]{40}(\+modified)?", commit), commit

@@ -167,8 +167,8 @@ class ModelConfig(_Validated):
     # see maw.utils.precision: one setting for encoding, validation, prefix caches and training steps
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
         "auto",
-        "auto | fp32 | bf16 | fp16: autocast for encoding and training (auto: fp16 encoding on CUDA, "
-        "else fp32; bf16 also on CPUs with AVX512-BF16 / AMX).",
+        "auto | fp32 | bf16 | fp16: precision of encoding and training (auto: fp16 encoding on CUDA, "
+        "else fp32; bf16 also on CPUs with AVX512-BF16 / AMX, encoding there on bf16 weights).",
     )
 
     def __post_init__(self) -> None:

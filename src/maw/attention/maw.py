@@ -120,6 +120,7 @@ from maw.attention.routers import (
     route,
 )
 from maw.config import MAWConfig
+from maw.utils.precision import cast_weights
 
 log = logging.getLogger(__name__)
 
@@ -619,9 +620,10 @@ class MAWSelfAttention(nn.Module):
 
     def _tiled_pair(self, q, k, v, valid, noise, position_bias=None):
         if q.dtype == torch.bfloat16 and self._uses_kernel(q.detach()[..., :0].float(), position_bias):
-            # CPU bfloat16 autocast: the fused kernel is float32-only and beats the bfloat16 5D path
-            _log_once("MAW pair granularity under bfloat16 autocast: the fused CPU kernel runs in float32")
-            with torch.autocast("cpu", enabled=False):
+            # CPU bfloat16 (autocast in training, cast weights in encoding): the fused kernel is
+            # float32-only and beats the bfloat16 5D path; the router runs in float32 with it
+            _log_once("MAW pair granularity in bfloat16: the fused CPU kernel runs in float32")
+            with torch.autocast("cpu", enabled=False), cast_weights(self.router, torch.float32):
                 out, stats, rec = self._tiled_pair(
                     q.float(), k.float(), v.float(), valid, noise, position_bias
                 )

@@ -32,7 +32,6 @@ pytrec_eval pipeline gives the same value to 4 decimals (``speed/st_reference.py
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import statistics
 import tempfile
@@ -57,6 +56,7 @@ from maw.retrieval.index import (
 )
 from maw.retrieval.store import DEFAULT_SHARD_SIZE, EmbeddingStore, iter_chunks
 from maw.utils.io import fingerprint
+from maw.utils.precision import amp_key, inference_precision
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": None}
 
@@ -82,10 +82,12 @@ def texts_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
     return fingerprint(part for pair in zip(ids, texts, strict=True) for part in pair)
 
 
-def embedding_key(model_fp: str, data_fp: str, max_length: int, normalize: bool, amp: str = "float32") -> str:
+def embedding_key(
+    model_fp: str, data_fp: str, max_length: int, normalize: bool, amp: str = "float32", device="cpu"
+) -> str:
     """Cache key of a corpus's embeddings (the store dtype is added to the folder name)."""
     parts = [model_fp, data_fp, str(max_length), str(bool(normalize)), "doc"]
-    return fingerprint(parts + ([f"amp={amp}"] if amp != "float32" else []))
+    return fingerprint(parts + amp_key(amp, device))
 
 
 def to_run(q_ids: Sequence[str], scores: np.ndarray, rows: np.ndarray, d_ids: Sequence[str]) -> Run:
@@ -236,11 +238,10 @@ class DenseRetriever:
         self.timings: dict[str, Any] = {}
         self._scratch: tempfile.TemporaryDirectory | None = None
 
-    def _autocast(self):
-        """Autocast of encoding passes run outside ``Encoder.encode`` (``amp``; none for float32)."""
-        if self.amp == "float32":
-            return contextlib.nullcontext()
-        return torch.autocast(torch.device(self.device).type, dtype=AMP_DTYPES[self.amp])
+    def _precision(self):
+        """The precision of encoding passes run outside ``Encoder.encode`` (``amp``;
+        ``maw.utils.precision.inference_precision``): enter it once around a pass."""
+        return inference_precision(self.encoder, AMP_DTYPES.get(self.amp), self.device)
 
     def _encode(self, texts: list[str], max_length: int, batch_size: int, **kw) -> np.ndarray:
         if self.amp != "float32":
@@ -280,7 +281,7 @@ class DenseRetriever:
         rank, world = rank_and_world()
         model_fp = model_fingerprint(self.encoder, self.fingerprint_extra)
         key = embedding_key(
-            model_fp, rows.fingerprint(), self.doc_max_length, self.encoder.normalize, self.amp
+            model_fp, rows.fingerprint(), self.doc_max_length, self.encoder.normalize, self.amp, self.device
         )
         folder = self._store_folder(key)
         meta = {

@@ -54,7 +54,6 @@ frozen layers once, from the cache (``maw benchmark``'s test retrieval of traine
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -74,6 +73,7 @@ from maw.models.encoder import Encoder
 from maw.plan import Plan
 from maw.retrieval.dense import CorpusRows, DenseRetriever, rank_and_world
 from maw.utils.io import atomic_write_json, fingerprint, read_json, staging_dir
+from maw.utils.precision import amp_key, inference_precision
 
 CACHE_FORMAT = 1
 _DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -166,13 +166,6 @@ def token_counts(
         if stop_above is not None and total > stop_above:
             break
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def _autocast(amp: str, device: torch.device):
-    """Autocast of a prefix pass in ``amp`` ("float32": none)."""
-    if amp == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, amp))
 
 
 @dataclass(frozen=True)
@@ -310,7 +303,7 @@ class PrefixCache:
                 dtype,
                 str(CACHE_FORMAT),
             ]
-            + ([f"amp={amp}"] if amp != "float32" else [])  # float32 keys are those of older caches
+            + amp_key(amp, encoder.device)  # how the pass ran; float32 keys are those of older caches
         )
 
     @classmethod
@@ -432,7 +425,8 @@ class PrefixCache:
                 starts, description=f"prefix cache ({plan.name})", total=len(starts), transient=True
             )
         pad_id = encoder.tokenizer.pad_token_id or 0
-        with open(folder / "hidden.bin", "wb") as fh:
+        amp = None if plan.amp == "float32" else getattr(torch, plan.amp)
+        with inference_precision(encoder, amp, device), open(folder / "hidden.bin", "wb") as fh:
             fh.truncate(max(int(offsets[-1]), 1) * row_bytes)  # (total_tokens, d), row-major
             for start in starts:
                 rows = order[start : start + batch_size]
@@ -447,8 +441,7 @@ class PrefixCache:
                 for i, x in enumerate(ids):
                     input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
                     mask[i, : len(x)] = 1
-                with _autocast(plan.amp, device):
-                    out = encoder.prefix(input_ids.to(device), mask.to(device), plan.upto)
+                out = encoder.prefix(input_ids.to(device), mask.to(device), plan.upto)
                 out = out.float().cpu().numpy()
                 for i, r in enumerate(rows):
                     n = int(lengths[r])
@@ -672,10 +665,10 @@ class PrefixCachedRetriever(DenseRetriever):
         cache, k = self.prefix_cache, self.first_trainable
         out = np.empty((stop - start, self.encoder.hidden_size), dtype=np.float32)
         order = start + np.argsort(-cache.lengths[start:stop], kind="stable")
-        for b in range(0, len(order), self.batch_size):
-            batch = order[b : b + self.batch_size]
-            hidden, mask = cache.batch(batch.tolist(), self.device)
-            with self._autocast():
+        with self._precision():
+            for b in range(0, len(order), self.batch_size):
+                batch = order[b : b + self.batch_size]
+                hidden, mask = cache.batch(batch.tolist(), self.device)
                 emb = self.encoder.suffix(hidden, mask, k)
-            out[batch - start] = emb.float().cpu().numpy()
+                out[batch - start] = emb.float().cpu().numpy()
         return out

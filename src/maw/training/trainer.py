@@ -67,7 +67,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,10 +315,11 @@ class Trainer:
         )
 
     def _encode_autocast(self):
-        """Autocast of the validation's encoding passes (``--precision``)."""
-        if self.encode_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.encode_dtype)
+        """The precision of the validation's encoding passes (``--precision``; CPU bfloat16 runs on
+        cast weights, ``maw.utils.precision.inference_precision``)."""
+        from maw.utils.precision import inference_precision
+
+        return inference_precision(self.encoder, self.encode_dtype, self.device)
 
     def _validate_all_ranks(self) -> tuple[dict[str, float], dict, float]:
         t0 = time.perf_counter()

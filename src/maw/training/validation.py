@@ -103,12 +103,12 @@ def encode_ids(
     """Embeddings (len(ids), hidden) float32 of ``kind`` ("query" | "doc") texts, longest first."""
     out = np.empty((len(ids), encoder.hidden_size), dtype=np.float32)
     order = np.argsort(-np.array(provider.lengths(kind, ids)), kind="stable")
-    for i in range(0, len(ids), batch_size):
-        idx = order[i : i + batch_size]
-        with autocast():
+    with autocast():  # once around the pass (CPU bfloat16 casts the weights: maw.utils.precision)
+        for i in range(0, len(ids), batch_size):
+            idx = order[i : i + batch_size]
             hidden, mask = provider.hidden(kind, [ids[j] for j in idx], device)
             emb = encoder.suffix(hidden, mask, start)
-        out[idx] = emb.float().cpu().numpy()
+            out[idx] = emb.float().cpu().numpy()
     return out
 
 

@@ -7,6 +7,7 @@ never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -114,6 +115,24 @@ def fingerprint(parts: Iterable[str | bytes]) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit of the checkout maw runs from ("<sha>+modified" when its tracked files differ),
+    or None (an installed wheel, no git): which code produced a result, without naming a path."""
+    import subprocess
+
+    src = Path(__file__).resolve().parents[1]  # the maw package
+    try:
+        run = functools.partial(
+            subprocess.run, cwd=src, capture_output=True, text=True, timeout=10, check=True
+        )
+        sha = run(["git", "rev-parse", "HEAD"]).stdout.strip()
+        dirty = run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."]).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}+modified" if dirty else sha or None
+
+
 def environment_info() -> dict[str, Any]:
     """Versions of the libraries that affect results (saved in every result file)."""
     import importlib.metadata as md
@@ -134,6 +153,7 @@ def environment_info() -> dict[str, Any]:
             info[name] = md.version(name)
         except md.PackageNotFoundError:
             info[name] = None
+    info["maw_commit"] = source_commit()
     try:
         import torch
 

@@ -9,12 +9,16 @@ value      CUDA                                        CPU
 =========  ==========================================  ==========================================
 ``auto``   encode under float16 autocast, train fp32   float32 everywhere (the default)
 ``fp32``   float32 everywhere                          float32 everywhere
-``bf16``   bfloat16 autocast (encode and train)        bfloat16 autocast (encode and train)
+``bf16``   bfloat16 autocast (encode and train)        bfloat16 weights (encode), autocast (train)
 ``fp16``   float16 autocast, GradScaler in training    float32 (CPU float16 is slow: a warning)
 =========  ==========================================  ==========================================
 
-Autocast runs the matrix products in the low precision and keeps LayerNorm, softmax and the
-pooled embeddings in float32. On a CPU, ``bf16`` pays off where the processor multiplies bfloat16
+Training steps run under autocast: the matrix products in the low precision, LayerNorm, softmax
+and the pooled embeddings in float32, float32 master weights. Encoding (no gradient: retrieval,
+validation, the prefix-cache build) on CUDA runs under autocast too; on a CPU in bfloat16 it runs
+on bfloat16 *weights* (:func:`inference_precision`), as sentence-transformers'
+``model.to(torch.bfloat16)`` does: autocast's per-operator casts and its float32 LayerNorm / add /
+GELU cost about a sixth of a CPU encoding pass. The pooled embedding is still averaged in float32. On a CPU, ``bf16`` pays off where the processor multiplies bfloat16
 natively (AVX512-BF16 or AMX, :func:`cpu_bf16_support`); elsewhere it is emulated and slower, so
 a warning says so. Every result records :func:`precision_info`: what was asked for and what ran.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import platform
 from pathlib import Path
@@ -82,6 +87,59 @@ def autocast(precision: str, device: torch.device | str, *, training: bool = Fal
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
+def casts_weights(dtype: torch.dtype | None, device: torch.device | str) -> bool:
+    """Whether a no-grad pass in ``dtype`` on ``device`` runs on cast weights (CPU bfloat16), not
+    under autocast."""
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu"
+
+
+@contextlib.contextmanager
+def inference_precision(module: torch.nn.Module, dtype: torch.dtype | None, device: torch.device | str):
+    """The numeric precision of a no-grad pass of ``module`` in ``dtype`` (None: float32).
+
+    CPU bfloat16: the module's floating parameters and buffers are cast to bfloat16 for the duration
+    and restored after (the float32 weights are kept, not re-derived: training goes on unchanged);
+    the module casts its inputs (``Encoder.run_layers``). Elsewhere: autocast. Enter it once around
+    a whole pass (the cast costs one copy of the weights), never while gradients are needed.
+    """
+    if dtype is None:
+        yield
+        return
+    if not casts_weights(dtype, device):
+        with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+            yield
+        return
+    with cast_weights(module, dtype):
+        yield
+
+
+@contextlib.contextmanager
+def cast_weights(module: torch.nn.Module, dtype: torch.dtype):
+    """``module``'s floating parameters and buffers in ``dtype`` for the duration (the same tensor
+    objects, their data swapped), restored exactly after, also on error. A no-op for those already
+    in ``dtype``."""
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for t in itertools.chain(module.parameters(), module.buffers()):
+                if t.is_floating_point() and t.dtype != dtype:
+                    saved.append((t, t.data))
+                    t.data = t.data.to(dtype)
+        yield
+    finally:
+        for t, data in saved:
+            t.data = data
+
+
+def amp_key(amp: str, device: torch.device | str) -> list[str]:
+    """The part of a cache key (embeddings, prefix states) that says how a pass ran: nothing for
+    float32 (the keys of older caches), else the dtype, and whether on cast weights."""
+    if amp == "float32":
+        return []
+    weights = casts_weights(getattr(torch, amp), device)
+    return [f"amp={amp}" + ("/weights" if weights else "")]
+
+
 def dtype_name(dtype: torch.dtype | None) -> str:
     return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
@@ -93,6 +151,7 @@ def precision_info(precision: str, device: torch.device | str) -> dict[str, Any]
     return {
         "precision": precision,
         "encode_dtype": dtype_name(autocast_dtype(precision, device)),
+        "encode_on_cast_weights": casts_weights(autocast_dtype(precision, device), device),
         "train_dtype": dtype_name(autocast_dtype(precision, device, training=True)),
         "device": kind,
         "cpu": platform.processor() or platform.machine(),
