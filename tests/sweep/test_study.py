@@ -85,3 +85,34 @@ def test_no_difference_sentence_states_the_detectable_effect():
     )
     tight = _family(cells, [("maw", "finetune")], "nDCG@10", 0.05, margin=1e-4)
     assert "Equivalence within ±0.0001 nDCG@10 was not shown" in headline("maw", "finetune", tight)
+
+
+def test_remaining_cost_projects_from_the_finished_cells_epoch_times():
+    """Two arms of 3 configurations, 4 epochs, prune at epoch 1, final seeds (13, 42, 87) with sweep
+    seed 42: arm a has one finished cell (epochs of 100 s, one paused epoch of 900 s: the median
+    ignores it; epoch-0 validation 20 s, 4 epochs run), arm b none (all arms' medians apply)."""
+    from types import SimpleNamespace
+
+    from maw.sweep.pruning import PrunerSpec
+    from maw.sweep.study import remaining_cost
+
+    hist = [{"epoch": 0, "val_seconds": 20.0}] + [
+        {"epoch": e, "seconds": s} for e, s in ((1, 100.0), (2, 900.0), (3, 100.0), (4, 100.0))
+    ]
+    done = {"status": "ok", "score": 0.7, "epochs_run": 4, "history": hist}
+    missing = {"status": "missing"}
+    grid = SimpleNamespace(
+        base=SimpleNamespace(train=SimpleNamespace(num_epochs=4, seed=42)),
+        pruner=PrunerSpec(min_epochs=1),
+        final_seeds=(13, 42, 87),
+    )
+    left = remaining_cost({"a": [done, missing, missing], "b": [missing] * 3}, grid)
+    # a: 2 cells, 20 + 100 each at least, 20 + 400 at most; b: its first runs on (420), 2 x 120 .. 420
+    assert left == {
+        "sweep_low_s": 2 * 120 + 420 + 2 * 120,
+        "sweep_high_s": 5 * 420,
+        "final_s": 2 * 420 + 2 * 420,  # 2 seeds other than 42, per arm, 4 epochs (b: num_epochs)
+    }
+    assert remaining_cost({"a": [missing]}, grid) is None
+    none = SimpleNamespace(**{**vars(grid), "pruner": PrunerSpec(kind="none")})
+    assert remaining_cost({"a": [done, missing]}, none)["sweep_low_s"] == 420

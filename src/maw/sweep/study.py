@@ -94,6 +94,45 @@ def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> d
     return {"train_s": actual, "unpruned_estimate_s": estimate}
 
 
+def remaining_cost(records: dict[str, list[dict[str, Any]]], grid: Grid) -> dict[str, float] | None:
+    """Seconds the sweep and its final still need, projected from the finished cells' own times
+    (None before any cell finished): an epoch (training + validation) and the epoch-0 validation
+    cost their median in the arm's finished cells (all arms' while it has none; the median, so that
+    one slow epoch, e.g. a paused process, does not move the projection).
+
+    A cell still to run costs from its epoch-0 validation plus ``prune_min_epochs`` epochs (pruned
+    at the first rung; an arm's first configuration always runs on) up to ``num_epochs`` epochs; the
+    final trains each arm's best configuration once per final seed other than the sweep's (that
+    seed resumes the sweep's finished training) for as many epochs as its sweep cell ran. Test
+    encoding, bm25, zeroshot and the reference are not counted."""
+
+    def times(rs: list[dict[str, Any]]) -> tuple[float, float] | None:
+        hist = [h for r in rs for h in r.get("history", [])]
+        epochs = [h["seconds"] for h in hist if h.get("epoch", 0) > 0 and h.get("seconds")]
+        zero = [h["val_seconds"] for h in hist if h.get("epoch") == 0 and h.get("val_seconds")]
+        if not epochs:
+            return None
+        return float(np.median(epochs)), float(np.median(zero)) if zero else 0.0
+
+    done = {a: [r for r in rs if r["status"] == "ok"] for a, rs in records.items()}
+    overall = times([r for rs in done.values() for r in rs])
+    if overall is None:
+        return None
+    E = grid.base.train.num_epochs
+    first = grid.pruner.min_epochs if grid.pruner.enabled else E
+    extra_seeds = sum(1 for s in grid.final_seeds if s != grid.base.train.seed)
+    low = high = final = 0.0
+    for arm, rs in records.items():
+        epoch_s, zero_s = times(done[arm]) or overall
+        for i, _ in enumerate(r for r in rs if r["status"] == "missing"):
+            runs_on = not done[arm] and i == 0
+            low += zero_s + (E if runs_on else min(first, E)) * epoch_s
+            high += zero_s + E * epoch_s
+        best = max(done[arm], key=lambda r: r["score"]) if done[arm] else None
+        final += extra_seeds * (zero_s + (best["epochs_run"] if best else E) * epoch_s)
+    return {"sweep_low_s": low, "sweep_high_s": high, "final_s": final}
+
+
 def leaderboard_markdown(out: Path, grid: Grid) -> str:
     records = sweep_records(out, grid)
     ok = {a: [r for r in rs if r["status"] == "ok"] for a, rs in records.items()}
@@ -133,6 +172,16 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
                 f"{100 * cost['train_s'] / cost['unpruned_estimate_s']:.0f}% of that.",
                 "",
             ]
+    left = remaining_cost(records, grid)
+    missing = sum(1 for rs in records.values() for r in rs if r["status"] == "missing")
+    if left is not None and missing:
+        lines += [
+            f"Still to run (projected from the finished cells' epoch times): {missing} cell(s), "
+            f"{left['sweep_low_s'] / 3600:.1f} to {left['sweep_high_s'] / 3600:.1f} h (every later configuration "
+            f"pruned at the first rung, or none), then the final's training, about {left['final_s'] / 3600:.1f} h "
+            "(a final seed equal to the sweep's reuses its cell; test encoding and the baselines not counted).",
+            "",
+        ]
     rows = []
     for a in grid.arms:
         rs = ok[a.name]
