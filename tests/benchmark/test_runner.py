@@ -232,6 +232,38 @@ def test_prefix_cached_test_embeddings_equal_full_encode(tmp_path, tiny_beir, ti
         PrefixCachedRetriever(enc, cache.folder, 1, 5, **kw).encode_corpus(other)
 
 
+def test_prefix_cached_test_embeddings_in_cpu_bf16(tmp_path, tiny_beir, tiny_model):
+    """``--precision bf16`` on a CPU: the prefix cache is built and the suffix layers run on cast
+    bfloat16 weights; the corpus embeddings match a full bf16 encode to bfloat16 rounding, the
+    cache is keyed apart from a float32 one, and the float32 weights come back unchanged."""
+    import numpy as np
+    import torch
+
+    from maw.data import load_beir
+    from maw.models.encoder import Encoder
+    from maw.retrieval.dense import DenseRetriever
+    from maw.training.prefix_cache import PrefixCache, PrefixCachedRetriever
+
+    ds = load_beir(tiny_beir)
+    enc = Encoder.from_pretrained(str(tiny_model)).eval()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    texts = ds.doc_texts()
+    plan = PrefixCache.plan(enc, texts, 32, 1, tmp_path / "pc", "float32", "docs", amp="bfloat16")
+    assert plan.key != PrefixCache.plan(enc, texts, 32, 1, tmp_path / "pc", "float32", "docs").key
+    cache = PrefixCache.build(plan, enc, texts, 8, False)
+    kw = dict(
+        query_max_length=16, doc_max_length=32, batch_size=3, device="cpu", latency_queries=2,
+        embedding_dtype="float32", shard_size=4, amp="bfloat16",
+    )  # fmt: skip
+    ids, cached = PrefixCachedRetriever(enc, cache.folder, 1, throughput_sample=5, **kw).encode_corpus(ds.corpus)
+    ids_full, full = DenseRetriever(enc, cache_dir=None, **kw).encode_corpus(ds.corpus)
+    _, plain = DenseRetriever(enc, cache_dir=None, **{**kw, "amp": "float32"}).encode_corpus(ds.corpus)
+    assert ids == ids_full and np.abs(cached - full).max() < 0.03 and np.abs(full - plain).max() < 0.05
+    assert not np.array_equal(full, plain)  # bf16 really ran
+    after = enc.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
+
+
 def test_shared_prefix_layer(tmp_path):
     # the default backbone (all-MiniLM-L6-v2) has 6 layers; k is 0-indexed
     cfg = benchmark_config({"methods": "bm25,zeroshot,lora,finetune,maw"})
