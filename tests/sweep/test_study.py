@@ -116,3 +116,29 @@ def test_remaining_cost_projects_from_the_finished_cells_epoch_times():
     assert remaining_cost({"a": [missing]}, grid) is None
     none = SimpleNamespace(**{**vars(grid), "pruner": PrunerSpec(kind="none")})
     assert remaining_cost({"a": [done, missing]}, none)["sweep_low_s"] == 420
+
+
+def test_pruning_cost_in_seconds_and_in_epochs():
+    """A pruned cell would have run as many epochs as the median unpruned cell of its arm."""
+    from maw.sweep.study import pruning_cost
+
+    def cell(epochs: int, pruned: bool, per_epoch: float) -> dict:
+        hist = [{"epoch": e, "seconds": per_epoch} for e in range(1, epochs + 1)]
+        return {
+            "status": "ok",
+            "epochs_run": epochs,
+            "pruned": pruned,
+            "train_s": epochs * per_epoch,
+            "history": hist,
+        }
+
+    records = {
+        "a": [cell(4, False, 10.0), cell(1, True, 20.0), cell(3, True, 10.0)],
+        "b": [{"status": "missing"}],
+    }
+    assert pruning_cost(records, max_epochs=4) == {
+        "train_s": 40 + 20 + 30,
+        "unpruned_estimate_s": 40 + 80 + 40,
+        "epochs": 8,
+        "unpruned_epochs": 12,
+    }

@@ -78,7 +78,7 @@ def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> d
     unpruned: a pruned cell's mean epoch time (training + validation) times the epochs it would have
     run, taken as the median number of epochs of its arm's unpruned cells (``max_epochs`` when the
     arm has none)."""
-    actual = estimate = 0.0
+    actual = estimate = epochs_run = epochs_unpruned = 0.0
     for rs in records.values():
         ok = [r for r in rs if r["status"] == "ok"]
         full = sorted(r["epochs_run"] for r in ok if not r.get("pruned"))
@@ -87,11 +87,16 @@ def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> d
             spent = r.get("train_s") or 0.0
             actual += spent
             epochs = [h.get("seconds") or 0.0 for h in r.get("history", []) if h.get("epoch", 0) > 0]
-            extra = 0.0
-            if r.get("pruned") and epochs:
-                extra = max(would - r["epochs_run"], 0.0) * (sum(epochs) / len(epochs))
-            estimate += spent + extra
-    return {"train_s": actual, "unpruned_estimate_s": estimate}
+            missed = max(would - r["epochs_run"], 0.0) if r.get("pruned") else 0.0
+            estimate += spent + (missed * (sum(epochs) / len(epochs)) if epochs else 0.0)
+            epochs_run += r["epochs_run"]
+            epochs_unpruned += r["epochs_run"] + missed
+    return {
+        "train_s": actual,
+        "unpruned_estimate_s": estimate,
+        "epochs": epochs_run,
+        "unpruned_epochs": epochs_unpruned,
+    }
 
 
 def remaining_cost(records: dict[str, list[dict[str, Any]]], grid: Grid) -> dict[str, float] | None:
@@ -169,7 +174,9 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
                 f"{n_pruned} configuration(s) pruned. Without pruning the same configurations would have cost about "
                 f"{cost['unpruned_estimate_s']:.0f} s of training (estimate: a pruned configuration's mean epoch time "
                 "x the median number of epochs of its arm's unpruned configurations); the pruned sweep cost "
-                f"{100 * cost['train_s'] / cost['unpruned_estimate_s']:.0f}% of that.",
+                f"{100 * cost['train_s'] / cost['unpruned_estimate_s']:.0f}% of that. In epochs trained (the measure "
+                f"that does not move with the machine's load): {cost['epochs']:.0f} of {cost['unpruned_epochs']:.0f}, "
+                f"{100 * cost['epochs'] / cost['unpruned_epochs']:.0f}%.",
                 "",
             ]
     left = remaining_cost(records, grid)
