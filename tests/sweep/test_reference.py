@@ -29,16 +29,19 @@ def test_final_times_the_sentence_transformers_fine_tune(tmp_path, tiny_data, ti
     assert grid.reference and grid.goals == (("full", 0.01),)
     out, ckpt = tmp_path / "results", tmp_path / "ckpt"
     assert not run_sweep(grid, out, ckpt).failed
-    outcome = run_final(grid, out, ckpt, (7,))
+    outcome = run_final(grid, out, ckpt, (7, 8))  # seed 7 is the sweep's: its training is reused
     assert not outcome.failed, outcome.failed
     cell = json.loads((out / "final" / "cells" / grid.key / "st-finetune-seed7.json").read_text())
     assert cell["status"] == "ok" and cell["runtimes"]["train_s"] > 0 and 0 <= cell["metrics"]["nDCG@10"] <= 1
     assert cell["train_setup"]["epochs"] == 3 and cell["train_setup"]["optimizer_steps"] > 0
     study = json.loads((out / "study.json").read_text())
     goal = study["goals"][0]
-    assert goal["arm"] == "full" and goal["runs"] == 1 and goal["met"] == (goal["mean"] >= 0.01)
+    assert goal["arm"] == "full" and goal["runs"] == 2 and goal["met"] == (goal["mean"] >= 0.01)
     assert goal["time_ratio"] == pytest.approx(goal["train_s_per_run"] / cell["runtimes"]["train_s"])
-    assert study["final_cells"]["expected"] == 4 and study["cost"]["total_s"] > 0
+    full = json.loads((out / "final" / "cells" / grid.key / "full-seed8.json").read_text())
+    assert grid.base.train.seed == 7 and goal["timed_runs"] == 1  # timed: the run trained beside the reference
+    assert goal["train_s_per_run"] == pytest.approx(full["runtimes"]["train_s"])
+    assert study["final_cells"]["expected"] == 5 and study["cost"]["total_s"] > 0
     report = (out / "REPORT.md").read_text()
     assert "## Goals" in report and "sentence-transformers' 3-epoch fine-tune" in report
     assert "h of machine time" in report
