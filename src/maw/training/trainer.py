@@ -42,8 +42,8 @@ Recipe
   use ``maw.training.router_objectives``. Per epoch the history logs the depth histogram per layer
   and head, the policy entropy, GRPO's mean reward / advantage spread / policy loss / KL, and the
   supervised router's oracle-label histogram.
-* Mixed precision: ``--precision`` (``maw.utils.precision``) sets the autocast of the steps and of
-  the encoding passes (validation, prefix cache); bf16 runs on CUDA and on CPUs (native on
+* Mixed precision: ``--precision`` (``maw.utils.precision``) sets the autocast of the steps and the
+  precision of the encoding passes (validation, prefix cache; CPU bf16 on cast weights); bf16 runs on CUDA and on CPUs (native on
   AVX512-BF16 / AMX), fp16 on CUDA only (GradScaler). Gradient checkpointing applies on CUDA only.
   On CPU training is deterministic for a fixed seed (``torch.use_deterministic_algorithms``).
 * Checkpoints (``maw.training.checkpoint``): ``run_dir/latest`` every ``checkpoint_every``
@@ -309,12 +309,12 @@ class Trainer:
             top_k=self.train_cfg.val_top_k,
             batch_size=self.eval_cfg.eval_batch_size,
             device=self.device,
-            autocast=self._encode_autocast,
+            precision=self._encode_precision,
             depth=self.router_kind is not None,
             ctx=self.ctx,
         )
 
-    def _encode_autocast(self):
+    def _encode_precision(self):
         """The precision of the validation's encoding passes (``--precision``; CPU bfloat16 runs on
         cast weights, ``maw.utils.precision.inference_precision``)."""
         from maw.utils.precision import inference_precision

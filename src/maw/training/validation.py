@@ -98,12 +98,12 @@ def validation_documents(
 
 @torch.inference_mode()
 def encode_ids(
-    encoder, provider, kind: str, ids: list[str], start: int, batch_size: int, device, autocast
+    encoder, provider, kind: str, ids: list[str], start: int, batch_size: int, device, precision
 ) -> np.ndarray:
     """Embeddings (len(ids), hidden) float32 of ``kind`` ("query" | "doc") texts, longest first."""
     out = np.empty((len(ids), encoder.hidden_size), dtype=np.float32)
     order = np.argsort(-np.array(provider.lengths(kind, ids)), kind="stable")
-    with autocast():  # once around the pass (CPU bfloat16 casts the weights: maw.utils.precision)
+    with precision():  # once around the pass (CPU bfloat16 casts the weights: maw.utils.precision)
         for i in range(0, len(ids), batch_size):
             idx = order[i : i + batch_size]
             hidden, mask = provider.hidden(kind, [ids[j] for j in idx], device)
@@ -149,7 +149,7 @@ def validate(
     top_k: int,
     batch_size: int,
     device,
-    autocast: Callable[[], AbstractContextManager],
+    precision: Callable[[], AbstractContextManager],
     depth: bool,
     ctx=None,
 ) -> tuple[dict[str, float], dict] | None:
@@ -176,7 +176,7 @@ def validate(
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(len(doc_ids)), world)])
     mine = doc_ids[bounds[rank] : bounds[rank + 1]]
-    d_emb = encode_ids(encoder, provider, "doc", mine, start, batch_size, device, autocast)
+    d_emb = encode_ids(encoder, provider, "doc", mine, start, batch_size, device, precision)
     if world > 1:
         parts = dist_utils.gather_to_main((d_emb, depth_statistics_of(encoder) if depth else {}), ctx)
         if rank != 0:
@@ -187,7 +187,7 @@ def validate(
             reset_depth_statistics(encoder)
             others = merge_depth_statistics([p[1] for p in parts])
     q_ids = sorted(qrels)
-    q_emb = encode_ids(encoder, provider, "query", q_ids, start, batch_size, device, autocast)
+    q_emb = encode_ids(encoder, provider, "query", q_ids, start, batch_size, device, precision)
     run = search_embeddings(q_emb, q_ids, d_emb, doc_ids, k=top_k)
     res = evaluate_run(qrels, run, metrics=[ir_measures.parse_measure(m) for m in PRIMARY_METRICS])
     metrics = {m: res.aggregate[m] for m in PRIMARY_METRICS}

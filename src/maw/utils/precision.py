@@ -17,10 +17,10 @@ Training steps run under autocast: the matrix products in the low precision, Lay
 and the pooled embeddings in float32, float32 master weights. Encoding (no gradient: retrieval,
 validation, the prefix-cache build) on CUDA runs under autocast too; on a CPU in bfloat16 it runs
 on bfloat16 *weights* (:func:`inference_precision`), as sentence-transformers'
-``model.to(torch.bfloat16)`` does: autocast's per-operator casts and its float32 LayerNorm / add /
-GELU cost about a sixth of a CPU encoding pass. The pooled embedding is still averaged in float32. On a CPU, ``bf16`` pays off where the processor multiplies bfloat16
-natively (AVX512-BF16 or AMX, :func:`cpu_bf16_support`); elsewhere it is emulated and slower, so
-a warning says so. Every result records :func:`precision_info`: what was asked for and what ran.
+``model.to(torch.bfloat16)`` does (no per-operator casts; LayerNorm and GELU in bfloat16 too); the
+pooled embedding is still averaged in float32. On a CPU, ``bf16`` pays off where the processor
+multiplies bfloat16 natively (AVX512-BF16 or AMX, :func:`cpu_bf16_support`); elsewhere it is
+emulated and slower, so a warning says so. Every result records :func:`precision_info`: what was asked for and what ran.
 """
 
 from __future__ import annotations
@@ -77,14 +77,6 @@ def autocast_dtype(
             "bfloat16 is emulated and likely slower than float32"
         )
     return _DTYPES[precision]
-
-
-def autocast(precision: str, device: torch.device | str, *, training: bool = False):
-    """A context manager: autocast for ``precision`` on ``device``, or nothing for float32."""
-    dtype = autocast_dtype(precision, device, training=training)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def casts_weights(dtype: torch.dtype | None, device: torch.device | str) -> bool:
