@@ -142,3 +142,77 @@ def test_pruning_cost_in_seconds_and_in_epochs():
         "epochs": 8,
         "unpruned_epochs": 12,
     }
+
+
+def test_rungs_below_the_last_epoch():
+    from maw.sweep.pruning import PrunerSpec
+
+    assert PrunerSpec(min_epochs=1, reduction_factor=3).rungs(4) == [1, 3]
+    assert PrunerSpec(min_epochs=1, reduction_factor=3).rungs(10) == [1, 3, 9]
+    assert PrunerSpec(min_epochs=2, reduction_factor=2).rungs(2) == []
+    assert PrunerSpec(kind="none").rungs(10) == []
+
+
+def test_sweep_curves_draw_each_configuration_and_mark_the_pruned(tmp_path, monkeypatch):
+    """The figure's data are the cells' validation histories in run order; a pruned configuration
+    ends in a cross at its last epoch; the best is thick; the rungs are drawn."""
+    from maw.benchmark import plots
+    from maw.sweep.study import sweep_curves
+
+    def cell(name, scores, pruned_at=None):
+        hist = [{"epoch": e, "val": {"nDCG@10": v, "R@100": 1.0}} for e, v in enumerate(scores)]
+        return {
+            "cell": name,
+            "status": "ok",
+            "score": max(scores),
+            "history": hist,
+            "pruned": pruned_at is not None,
+            "pruned_at_epoch": pruned_at,
+        }
+
+    records = {
+        "lora": [cell("lora-a", [0.70, 0.72, 0.75, 0.76]), cell("lora-b", [0.70, 0.71], pruned_at=1)],
+        "maw": [{"cell": "maw-c", "status": "missing"}],
+    }
+    curves = sweep_curves(records)
+    assert curves["maw"] == []
+    a, b = curves["lora"]
+    assert (a["name"], a["epochs"], a["scores"], a["pruned_at"], a["best"]) == (
+        "lora-a",
+        [0, 1, 2, 3],
+        [0.70, 0.72, 0.75, 0.76],
+        None,
+        True,
+    )
+    assert (b["pruned_at"], b["best"]) == (1, False)
+
+    figs = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figs.append(fig), real(fig, path))[1])
+    path = plots.plot_sweep_curves(tmp_path / "curves.png", "t", curves, rungs=[1, 3])
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    visible = [ax for ax in figs[-1].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["lora"]  # an arm with nothing finished has no panel
+    lines = visible[0].get_lines()
+    curves_drawn = [ln for ln in lines if ln.get_linestyle() == "-"]
+    assert [ln.get_linewidth() for ln in curves_drawn] == [2.6, 1.2]  # the best is thick
+    crosses = [ln for ln in lines if ln.get_marker() == "x"]
+    assert (
+        len(crosses) == 1 and list(crosses[0].get_xdata()) == [1] and list(crosses[0].get_ydata()) == [0.71]
+    )
+    rung_lines = [ln for ln in lines if ln.get_linestyle() == ":"]
+    assert sorted(ln.get_xdata()[0] for ln in rung_lines) == [1, 3]
+    labels = [t.get_text() for t in visible[0].get_legend().get_texts()]
+    assert labels == ["lora-a: 0.7600 best", "lora-b: 0.7100 (pruned @ 1)"]
+
+
+def test_a_resumed_cell_counts_the_processes_before_its_resume():
+    """full resumed at epoch 3 (epochs 0-2 ran in an earlier process): its wall adds their seconds."""
+    from maw.sweep.study import cell_wall, earlier_seconds
+
+    hist = [{"epoch": 0, "val_seconds": 10.0}] + [{"epoch": e, "seconds": 100.0} for e in (1, 2, 3, 4)]
+    assert earlier_seconds(hist, None) == 0.0
+    assert earlier_seconds(hist, {"epoch": 3, "step_in_epoch": 0}) == 10.0 + 2 * 100.0
+    resumed = {"cell_s": 205.0, "history": hist, "resumed_from": {"epoch": 3, "step_in_epoch": 0}}
+    assert cell_wall(resumed) == 205.0 + 210.0
+    assert cell_wall({"cell_s": 415.0, "history": hist, "resumed_from": None}) == 415.0

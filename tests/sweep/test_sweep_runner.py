@@ -63,6 +63,7 @@ def test_sweep_reads_validation_only_and_resumes(tmp_path, grid, monkeypatch):
     assert (
         "## finetune (method finetune)" in board and "Cost:" in board and "test split was not read" in board
     )
+    assert "[curves.png](curves.png)" in board and (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(out.rglob("*.safetensors")) and list(ckpt.rglob("*.safetensors"))  # checkpoints elsewhere
 
     # a rerun skips every finished cell; a removed cell file runs again, alone

@@ -280,3 +280,66 @@ def plot_tradeoff(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _save(fig, path)
+
+
+def plot_sweep_curves(
+    path: str | Path,
+    title: str,
+    arms: Mapping[str, Sequence[Mapping]],
+    rungs: Sequence[int] = (),
+    metric: str = "nDCG@10",
+) -> Path:
+    """A sweep's validation curves: one panel per arm (shared y axis), one line per configuration.
+
+    arms: arm -> [{"name": cell id, "epochs": [...], "scores": [...], "pruned_at": epoch or None,
+    "best": bool}], in the order the configurations finished. The arm's best configuration is drawn
+    thick; a pruned one ends in a cross at the epoch it was stopped; the dotted vertical lines are
+    the pruning rungs.
+    """
+    plt = _pyplot()
+    names = [a for a in arms if arms[a]]
+    if not names:
+        raise ValueError("sweep curves: no finished configuration to draw")
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.8 * ncols, 4.4 * nrows + 0.4), squeeze=False, sharey=True
+    )
+    cmap = plt.get_cmap("tab10")
+    for ax, arm in zip(axes.flat, names, strict=False):
+        epochs: list[float] = []
+        for i, c in enumerate(arms[arm]):
+            ex, ey = list(c["epochs"]), list(c["scores"])
+            epochs += ex
+            pruned = c.get("pruned_at")
+            label = f"{c['name']}: {max(ey):.4f}" + (f" (pruned @ {pruned})" if pruned else "")
+            (line,) = ax.plot(
+                ex,
+                ey,
+                marker="o",
+                markersize=3.5,
+                linewidth=2.6 if c.get("best") else 1.2,
+                color=cmap(i % 10),
+                label=label + (" best" if c.get("best") else ""),
+            )
+            if pruned:
+                ax.plot([ex[-1]], [ey[-1]], "x", markersize=10, mew=2.2, color=line.get_color())
+        for r in rungs:
+            if epochs and r <= max(epochs):
+                ax.axvline(r, color="grey", linestyle=":", linewidth=1)
+        _integer_epochs(ax, epochs)
+        ax.set_title(arm)
+        ax.set_xlabel("epoch (0 = pretrained)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: never over a line
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(f"validation {metric}")
+    keys = [f"dotted: pruning rungs (epochs {', '.join(map(str, rungs))})"] if rungs else []
+    if any(c.get("pruned_at") for a in names for c in arms[a]):
+        keys.append("x: pruned there")
+    keys.append("thick: the arm's best")
+    fig.suptitle(f"{title}\n{'; '.join(keys)}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -60,15 +60,28 @@ class PrunerSpec:
     def enabled(self) -> bool:
         return self.kind != "none"
 
-    def describe(self) -> str:
+    def rungs(self, max_epochs: int) -> list[int]:
+        """The epochs below ``max_epochs`` at which a configuration can be pruned (none when disabled)."""
+        if not self.enabled:
+            return []
+        out, r = [], 0
+        while (e := self.min_epochs * self.reduction_factor**r) < max_epochs:
+            out.append(e)
+            r += 1
+        return out
+
+    def describe(self, max_epochs: int) -> str:
         if not self.enabled:
             return "no pruning: every configuration trains to its early stop"
-        rungs = ", ".join(str(self.min_epochs * self.reduction_factor**r) for r in range(3))
-        return (
-            f"successive halving (Optuna SuccessiveHalvingPruner): at epochs {rungs}, ... a configuration "
-            f"continues only if its validation nDCG@10 is in the top 1/{self.reduction_factor} of the scores "
-            "its arm reported at that epoch so far"
+        rule = (
+            f"successive halving (Optuna SuccessiveHalvingPruner, reduction factor {self.reduction_factor}): "
+            f"at a rung a configuration continues only if its validation nDCG@10 is in the top "
+            f"1/{self.reduction_factor} of the scores its arm reported at that epoch so far"
         )
+        rungs = self.rungs(max_epochs)
+        if not rungs:
+            return f"{rule}; no rung comes before the last epoch ({max_epochs}), so nothing can be pruned"
+        return f"{rule}; rungs after epochs {', '.join(map(str, rungs))} (of at most {max_epochs})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "min_epochs": self.min_epochs, "reduction_factor": self.reduction_factor}

@@ -1,7 +1,8 @@
 """The sweep's leaderboard (validation) and the study report of its final (test).
 
 ``leaderboard.md``: per arm, its configurations ranked by validation nDCG@10, and the cost of the
-sweep (training seconds in total and per arm). Nothing there comes from the test split.
+sweep (training seconds in total and per arm); ``curves.png``: each configuration's validation
+curve, pruned ones marked. Nothing there comes from the test split.
 
 ``REPORT.md`` / ``study.json`` (after ``maw sweep --final``): per arm (its best configuration by
 validation) and for bm25 / zeroshot, test nDCG@10 and R@100 as mean ± std over seeds; then the
@@ -43,6 +44,7 @@ from maw.sweep.reference import METHOD as REFERENCE
 from maw.utils.io import atomic_write_json, atomic_write_text, read_json
 
 METRICS = ("nDCG@10", "R@100")
+PRIMARY = METRICS[0]  # the sweep's selection metric
 BASELINE_METHODS = ("lora", "finetune", "full")
 SEED_FREE = ("bm25", "zeroshot", REFERENCE)  # one run each in the final
 
@@ -71,6 +73,26 @@ def sweep_records(out: Path, grid: Grid) -> dict[str, list[dict[str, Any]]]:
         ]
         for a in grid.arms
     }
+
+
+def earlier_seconds(history: list[dict[str, Any]], resumed_from: dict[str, Any] | None) -> float:
+    """Seconds a resumed training spent in the processes before it: the epochs it had finished
+    (training and validation; epoch 0 is the pretrained model's validation). A cell's own seconds
+    count only the process that finished it."""
+    if not resumed_from:
+        return 0.0
+    return sum(
+        (h.get("seconds") if "seconds" in h else h.get("val_seconds")) or 0.0
+        for h in history
+        if h.get("epoch", 0) < resumed_from.get("epoch", 0)
+    )
+
+
+def cell_wall(record: dict[str, Any]) -> float:
+    """A sweep cell's wall seconds over every process that worked on it."""
+    return (record.get("cell_s") or 0.0) + earlier_seconds(
+        record.get("history") or [], record.get("resumed_from")
+    )
 
 
 def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> dict[str, float]:
@@ -142,7 +164,7 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
     records = sweep_records(out, grid)
     ok = {a: [r for r in rs if r["status"] == "ok"] for a, rs in records.items()}
     total = sum(r.get("train_s") or 0.0 for rs in ok.values() for r in rs)
-    wall = sum(r.get("cell_s") or 0.0 for rs in records.values() for r in rs if r["status"] != "missing")
+    wall = sum(cell_wall(r) for rs in records.values() for r in rs if r["status"] != "missing")
     val_n = next(
         (
             r["dataset_info"]["counts"]["val_queries"]
@@ -161,12 +183,13 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
         f"Scores are **validation** nDCG@10 ({val_n if val_n is not None else '?'} queries): the best epoch of "
         "each training (epoch 0 is the pretrained model); the test split was not read by the sweep.",
         "",
-        f"Cost: {total:.0f} s of training in total ({wall:.0f} s wall including validation and setup).",
+        f'Cost: {total:.0f} s in the training runs ("train s" below: steps, per-epoch validation and caches, a '
+        f"resumed run's earlier processes included); {wall:.0f} s wall over every cell (also data loading).",
         "",
-        f"Pruning: {grid.pruner.describe()}.",
+        f"Pruning: {grid.pruner.describe(grid.base.train.num_epochs)}.",
         "",
     ]
-    if grid.pruner.enabled:
+    if grid.pruner.rungs(grid.base.train.num_epochs):
         cost = pruning_cost(records, grid.base.train.num_epochs)
         n_pruned = sum(1 for rs in ok.values() for r in rs if r.get("pruned"))
         if cost["unpruned_estimate_s"] > 0:
@@ -179,6 +202,12 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
                 f"{100 * cost['epochs'] / cost['unpruned_epochs']:.0f}%.",
                 "",
             ]
+    if any(r["status"] == "ok" and r.get("history") for rs in records.values() for r in rs):
+        lines += [
+            f"Validation curves: [{CURVES}]({CURVES}) (one panel per arm, one line per configuration in the order they "
+            "finished; a cross marks where a configuration was pruned).",
+            "",
+        ]
     left = remaining_cost(records, grid)
     missing = sum(1 for rs in records.values() for r in rs if r["status"] == "missing")
     if left is not None and missing:
@@ -266,9 +295,50 @@ def leaderboard_markdown(out: Path, grid: Grid) -> str:
     return "\n".join(lines) + "\n"
 
 
+CURVES = "curves.png"
+
+
+def sweep_curves(records: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """arm -> the validation curve of each finished configuration (the figure's data), in the order
+    they finished (``finished_at``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for arm, rs in records.items():
+        ok = sorted(
+            (r for r in rs if r["status"] == "ok" and r.get("history")),
+            key=lambda r: str(r.get("finished_at", "")),
+        )
+        best = max(ok, key=lambda r: r["score"])["cell"] if ok else None
+        out[arm] = []
+        for r in ok:
+            pts = [(h["epoch"], h["val"][PRIMARY]) for h in r["history"] if PRIMARY in (h.get("val") or {})]
+            out[arm].append(
+                {
+                    "name": r["cell"],
+                    "epochs": [e for e, _ in pts],
+                    "scores": [v for _, v in pts],
+                    "pruned_at": r.get("pruned_at_epoch") if r.get("pruned") else None,
+                    "best": r["cell"] == best,
+                }
+            )
+    return out
+
+
 def write_leaderboard(out: Path, grid: Grid) -> Path:
-    path = Path(out) / "leaderboard.md"
-    atomic_write_text(path, leaderboard_markdown(Path(out), grid))
+    """leaderboard.md, and curves.png (validation curves per arm) once a configuration has finished."""
+    from maw.benchmark.plots import plot_sweep_curves
+
+    out = Path(out)
+    path = out / "leaderboard.md"
+    curves = sweep_curves(sweep_records(out, grid))
+    if any(curves.values()):
+        plot_sweep_curves(
+            out / CURVES,
+            f"Sweep of {grid.key}: validation {PRIMARY} per epoch",
+            curves,
+            grid.pruner.rungs(grid.base.train.num_epochs),
+            PRIMARY,
+        )
+    atomic_write_text(path, leaderboard_markdown(out, grid))
     return path
 
 
@@ -428,9 +498,22 @@ def _goals(grid: Grid, methods: dict[str, Any], cells: dict[str, list[dict]]) ->
 
 
 def _cost(out: Path, grid: Grid, cells: dict[str, list[dict]]) -> dict[str, float]:
-    """Wall seconds of the study: every sweep cell (training, validation, setup) and every final cell."""
-    sweep = sum(r.get("cell_s") or 0.0 for rs in sweep_records(out, grid).values() for r in rs)
-    final = sum(c.get("cell_seconds") or 0.0 for cs in cells.values() for c in cs)
+    """Wall seconds of the study: every sweep cell (training, validation, setup) and every final cell,
+    with the processes before a resume (not the sweep's training that a final cell at the sweep's seed
+    reuses: that is counted in the sweep)."""
+    sweep = sum(
+        cell_wall(r) for rs in sweep_records(out, grid).values() for r in rs if r["status"] != "missing"
+    )
+    final = sum(
+        (c.get("cell_seconds") or 0.0)
+        + (
+            0.0
+            if c.get("seed") == grid.base.train.seed and c.get("sweep_cell")
+            else earlier_seconds(c.get("history") or [], (c.get("train_setup") or {}).get("resumed_from"))
+        )
+        for cs in cells.values()
+        for c in cs
+    )
     return {"sweep_s": sweep, "final_s": final, "total_s": sweep + final}
 
 
