@@ -121,7 +121,7 @@ def _train(ds, plan, out: Path, epochs: int, device: str) -> tuple[Path, float, 
         per_device_train_batch_size=train.batch_size,
         learning_rate=train.learning_rate,
         weight_decay=train.weight_decay,
-        warmup_ratio=train.warmup_ratio,
+        **_warmup(train.warmup_ratio),
         max_grad_norm=train.max_grad_norm,
         bf16=bf16,
         fp16=plan.model.precision == "fp16" and device.startswith("cuda"),
@@ -142,3 +142,12 @@ def _train(ds, plan, out: Path, epochs: int, device: str) -> tuple[Path, float, 
     model[0].auto_model.save_pretrained(str(folder), safe_serialization=True)
     model.tokenizer.save_pretrained(str(folder))
     return folder, seconds, int(st.state.global_step)
+
+
+def _warmup(ratio: float) -> dict[str, float]:
+    """The warm-up as a fraction of the steps: transformers 5 takes it as a float ``warmup_steps``
+    (``warmup_ratio`` is deprecated there), transformers 4 only as ``warmup_ratio``."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"warmup_steps" if major >= 5 else "warmup_ratio": ratio}
