@@ -113,6 +113,10 @@ def test_remaining_cost_projects_from_the_finished_cells_epoch_times():
         "sweep_high_s": 5 * 420,
         "final_s": 2 * 420 + 2 * 420,  # 2 seeds other than 42, per arm, 4 epochs (b: num_epochs)
     }
+    # final cells already finished (arm a at seed 13) are not projected again
+    assert remaining_cost({"a": [done, missing, missing], "b": [missing] * 3}, grid, {"a": {13}})[
+        "final_s"
+    ] == (420 + 2 * 420)
     assert remaining_cost({"a": [missing]}, grid) is None
     none = SimpleNamespace(**{**vars(grid), "pruner": PrunerSpec(kind="none")})
     assert remaining_cost({"a": [done, missing]}, none)["sweep_low_s"] == 420

@@ -121,7 +121,9 @@ def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> d
     }
 
 
-def remaining_cost(records: dict[str, list[dict[str, Any]]], grid: Grid) -> dict[str, float] | None:
+def remaining_cost(
+    records: dict[str, list[dict[str, Any]]], grid: Grid, final_done: dict[str, set[int]] | None = None
+) -> dict[str, float] | None:
     """Seconds the sweep and its final still need, projected from the finished cells' own times
     (None before any cell finished): an epoch (training + validation) and the epoch-0 validation
     cost their median in the arm's finished cells (all arms' while it has none; the median, so that
@@ -130,8 +132,9 @@ def remaining_cost(records: dict[str, list[dict[str, Any]]], grid: Grid) -> dict
     A cell still to run costs from its epoch-0 validation plus ``prune_min_epochs`` epochs (pruned
     at the first rung; an arm's first configuration always runs on) up to ``num_epochs`` epochs; the
     final trains each arm's best configuration once per final seed other than the sweep's (that
-    seed resumes the sweep's finished training) for as many epochs as its sweep cell ran. Test
-    encoding, bm25, zeroshot and the reference are not counted."""
+    seed resumes the sweep's finished training) for as many epochs as its sweep cell ran, less the
+    seeds in ``final_done`` (arm -> seeds whose final cell has finished). Test encoding, bm25,
+    zeroshot and the reference are not counted."""
 
     def times(rs: list[dict[str, Any]]) -> tuple[float, float] | None:
         hist = [h for r in rs for h in r.get("history", [])]
@@ -147,7 +150,7 @@ def remaining_cost(records: dict[str, list[dict[str, Any]]], grid: Grid) -> dict
         return None
     E = grid.base.train.num_epochs
     first = grid.pruner.min_epochs if grid.pruner.enabled else E
-    extra_seeds = sum(1 for s in grid.final_seeds if s != grid.base.train.seed)
+    extra_seeds = [s for s in grid.final_seeds if s != grid.base.train.seed]
     low = high = final = 0.0
     for arm, rs in records.items():
         epoch_s, zero_s = times(done[arm]) or overall
@@ -156,7 +159,8 @@ def remaining_cost(records: dict[str, list[dict[str, Any]]], grid: Grid) -> dict
             low += zero_s + (E if runs_on else min(first, E)) * epoch_s
             high += zero_s + E * epoch_s
         best = max(done[arm], key=lambda r: r["score"]) if done[arm] else None
-        final += extra_seeds * (zero_s + (best["epochs_run"] if best else E) * epoch_s)
+        todo = [s for s in extra_seeds if s not in (final_done or {}).get(arm, set())]
+        final += len(todo) * (zero_s + (best["epochs_run"] if best else E) * epoch_s)
     return {"sweep_low_s": low, "sweep_high_s": high, "final_s": final}
 
 
@@ -567,12 +571,21 @@ def study(out: Path, grid: Grid, seeds: tuple[int, ...], alpha: float = ALPHA) -
         None,
     )
     expected = 2 + int(grid.reference) + len(grid.arms) * len(seeds)
+    finished = sum(len(v) for v in cells.values())
+    left = None
+    if finished < expected:
+        done = {a.name: {c["seed"] for c in cells.get(a.name, [])} for a in grid.arms}
+        left = remaining_cost(sweep_records(out, grid), grid, done)
     untrained = [m for m, i in methods.items() if i["best_epochs"] and all(e == 0 for e in i["best_epochs"])]
     return {
         "dataset": grid.key,
         "seeds": list(seeds),
         "note": grid.note,
-        "final_cells": {"finished": sum(len(v) for v in cells.values()), "expected": expected},
+        "final_cells": {
+            "finished": finished,
+            "expected": expected,
+            "training_left_s": left["final_s"] if left else None,
+        },
         "alpha": alpha,
         "power": POWER,
         "equivalence_margin": margin,
@@ -602,7 +615,13 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
     if done["finished"] < done["expected"]:
         lines += [
             f"**Incomplete: {done['finished']} of {done['expected']} final cells finished**; the figures below use "
-            "the runs that exist (rerun `maw sweep --final` to finish; it resumes cell by cell).",
+            "the runs that exist (rerun `maw sweep --final` to finish; it resumes cell by cell)."
+            + (
+                f" About {done['training_left_s'] / 3600:.1f} h of training left (projected from each arm's epoch "
+                "times in the sweep; test encoding and the baselines not counted)."
+                if done.get("training_left_s") is not None
+                else ""
+            ),
             "",
         ]
     lines += [
