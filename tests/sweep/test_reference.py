@@ -39,11 +39,24 @@ def test_final_times_the_sentence_transformers_fine_tune(tmp_path, tiny_data, ti
     assert goal["arm"] == "full" and goal["runs"] == 2 and goal["met"] == (goal["mean"] >= 0.01)
     assert goal["time_ratio"] == pytest.approx(goal["train_s_per_run"] / cell["runtimes"]["train_s"])
     full = json.loads((out / "final" / "cells" / grid.key / "full-seed8.json").read_text())
-    assert grid.base.train.seed == 7 and goal["timed_runs"] == 1  # timed: the run trained beside the reference
+    assert (
+        grid.base.train.seed == 7 and goal["timed_runs"] == 1
+    )  # timed: the run trained beside the reference
     assert goal["train_s_per_run"] == pytest.approx(full["runtimes"]["train_s"])
+    # like for like: seconds per optimizer step, training steps only (no validation), both sides
+    steps = max(h.get("optimizer_steps") or 0 for h in full["history"])
+    step_s = sum(h.get("train_seconds") or 0.0 for h in full["history"]) / steps
+    ref_step_s = cell["runtimes"]["train_s"] / cell["train_setup"]["optimizer_steps"]
+    assert (
+        steps > 0
+        and goal["step_s"] == pytest.approx(step_s)
+        and goal["step_s"] < goal["train_s_per_run"] / steps
+    )
+    assert goal["step_ratio"] == pytest.approx(step_s / ref_step_s)
     assert study["final_cells"]["expected"] == 5 and study["cost"]["total_s"] > 0
     report = (out / "REPORT.md").read_text()
     assert "## Goals" in report and "sentence-transformers' 3-epoch fine-tune" in report
+    assert f"= {goal['step_ratio']:.2f}x." in report and "per optimizer step (training only" in report
     assert "h of machine time" in report
 
 

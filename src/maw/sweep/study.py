@@ -470,6 +470,8 @@ def _goals(grid: Grid, methods: dict[str, Any], cells: dict[str, list[dict]]) ->
     to the sentence-transformers reference's (when the final ran it)."""
     ref = cells.get(REFERENCE, [])
     ref_s = ref[0]["runtimes"].get("train_s") if ref else None
+    ref_steps = (ref[0].get("train_setup") or {}).get("optimizer_steps") if ref else None
+    ref_step_s = ref_s / ref_steps if ref_s and ref_steps else None
     out = []
     for arm, goal in grid.goals:
         info = methods.get(arm)
@@ -485,6 +487,16 @@ def _goals(grid: Grid, methods: dict[str, Any], cells: dict[str, list[dict]]) ->
             if c["seed"] != grid.base.train.seed and c["runtimes"].get("train_s")
         ]
         per_run = float(np.mean(fresh)) if fresh else (info["train_s"] / runs if runs else None)
+        # like for like: seconds per optimizer step, the training steps only (no validation)
+        per_step = [
+            sum(h.get("train_seconds") or 0.0 for h in c["history"])
+            / max(h.get("optimizer_steps") or 0 for h in c["history"])
+            for c in cells.get(arm, [])
+            if c["seed"] != grid.base.train.seed
+            and c.get("history")
+            and max(h.get("optimizer_steps") or 0 for h in c["history"])
+        ]
+        step_s = float(np.mean(per_step)) if per_step else None
         out.append(
             {
                 "arm": arm,
@@ -496,6 +508,9 @@ def _goals(grid: Grid, methods: dict[str, Any], cells: dict[str, list[dict]]) ->
                 "timed_runs": len(fresh) if fresh else runs,
                 "reference_train_s": ref_s,
                 "time_ratio": per_run / ref_s if per_run and ref_s else None,
+                "step_s": step_s,
+                "reference_step_s": ref_step_s,
+                "step_ratio": step_s / ref_step_s if step_s and ref_step_s else None,
             }
         )
     return out
@@ -749,6 +764,11 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
                 if g["time_ratio"]
                 else ""
             )
+            if g.get("step_ratio"):
+                ratio += (
+                    f"; per optimizer step (training only, same batch size) {g['step_s']:.1f} s against "
+                    f"{g['reference_step_s']:.1f} s = {g['step_ratio']:.2f}x"
+                )
             lines.append(
                 f"- {g['arm']}: test nDCG@10 {_fmt(g['mean'])} (mean of {g['runs']} run(s)) against the goal "
                 f"{g['goal']:.2f}: {verdict}{ratio}."
