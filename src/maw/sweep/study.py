@@ -164,8 +164,10 @@ def remaining_cost(
     return {"sweep_low_s": low, "sweep_high_s": high, "final_s": final}
 
 
-def leaderboard_markdown(out: Path, grid: Grid) -> str:
-    records = sweep_records(out, grid)
+def leaderboard_markdown(
+    out: Path, grid: Grid, records: dict[str, list[dict[str, Any]]] | None = None
+) -> str:
+    records = sweep_records(out, grid) if records is None else records
     ok = {a: [r for r in rs if r["status"] == "ok"] for a, rs in records.items()}
     total = sum(r.get("train_s") or 0.0 for rs in ok.values() for r in rs)
     wall = sum(cell_wall(r) for rs in records.values() for r in rs if r["status"] != "missing")
@@ -333,7 +335,8 @@ def write_leaderboard(out: Path, grid: Grid) -> Path:
 
     out = Path(out)
     path = out / "leaderboard.md"
-    curves = sweep_curves(sweep_records(out, grid))
+    records = sweep_records(out, grid)
+    curves = sweep_curves(records)
     if any(curves.values()):
         plot_sweep_curves(
             out / CURVES,
@@ -342,7 +345,7 @@ def write_leaderboard(out: Path, grid: Grid) -> Path:
             grid.pruner.rungs(grid.base.train.num_epochs),
             PRIMARY,
         )
-    atomic_write_text(path, leaderboard_markdown(out, grid))
+    atomic_write_text(path, leaderboard_markdown(out, grid, records))
     return path
 
 
@@ -489,12 +492,16 @@ def _goals(grid: Grid, methods: dict[str, Any], cells: dict[str, list[dict]]) ->
         per_run = float(np.mean(fresh)) if fresh else (info["train_s"] / runs if runs else None)
         # like for like: seconds per optimizer step, the training steps only (no validation)
         per_step = [
-            sum(h.get("train_seconds") or 0.0 for h in c["history"])
-            / max(h.get("optimizer_steps") or 0 for h in c["history"])
-            for c in cells.get(arm, [])
-            if c["seed"] != grid.base.train.seed
-            and c.get("history")
-            and max(h.get("optimizer_steps") or 0 for h in c["history"])
+            t / n
+            for t, n in (
+                (
+                    sum(h.get("train_seconds") or 0.0 for h in c.get("history") or []),
+                    max((h.get("optimizer_steps") or 0 for h in c.get("history") or []), default=0),
+                )
+                for c in cells.get(arm, [])
+                if c["seed"] != grid.base.train.seed
+            )
+            if n
         ]
         step_s = float(np.mean(per_step)) if per_step else None
         out.append(
