@@ -91,9 +91,12 @@ def main() -> None:
         tu = sum(a["train_s"] for a in un["arms"].values())
         ep = sum(a["epochs"] for a in pr["arms"].values())
         eu = sum(a["epochs"] for a in un["arms"].values())
+        floor = sum(a["cells"] + args.epochs - 1 for a in un["arms"].values())  # first rung: epoch 1
         print(
             f"epochs trained: pruned {ep}, unpruned {eu}: {100 * ep / eu:.0f}% (machine-independent; the seconds "
-            "also count each cell's epoch-0 validation and move with the load of a shared machine)"
+            "also count each cell's epoch-0 validation and move with the load of a shared machine); the floor of "
+            f"any successive halving with a rung at epoch 1 (each configuration to it, one per arm to the end): "
+            f"{floor} epochs, {100 * floor / eu:.0f}%"
         )
         print(
             f"total: pruned {tp:.0f} s, unpruned {tu:.0f} s: the pruned sweep cost {100 * tp / tu:.0f}% "
@@ -106,10 +109,17 @@ def main() -> None:
         out = Path(args.estimate)
         manifest = json.loads((out / "sweep.json").read_text())
         grid = load_grid(args.grid or ROOT / manifest["grid_file"])
-        cost = pruning_cost(sweep_records(out, grid), grid.base.train.num_epochs)
+        rungs = grid.pruner.rungs(grid.base.train.num_epochs) or [1]
+        cost = pruning_cost(sweep_records(out, grid), grid.base.train.num_epochs, rungs[0])
         print(
             f"{out}: {cost['train_s']:.0f} s of training; the same configurations unpruned, estimated: "
             f"{cost['unpruned_estimate_s']:.0f} s; ratio {100 * cost['train_s'] / max(cost['unpruned_estimate_s'], 1e-9):.0f}%"
+        )
+        print(
+            f"in epochs: {cost['epochs']:.0f} of {cost['unpruned_epochs']:.0f} "
+            f"({100 * cost['epochs'] / max(cost['unpruned_epochs'], 1e-9):.0f}%); the floor of any successive halving "
+            f"with its first rung at epoch {rungs[0]} (each configuration to it, one per arm to the end): "
+            f"{cost['floor_epochs']:.0f} epochs ({100 * cost['floor_epochs'] / max(cost['unpruned_epochs'], 1e-9):.0f}%)"
         )
 
 

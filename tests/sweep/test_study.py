@@ -123,7 +123,8 @@ def test_remaining_cost_projects_from_the_finished_cells_epoch_times():
 
 
 def test_pruning_cost_in_seconds_and_in_epochs():
-    """A pruned cell would have run as many epochs as the median unpruned cell of its arm."""
+    """A pruned cell would have run as many epochs as the median unpruned cell of its arm; the floor is
+    what the best possible successive halving would have spent."""
     from maw.sweep.study import pruning_cost
 
     def cell(epochs: int, pruned: bool, per_epoch: float) -> dict:
@@ -145,7 +146,9 @@ def test_pruning_cost_in_seconds_and_in_epochs():
         "unpruned_estimate_s": 40 + 80 + 40,
         "epochs": 8,
         "unpruned_epochs": 12,
+        "floor_epochs": 3 + 3,  # all three to epoch 1, the winner on to epoch 4
     }
+    assert pruning_cost(records, max_epochs=4, first_rung=2)["floor_epochs"] == 3 * 2 + 2
 
 
 def test_rungs_below_the_last_epoch():

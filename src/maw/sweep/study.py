@@ -95,16 +95,25 @@ def cell_wall(record: dict[str, Any]) -> float:
     )
 
 
-def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> dict[str, float]:
+def pruning_cost(
+    records: dict[str, list[dict[str, Any]]], max_epochs: int, first_rung: int = 1
+) -> dict[str, float]:
     """The sweep's training seconds, and an estimate of what the same configurations would have cost
     unpruned: a pruned cell's mean epoch time (training + validation) times the epochs it would have
     run, taken as the median number of epochs of its arm's unpruned cells (``max_epochs`` when the
-    arm has none)."""
-    actual = estimate = epochs_run = epochs_unpruned = 0.0
+    arm has none).
+
+    ``floor_epochs``: the fewest epochs any successive halving with its first rung at ``first_rung``
+    could have spent on the same configurations: each trains to the first rung, and one per arm (its
+    winner) on to the epochs it would have run. With few configurations per arm and few epochs this
+    floor alone can be far above a target ratio (3 configurations x 4 epochs: 6 of 12, 50%)."""
+    actual = estimate = epochs_run = epochs_unpruned = floor = 0.0
     for rs in records.values():
         ok = [r for r in rs if r["status"] == "ok"]
         full = sorted(r["epochs_run"] for r in ok if not r.get("pruned"))
         would = float(np.median(full)) if full else float(max_epochs)
+        if ok:
+            floor += len(ok) * min(first_rung, would) + max(would - first_rung, 0.0)
         for r in ok:
             spent = r.get("train_s") or 0.0
             actual += spent
@@ -118,6 +127,7 @@ def pruning_cost(records: dict[str, list[dict[str, Any]]], max_epochs: int) -> d
         "unpruned_estimate_s": estimate,
         "epochs": epochs_run,
         "unpruned_epochs": epochs_unpruned,
+        "floor_epochs": floor,
     }
 
 
@@ -195,8 +205,8 @@ def leaderboard_markdown(
         f"Pruning: {grid.pruner.describe(grid.base.train.num_epochs)}.",
         "",
     ]
-    if grid.pruner.rungs(grid.base.train.num_epochs):
-        cost = pruning_cost(records, grid.base.train.num_epochs)
+    if rungs := grid.pruner.rungs(grid.base.train.num_epochs):
+        cost = pruning_cost(records, grid.base.train.num_epochs, rungs[0])
         n_pruned = sum(1 for rs in ok.values() for r in rs if r.get("pruned"))
         if cost["unpruned_estimate_s"] > 0:
             lines += [
@@ -205,7 +215,10 @@ def leaderboard_markdown(
                 "x the median number of epochs of its arm's unpruned configurations); the pruned sweep cost "
                 f"{100 * cost['train_s'] / cost['unpruned_estimate_s']:.0f}% of that. In epochs trained (the measure "
                 f"that does not move with the machine's load): {cost['epochs']:.0f} of {cost['unpruned_epochs']:.0f}, "
-                f"{100 * cost['epochs'] / cost['unpruned_epochs']:.0f}%.",
+                f"{100 * cost['epochs'] / cost['unpruned_epochs']:.0f}%. The least any successive halving with its "
+                f"first rung at epoch {rungs[0]} could have spent on these configurations (each to that rung, one "
+                f"per arm to the end): {cost['floor_epochs']:.0f} epochs, "
+                f"{100 * cost['floor_epochs'] / cost['unpruned_epochs']:.0f}%.",
                 "",
             ]
     if any(r["status"] == "ok" and r.get("history") for rs in records.values() for r in rs):
