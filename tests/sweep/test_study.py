@@ -76,6 +76,7 @@ def test_no_difference_sentence_states_the_detectable_effect():
     )
     lost = headline("lora", "maw", _family(cells, [("lora", "maw")], "nDCG@10", 0.05))
     assert lost.startswith("MAW (lora) lost to")
+    assert "with 80% power the test detects a difference of ≥ " in lost  # the power, also when significant
     assert headline(None, "finetune", rows).startswith("No verdict")
     # with a margin fixed in the grid, the equivalence test decides "equivalent within ±m"
     eq = _family(cells, [("maw", "finetune"), ("maw", "lora")], "nDCG@10", 0.05, margin=0.05)

@@ -460,10 +460,16 @@ def headline(
     ci = f"Holm-adjusted p = {row['p_perm_holm']:.3g}, {100 * (1 - row['holm_level']):.4g}% CI [{_fmt(row['holm_ci_low'])}, {_fmt(row['holm_ci_high'])}]"
     margin = row.get("margin")
     tost = f"Holm-adjusted TOST p = {row['p_tost_holm']:.3g}" if row.get("p_tost_holm") is not None else ""
+    power = (
+        f"; with 80% power the test detects a difference of ≥ {row['mde_holm']:.4f} nDCG@10 at alpha = "
+        f"{alpha}/{row['family_size']}"
+        if row.get("mde_holm") is not None
+        else ""
+    )
     if row["verdict"] == "better":
-        return f"MAW ({best_maw}) beat {who} ({nums}; {ci}).{flag}"
+        return f"MAW ({best_maw}) beat {who} ({nums}; {ci}{power}).{flag}"
     if row["verdict"] == "worse":
-        return f"MAW ({best_maw}) lost to {who} ({nums}; {ci}).{flag}"
+        return f"MAW ({best_maw}) lost to {who} ({nums}; {ci}{power}).{flag}"
     if row["verdict"] == "equivalent":
         return (
             f"MAW ({best_maw}) was equivalent to {who} within ±{margin:g} nDCG@10 (equivalence test, TOST, with "
@@ -644,8 +650,15 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
         "",
         f"**{s['headline']}**",
         "",
-        *([f"> {s['note']}", ""] if s.get("note") else []),
     ]
+    cost = s.get("cost") or {}
+    if cost.get("total_s"):
+        lines += [
+            f"The study cost {cost['total_s'] / 3600:.2f} h of machine time in all (sweep "
+            f"{cost.get('sweep_s', 0.0) / 3600:.2f} h, final {cost.get('final_s', 0.0) / 3600:.2f} h; see Cost).",
+            "",
+        ]
+    lines += [*([f"> {s['note']}", ""] if s.get("note") else [])]
     done = s["final_cells"]
     if done["finished"] < done["expected"]:
         lines += [
@@ -794,7 +807,6 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
                 f"{g['goal']:.2f}: {verdict}{ratio}."
             )
         lines.append("")
-    cost = s.get("cost") or {}
     lines += [
         "## Cost",
         "",
