@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(pruner: str, args, tmp: Path) -> dict:
     from maw.sweep.grid import load_grid
     from maw.sweep.runner import run_sweep, sweep_cell_path
+    from maw.sweep.study import pruning_cost
 
     text = (ROOT / "examples" / "sweeps" / "demo.toml").read_text()
     text = text.replace("[sweep]\n", f'[sweep]\npruner = "{pruner}"\n', 1)
@@ -49,8 +50,10 @@ def run(pruner: str, args, tmp: Path) -> dict:
     outcome = run_sweep(grid, out, tmp / f"ckpt-{pruner}", log=print)
     wall = time.perf_counter() - t0
     arms: dict[str, dict] = {}
+    records: dict[str, list[dict]] = {}
     for c in grid.cells:
         rec = json.loads(sweep_cell_path(out, grid, c).read_text())
+        records.setdefault(c.arm, []).append(rec)
         a = arms.setdefault(c.arm, {"train_s": 0.0, "epochs": 0, "pruned": 0, "cells": 0, "best": None})
         a["train_s"] += rec.get("train_s") or 0.0
         a["epochs"] += rec.get("epochs_run") or 0
@@ -58,7 +61,8 @@ def run(pruner: str, args, tmp: Path) -> dict:
         a["pruned"] += bool(rec.get("pruned"))
         if rec.get("score") is not None and (a["best"] is None or rec["score"] > a["best"][0]):
             a["best"] = (rec["score"], rec["label"])
-    return {"arms": arms, "wall": wall, "failed": outcome.failed}
+    floor = pruning_cost(records, args.epochs)["floor_epochs"]  # the demo's first rung: epoch 1
+    return {"arms": arms, "wall": wall, "failed": outcome.failed, "floor_epochs": floor}
 
 
 def main() -> None:
@@ -91,12 +95,12 @@ def main() -> None:
         tu = sum(a["train_s"] for a in un["arms"].values())
         ep = sum(a["epochs"] for a in pr["arms"].values())
         eu = sum(a["epochs"] for a in un["arms"].values())
-        floor = sum(a["cells"] + args.epochs - 1 for a in un["arms"].values())  # first rung: epoch 1
+        floor = un["floor_epochs"]
         print(
             f"epochs trained: pruned {ep}, unpruned {eu}: {100 * ep / eu:.0f}% (machine-independent; the seconds "
             "also count each cell's epoch-0 validation and move with the load of a shared machine); the floor of "
             f"any successive halving with a rung at epoch 1 (each configuration to it, one per arm to the end): "
-            f"{floor} epochs, {100 * floor / eu:.0f}%"
+            f"{floor:.0f} epochs, {100 * floor / eu:.0f}%"
         )
         print(
             f"total: pruned {tp:.0f} s, unpruned {tu:.0f} s: the pruned sweep cost {100 * tp / tu:.0f}% "

@@ -658,7 +658,8 @@ def report_markdown(s: dict[str, Any], out: Path) -> str:
             f"{cost.get('sweep_s', 0.0) / 3600:.2f} h, final {cost.get('final_s', 0.0) / 3600:.2f} h; see Cost).",
             "",
         ]
-    lines += [*([f"> {s['note']}", ""] if s.get("note") else [])]
+    if s.get("note"):
+        lines += [f"> {s['note']}", ""]
     done = s["final_cells"]
     if done["finished"] < done["expected"]:
         lines += [
